@@ -1,0 +1,68 @@
+#pragma once
+
+/// The FRONTEND actor: the bridge between HTTP and the actors.
+///
+/// For each request it routes (transport::lambda::match), authenticates with
+/// SigV4 against the configured accounts, parses and validates the body, asks
+/// the REGISTRY, and renders the AWS response or error. Every request to
+/// another actor carries a timeout and an error branch. It records request
+/// metrics and serves /health and /metrics.
+
+#include "nimbus/actors/interfaces.hpp"
+#include "nimbus/config/config.hpp"
+#include "nimbus/transport/lambda_codec.hpp"
+#include "nimbus/transport/metrics.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nimbus {
+
+/// Settings of the frontend.
+struct frontend_config {
+  std::string node_name = "nimbus-1";
+  std::string region = "us-east-1";
+  std::vector<config::account> accounts;
+  /// Allowed SigV4 clock skew.
+  std::chrono::seconds clock_skew{300};
+  /// Time the registry has to answer.
+  std::chrono::milliseconds request_timeout{30'000};
+  /// Limits the codec enforces.
+  transport::lambda::codec_limits codec;
+  /// Account limits reported by GetAccountSettings.
+  config::limits_config limits;
+  /// Wall clock (injectable for tests).
+  std::function<std::chrono::system_clock::time_point()> now;
+  /// Where request metrics go.
+  std::shared_ptr<transport::api_metrics> metrics;
+  /// Key for the code download links; random per process when empty.
+  std::string download_key;
+};
+
+/// Checks a frontend config; returns an error text or nothing.
+std::string validate(const frontend_config& cfg);
+
+/// State of the FRONTEND actor.
+struct frontend_state {
+  static constexpr const char* name = "frontend";
+  frontend_config config;
+  registry_actor registry;
+  /// access key id -> account.
+  std::map<std::string, config::account> by_access_key;
+};
+
+/// The FRONTEND behavior.
+frontend_actor::behavior_type frontend(frontend_actor::stateful_pointer<frontend_state> self,
+                                       frontend_config cfg, registry_actor registry);
+
+/// Spawns the FRONTEND.
+frontend_actor spawn_frontend(caf::actor_system& sys, frontend_config cfg,
+                              registry_actor registry);
+
+} // namespace nimbus

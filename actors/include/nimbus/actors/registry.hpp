@@ -1,0 +1,62 @@
+#pragma once
+
+/// The REGISTRY actor: functions and their code, per account.
+///
+/// It keeps every function in memory and writes each change through the
+/// function store before it answers, so an acknowledged change survives a
+/// crash and a failed write changes nothing. Code is shared by content hash;
+/// the registry counts references and deletes code that nothing uses.
+
+#include "nimbus/actors/interfaces.hpp"
+#include "nimbus/storage/function_store.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nimbus {
+
+/// Settings of the registry.
+struct registry_config {
+  /// Region for ARNs in messages.
+  std::string region = "us-east-1";
+  /// Largest unzipped code size.
+  uint64_t code_size_unzipped = 250 * 1024 * 1024;
+  /// Total code storage per account.
+  uint64_t total_code_size = 75ull * 1024 * 1024 * 1024;
+  /// Wall clock in Unix milliseconds (injectable for tests).
+  std::function<int64_t()> now_ms;
+};
+
+/// Checks a registry config; returns an error text or nothing.
+std::string validate(const registry_config& cfg);
+
+/// State of the REGISTRY actor.
+struct registry_state {
+  static constexpr const char* name = "registry";
+  registry_config config;
+  std::shared_ptr<storage::function_store> store;
+  /// account id -> function name -> record.
+  std::map<std::string, std::map<std::string, storage::function_record>> functions;
+  /// hex SHA-256 of stored code -> number of functions using it.
+  std::map<std::string, uint32_t> code_refs;
+};
+
+/// The REGISTRY behavior. `loaded` are the records the store loaded at
+/// startup.
+registry_actor::behavior_type registry(registry_actor::stateful_pointer<registry_state> self,
+                                       registry_config cfg,
+                                       std::shared_ptr<storage::function_store> store,
+                                       std::vector<storage::function_record> loaded);
+
+/// Spawns the REGISTRY.
+registry_actor spawn_registry(caf::actor_system& sys, registry_config cfg,
+                              std::shared_ptr<storage::function_store> store,
+                              std::vector<storage::function_record> loaded);
+
+} // namespace nimbus

@@ -1,0 +1,328 @@
+#include "nimbus/actors/registry.hpp"
+
+#include "nimbus/actors/error.hpp"
+#include "nimbus/config/logging.hpp"
+#include "nimbus/storage/code_archive.hpp"
+#include "nimbus/storage/digest.hpp"
+#include "nimbus/transport/lambda_api.hpp"
+#include "nimbus/vmm/runtime_catalog.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <chrono>
+
+namespace nimbus {
+
+using storage::function_record;
+using transport::lambda::code_update;
+using transport::lambda::configuration_patch;
+using transport::lambda::function_spec;
+
+std::string validate(const registry_config& cfg) {
+  if (cfg.region.empty())
+    return "registry: region must not be empty";
+  if (!cfg.now_ms)
+    return "registry: clock missing";
+  return {};
+}
+
+namespace {
+
+using self_ptr = registry_actor::stateful_pointer<registry_state>;
+
+caf::error not_found(const registry_state& st, const std::string& account,
+                     const std::string& name) {
+  return make_error(ec::resource_not_found,
+                    "Function not found: "
+                      + transport::lambda::function_arn(st.config.region, account, name));
+}
+
+caf::error runtime_unsupported(const std::string& runtime) {
+  std::string all;
+  for (const auto& r : vmm::supported_runtimes())
+    all += (all.empty() ? "" : ", ") + r.name;
+  return make_error(ec::invalid_parameter,
+                    "Value " + runtime
+                      + " at 'runtime' failed to satisfy constraint: Member must satisfy enum "
+                        "value set: ["
+                      + all + "] or be a valid ARN");
+}
+
+uint64_t account_code_size(const registry_state& st, const std::string& account) {
+  uint64_t total = 0;
+  if (auto it = st.functions.find(account); it != st.functions.end())
+    for (const auto& [_, r] : it->second)
+      total += static_cast<uint64_t>(r.code_size);
+  return total;
+}
+
+// Validates a zip and stores it if new. On success `hex`/`b64` name it.
+caf::error store_code(self_ptr self, const std::string& zip, std::string& hex,
+                      std::string& b64) {
+  auto& st = self->state;
+  auto report = storage::check_zip(zip, st.config.code_size_unzipped);
+  if (!report.ok)
+    return make_error(ec::invalid_parameter, report.error);
+  auto digest = storage::sha256(zip);
+  hex = storage::to_hex(digest);
+  b64 = storage::base64_encode(storage::as_bytes(digest));
+  if (st.code_refs.count(hex) == 0)
+    if (auto s = st.store->put_code(hex, zip); !s.ok()) {
+      config::logger("actors")->error("registry failed to store code: {}", s.error);
+      return make_error(ec::storage_failure, "Failed to store the function code");
+    }
+  return {};
+}
+
+// Drops one reference to stored code and deletes it when unused.
+void release_code(self_ptr self, const std::string& hex) {
+  auto& st = self->state;
+  auto it = st.code_refs.find(hex);
+  if (it != st.code_refs.end() && --it->second > 0)
+    return;
+  if (it != st.code_refs.end())
+    st.code_refs.erase(it);
+  if (auto s = st.store->remove_code(hex); !s.ok())
+    // The next startup removes unreferenced code, so this leaks nothing.
+    config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
+}
+
+// Removes code stored for a request that then failed, unless it is in use.
+void discard_new_code(self_ptr self, const std::string& hex) {
+  if (self->state.code_refs.count(hex) == 0)
+    if (auto s = self->state.store->remove_code(hex); !s.ok())
+      config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
+}
+
+std::string new_timestamp(const registry_state& st) {
+  return storage::format_last_modified(st.config.now_ms());
+}
+
+caf::result<function_record> create(self_ptr self, const std::string& account,
+                                    function_spec& spec) {
+  auto& st = self->state;
+  auto& fns = st.functions[account];
+  if (fns.count(spec.name))
+    return make_error(ec::resource_conflict, "Function already exist: " + spec.name);
+  if (!vmm::find_runtime(spec.runtime))
+    return runtime_unsupported(spec.runtime);
+  if (account_code_size(st, account) + spec.zip.size() > st.config.total_code_size)
+    return make_error(ec::code_storage_exceeded, "Code storage limit exceeded.");
+  function_record r;
+  if (auto err = store_code(self, spec.zip, r.code_sha256_hex, r.code_sha256))
+    return err;
+  r.account_id = account;
+  r.name = spec.name;
+  r.runtime = spec.runtime;
+  r.role = spec.role;
+  r.handler = spec.handler;
+  r.description = spec.description;
+  r.timeout = spec.timeout;
+  r.memory_size = spec.memory_size;
+  r.ephemeral_storage = spec.ephemeral_storage;
+  r.environment = spec.environment;
+  r.has_environment = spec.has_environment;
+  r.architectures = spec.architectures;
+  r.package_type = spec.package_type;
+  r.code_size = static_cast<int64_t>(spec.zip.size());
+  r.last_modified = new_timestamp(st);
+  r.revision_id = storage::random_uuid();
+  if (auto s = st.store->put_function(r); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", r.name, s.error);
+    discard_new_code(self, r.code_sha256_hex);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  ++st.code_refs[r.code_sha256_hex];
+  config::logger("actors")->info("registry created function {} in account {}", r.name, account);
+  return fns.emplace(r.name, r).first->second;
+}
+
+function_record* find(registry_state& st, const std::string& account, const std::string& name) {
+  auto a = st.functions.find(account);
+  if (a == st.functions.end())
+    return nullptr;
+  auto f = a->second.find(name);
+  return f == a->second.end() ? nullptr : &f->second;
+}
+
+caf::error check_revision(const function_record& r, const std::optional<std::string>& revision) {
+  if (revision && *revision != r.revision_id)
+    return make_error(ec::precondition_failed,
+                      "The Revision Id provided does not match the latest Revision Id. Call the "
+                      "GetFunction/GetAlias API to retrieve the latest Revision Id");
+  return {};
+}
+
+caf::result<function_record> update_code(self_ptr self, const std::string& account,
+                                         const std::string& name, code_update& update) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current)
+    return not_found(st, account, name);
+  if (auto err = check_revision(*current, update.revision_id))
+    return err;
+  if (account_code_size(st, account) - static_cast<uint64_t>(current->code_size)
+        + update.zip.size()
+      > st.config.total_code_size)
+    return make_error(ec::code_storage_exceeded, "Code storage limit exceeded.");
+  if (update.dry_run) {
+    auto report = storage::check_zip(update.zip, st.config.code_size_unzipped);
+    if (!report.ok)
+      return make_error(ec::invalid_parameter, report.error);
+    auto preview = *current;
+    auto digest = storage::sha256(update.zip);
+    preview.code_sha256 = storage::base64_encode(storage::as_bytes(digest));
+    preview.code_size = static_cast<int64_t>(update.zip.size());
+    return preview;
+  }
+  auto next = *current;
+  if (auto err = store_code(self, update.zip, next.code_sha256_hex, next.code_sha256))
+    return err;
+  next.code_size = static_cast<int64_t>(update.zip.size());
+  next.last_modified = new_timestamp(st);
+  next.revision_id = storage::random_uuid();
+  if (auto s = st.store->put_function(next); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+    discard_new_code(self, next.code_sha256_hex);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  ++st.code_refs[next.code_sha256_hex];
+  auto old = current->code_sha256_hex;
+  *current = next;
+  release_code(self, old);
+  config::logger("actors")->info("registry updated code of function {} in account {}", name,
+                                 account);
+  return next;
+}
+
+caf::result<function_record> update_config(self_ptr self, const std::string& account,
+                                           const std::string& name,
+                                           configuration_patch& patch) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current)
+    return not_found(st, account, name);
+  if (auto err = check_revision(*current, patch.revision_id))
+    return err;
+  if (patch.runtime && !vmm::find_runtime(*patch.runtime))
+    return runtime_unsupported(*patch.runtime);
+  auto next = *current;
+  if (patch.runtime) next.runtime = *patch.runtime;
+  if (patch.role) next.role = *patch.role;
+  if (patch.handler) next.handler = *patch.handler;
+  if (patch.description) next.description = *patch.description;
+  if (patch.timeout) next.timeout = *patch.timeout;
+  if (patch.memory_size) next.memory_size = *patch.memory_size;
+  if (patch.ephemeral_storage) next.ephemeral_storage = *patch.ephemeral_storage;
+  if (patch.environment) {
+    next.environment = *patch.environment;
+    next.has_environment = true;
+  }
+  next.last_modified = new_timestamp(st);
+  next.revision_id = storage::random_uuid();
+  if (auto s = st.store->put_function(next); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  *current = next;
+  config::logger("actors")->info("registry updated configuration of function {} in account {}",
+                                 name, account);
+  return next;
+}
+
+caf::result<bool> remove(self_ptr self, const std::string& account, const std::string& name) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current)
+    return not_found(st, account, name);
+  if (auto s = st.store->remove_function(account, name); !s.ok()) {
+    config::logger("actors")->error("registry failed to delete function {}: {}", name, s.error);
+    return make_error(ec::storage_failure, "Failed to delete the function");
+  }
+  auto hex = current->code_sha256_hex;
+  st.functions[account].erase(name);
+  release_code(self, hex);
+  config::logger("actors")->info("registry deleted function {} in account {}", name, account);
+  return true;
+}
+
+} // namespace
+
+registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
+                                       std::shared_ptr<storage::function_store> store,
+                                       std::vector<function_record> loaded) {
+  auto& st = self->state;
+  st.config = std::move(cfg);
+  st.store = std::move(store);
+  for (auto& r : loaded) {
+    ++st.code_refs[r.code_sha256_hex];
+    auto account = r.account_id;
+    auto name = r.name;
+    st.functions[account].emplace(std::move(name), std::move(r));
+  }
+  return {
+    [=](create_atom, const std::string& account,
+        function_spec& spec) -> caf::result<function_record> {
+      return create(self, account, spec);
+    },
+    [=](get_atom, const std::string& account,
+        const std::string& name) -> caf::result<function_record> {
+      if (auto* r = find(self->state, account, name))
+        return *r;
+      return not_found(self->state, account, name);
+    },
+    [=](list_atom, const std::string& account, const std::string& marker,
+        int32_t max_items) -> caf::result<function_page> {
+      function_page page;
+      auto a = self->state.functions.find(account);
+      if (a == self->state.functions.end())
+        return page;
+      auto& fns = a->second;
+      auto it = marker.empty() ? fns.begin() : fns.upper_bound(marker);
+      for (; it != fns.end() && static_cast<int32_t>(page.functions.size()) < max_items; ++it)
+        page.functions.push_back(it->second);
+      if (it != fns.end() && !page.functions.empty())
+        page.next_marker = page.functions.back().name;
+      return page;
+    },
+    [=](update_code_atom, const std::string& account, const std::string& name,
+        code_update& update) -> caf::result<function_record> {
+      return update_code(self, account, name, update);
+    },
+    [=](update_config_atom, const std::string& account, const std::string& name,
+        configuration_patch& patch) -> caf::result<function_record> {
+      return update_config(self, account, name, patch);
+    },
+    [=](delete_atom, const std::string& account, const std::string& name) -> caf::result<bool> {
+      return remove(self, account, name);
+    },
+    [=](fetch_code_atom, const std::string& account, const std::string& name,
+        const std::string& sha_hex) -> caf::result<std::string> {
+      auto* r = find(self->state, account, name);
+      if (!r || r->code_sha256_hex != sha_hex)
+        return not_found(self->state, account, name);
+      std::string code;
+      if (auto s = self->state.store->get_code(sha_hex, code); !s.ok()) {
+        config::logger("actors")->error("registry failed to read code: {}", s.error);
+        return make_error(ec::storage_failure, "Failed to read the function code");
+      }
+      return code;
+    },
+    [=](usage_atom, const std::string& account) -> caf::result<account_usage> {
+      account_usage usage;
+      usage.total_code_size = account_code_size(self->state, account);
+      if (auto a = self->state.functions.find(account); a != self->state.functions.end())
+        usage.function_count = a->second.size();
+      return usage;
+    },
+  };
+}
+
+registry_actor spawn_registry(caf::actor_system& sys, registry_config cfg,
+                              std::shared_ptr<storage::function_store> store,
+                              std::vector<function_record> loaded) {
+  return sys.spawn(registry, std::move(cfg), std::move(store), std::move(loaded));
+}
+
+} // namespace nimbus

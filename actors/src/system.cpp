@@ -1,0 +1,216 @@
+#include "nimbus/actors/system.hpp"
+
+#include "nimbus/actors/error.hpp"
+#include "nimbus/actors/frontend.hpp"
+#include "nimbus/actors/interfaces.hpp"
+#include "nimbus/actors/registry.hpp"
+#include "nimbus/config/logging.hpp"
+#include "nimbus/storage/durable_file.hpp"
+#include "nimbus/transport/http_server.hpp"
+#include "nimbus/transport/lambda_api.hpp"
+#include "nimbus/transport/lambda_codec.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/actor_system_config.hpp>
+#include <caf/event_based_actor.hpp>
+#include <caf/scoped_actor.hpp>
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+
+namespace nimbus {
+
+namespace {
+
+/// CAF settings for our 2-core machines (see shared/docs/CAF-0.17.md §6):
+/// two scheduler threads that park at once when idle.
+struct actor_system_settings : caf::actor_system_config {
+  actor_system_settings() {
+    set("scheduler.max-threads", 2);
+    set("work-stealing.moderate-poll-attempts", 0);
+    set("logger.verbosity", caf::atom("quiet"));
+    add_message_types<caf::id_block::nimbus>();
+  }
+};
+
+int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+struct node::impl {
+  // Declaration order is destruction order in reverse: the HTTP server (and
+  // its io_context) must outlive the actor system, because actors may still
+  // hold response callbacks bound to it while the system shuts down.
+  std::unique_ptr<transport::http_server> server;
+  actor_system_settings caf_config;
+  std::unique_ptr<caf::actor_system> system;
+  registry_actor registry;
+  frontend_actor frontend;
+  int lock_fd = -1;
+  bool stopped = false;
+
+  ~impl() {
+    if (lock_fd >= 0)
+      ::close(lock_fd);
+  }
+};
+
+node::node() : impl_(std::make_unique<impl>()) {
+}
+
+node::~node() {
+  stop();
+}
+
+uint16_t node::api_port() const {
+  return impl_->server ? impl_->server->port() : 0;
+}
+
+void node::stop() {
+  auto& d = *impl_;
+  if (d.stopped)
+    return;
+  d.stopped = true;
+  auto log = config::logger("actors");
+  if (d.server)
+    d.server->stop();
+  if (d.system) {
+    caf::anon_send_exit(d.frontend, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
+    d.frontend = nullptr;
+    d.registry = nullptr;
+    d.system.reset(); // waits for all actors
+  }
+  log->info("node stopped");
+}
+
+std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& error) {
+  auto log = config::logger("actors");
+  std::unique_ptr<node> n{new node};
+  auto& d = *n->impl_;
+
+  // -- data directory: one node per directory ----------------------------------
+  if (auto s = storage::make_directories(cfg.data_dir); !s.ok()) {
+    error = "cannot create data directory: " + s.error;
+    return nullptr;
+  }
+  auto lock_path = cfg.data_dir + "/LOCK";
+  d.lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (d.lock_fd < 0 || ::flock(d.lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    error = "data directory " + cfg.data_dir + " is in use by another nimbusd (" + lock_path
+            + ": " + std::strerror(errno) + ")";
+    return nullptr;
+  }
+
+  // -- durable state -----------------------------------------------------------
+  std::shared_ptr<storage::function_store> store
+    = storage::make_file_function_store(cfg.data_dir + "/registry");
+  std::vector<storage::function_record> loaded;
+  if (auto s = store->load(loaded); !s.ok()) {
+    error = "cannot load functions: " + s.error;
+    return nullptr;
+  }
+  log->info("node {} loaded {} functions from {}", cfg.node_name, loaded.size(), cfg.data_dir);
+
+  // -- actors ------------------------------------------------------------------
+  d.system = std::make_unique<caf::actor_system>(d.caf_config);
+  registry_config rc;
+  rc.region = cfg.region;
+  rc.code_size_unzipped = cfg.limits.code_size_unzipped;
+  rc.total_code_size = cfg.limits.total_code_size;
+  rc.now_ms = unix_ms;
+  if (auto problem = validate(rc); !problem.empty()) {
+    error = problem;
+    return nullptr;
+  }
+  d.registry = spawn_registry(*d.system, rc, store, std::move(loaded));
+
+  frontend_config fc;
+  fc.node_name = cfg.node_name;
+  fc.region = cfg.region;
+  fc.accounts = cfg.accounts;
+  fc.clock_skew = cfg.api.clock_skew;
+  fc.request_timeout = cfg.api.request_timeout;
+  fc.codec.code_size_zipped = cfg.limits.code_size_zipped;
+  fc.codec.environment_bytes = cfg.limits.environment_bytes;
+  fc.limits = cfg.limits;
+  fc.now = [] { return std::chrono::system_clock::now(); };
+  fc.metrics = std::make_shared<transport::api_metrics>();
+  if (auto problem = validate(fc); !problem.empty()) {
+    error = problem;
+    return nullptr;
+  }
+  d.frontend = spawn_frontend(*d.system, fc, d.registry);
+
+  // -- HTTP --------------------------------------------------------------------
+  transport::http_server_options options;
+  options.address = cfg.api.listen_address;
+  options.port = cfg.api.listen_port;
+  options.io_threads = cfg.api.io_threads;
+  options.max_header_bytes = cfg.api.max_header_bytes;
+  options.header_deadline = cfg.api.header_timeout;
+  options.body_deadline = cfg.api.body_timeout;
+  options.idle_timeout = cfg.api.idle_timeout;
+  options.max_pipeline = cfg.api.max_pipeline;
+
+  transport::http_server_hooks hooks;
+  auto* sys = d.system.get();
+  auto frontend = d.frontend;
+  // The frontend answers within the registry timeout; the bridge waits a
+  // little longer so that the frontend's own timeout error wins.
+  auto bridge_timeout = cfg.api.request_timeout + std::chrono::seconds{5};
+  hooks.on_request = [sys, frontend, bridge_timeout](transport::http_request req,
+                                                     transport::respond_fn respond) {
+    // One short-lived actor per request: it never blocks an io thread, and it
+    // ends after its single response handler ran.
+    sys->spawn([frontend, bridge_timeout, req = std::move(req),
+                respond = std::move(respond)](caf::event_based_actor* self) mutable {
+      self->request(frontend, bridge_timeout, std::move(req))
+        .then([respond](transport::http_response& res) { respond(std::move(res)); },
+              [respond](caf::error& err) {
+                respond(transport::lambda::error_response(
+                  {500, "ServiceException", "The request failed: " + error_message(err)}));
+              });
+    });
+  };
+  const auto control_limit = cfg.limits.control_body_bytes;
+  hooks.body_limit = [control_limit](const transport::http_request& head) -> uint64_t {
+    if (head.method == "POST" || head.method == "PUT")
+      return control_limit;
+    return 64 * 1024;
+  };
+  hooks.too_large = [](const transport::http_request& head, uint64_t limit) {
+    auto m = transport::lambda::match(head.method, head.target);
+    auto op = m.matched ? std::string{transport::lambda::operation_name(m.matched->op)}
+                        : std::string{"this"};
+    return transport::lambda::error_response(
+      {413, "RequestEntityTooLargeException",
+       "Request must be smaller than " + std::to_string(limit) + " bytes for the " + op
+         + " operation"});
+  };
+  hooks.bad_request = [](std::string_view reason, int status) {
+    return transport::lambda::error_response(
+      {status, "InvalidRequestContentException", std::string{reason}});
+  };
+  try {
+    d.server = std::make_unique<transport::http_server>(options, hooks);
+  } catch (const std::exception& e) {
+    error = "cannot listen on " + cfg.api.listen_address + ":"
+            + std::to_string(cfg.api.listen_port) + ": " + e.what();
+    n->stop();
+    return nullptr;
+  }
+  log->info("nimbusd listening on {}:{} (region {})", cfg.api.listen_address,
+            d.server->port(), cfg.region);
+  return n;
+}
+
+} // namespace nimbus

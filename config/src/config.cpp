@@ -1,0 +1,244 @@
+#include "nimbus/config/config.hpp"
+
+#include <toml++/toml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace nimbus::config {
+
+std::string config_error::to_string() const {
+  return key.empty() ? message : key + ": " + message;
+}
+
+namespace {
+
+/// Walks one TOML table, reading known keys and remembering which were seen
+/// so that the remaining ones can be reported as unknown.
+class table_reader {
+public:
+  table_reader(const toml::table& table, std::string prefix, std::vector<config_error>& errors)
+    : table_(table), prefix_(std::move(prefix)), errors_(errors) {
+  }
+
+  ~table_reader() {
+    for (const auto& [k, _] : table_)
+      if (seen_.count(std::string{k.str()}) == 0)
+        errors_.push_back({key(k.str()), "unknown key"});
+  }
+
+  std::string key(std::string_view k) const {
+    return prefix_.empty() ? std::string{k} : prefix_ + "." + std::string{k};
+  }
+
+  void string(std::string_view k, std::string& out) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return;
+    if (auto v = node->value<std::string>(); v && node->is_string())
+      out = *v;
+    else
+      errors_.push_back({key(k), "expected a string"});
+  }
+
+  template <class T>
+  void integer(std::string_view k, T& out, int64_t min, int64_t max) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return;
+    if (!node->is_integer()) {
+      errors_.push_back({key(k), "expected an integer"});
+      return;
+    }
+    auto v = *node->value<int64_t>();
+    if (v < min || v > max) {
+      errors_.push_back({key(k), "must be between " + std::to_string(min) + " and "
+                                   + std::to_string(max) + ", got " + std::to_string(v)});
+      return;
+    }
+    out = static_cast<T>(v);
+  }
+
+  template <class Duration>
+  void duration(std::string_view k, Duration& out, int64_t min, int64_t max) {
+    int64_t v = out.count();
+    integer(k, v, min, max);
+    out = Duration{v};
+  }
+
+  const toml::table* table(std::string_view k) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return nullptr;
+    if (!node->is_table()) {
+      errors_.push_back({key(k), "expected a table"});
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  const toml::array* array(std::string_view k) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return nullptr;
+    if (!node->is_array()) {
+      errors_.push_back({key(k), "expected an array of tables ([[" + key(k) + "]])"});
+      return nullptr;
+    }
+    return node->as_array();
+  }
+
+private:
+  const toml::table& table_;
+  std::string prefix_;
+  std::vector<config_error>& errors_;
+  std::set<std::string> seen_;
+};
+
+bool all_digits(std::string_view s) {
+  for (char c : s)
+    if (c < '0' || c > '9')
+      return false;
+  return !s.empty();
+}
+
+void parse_listen(const std::string& text, api_config& api, std::vector<config_error>& errors) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || !all_digits(text.substr(colon + 1))
+      || text.size() - colon - 1 > 5) {
+    errors.push_back({"api.listen", "expected \"host:port\", got \"" + text + "\""});
+    return;
+  }
+  auto port = std::stoul(text.substr(colon + 1));
+  if (port > 65535) {
+    errors.push_back({"api.listen", "port must be at most 65535, got " + std::to_string(port)});
+    return;
+  }
+  api.listen_address = text.substr(0, colon);
+  api.listen_port = static_cast<uint16_t>(port);
+}
+
+void validate(node_config& cfg, std::vector<config_error>& errors) {
+  if (cfg.node_name.empty())
+    errors.push_back({"node.name", "must not be empty"});
+  if (cfg.data_dir.empty())
+    errors.push_back({"node.data_dir", "must not be empty"});
+  if (cfg.region.empty())
+    errors.push_back({"node.region", "must not be empty"});
+  static const std::set<std::string> levels
+    = {"trace", "debug", "info", "warn", "error", "critical", "off"};
+  if (levels.count(cfg.log.level) == 0)
+    errors.push_back({"log.level", "must be one of trace, debug, info, warn, error, critical, "
+                                   "off; got \"" + cfg.log.level + "\""});
+  if (cfg.accounts.empty())
+    errors.push_back({"accounts", "at least one [[accounts]] entry is required"});
+  std::set<std::string> ids, keys;
+  for (size_t i = 0; i < cfg.accounts.size(); ++i) {
+    auto& a = cfg.accounts[i];
+    auto k = "accounts[" + std::to_string(i) + "]";
+    if (a.id.size() != 12 || !all_digits(a.id))
+      errors.push_back({k + ".id", "must be a 12-digit account id, got \"" + a.id + "\""});
+    else if (!ids.insert(a.id).second)
+      errors.push_back({k + ".id", "duplicate account id " + a.id});
+    if (a.access_key_id.size() < 16 || a.access_key_id.size() > 128)
+      errors.push_back({k + ".access_key_id", "must be 16 to 128 characters"});
+    else if (!keys.insert(a.access_key_id).second)
+      errors.push_back({k + ".access_key_id", "duplicate access key id"});
+    if (a.secret_access_key.size() < 16)
+      errors.push_back({k + ".secret_access_key", "must be at least 16 characters"});
+  }
+}
+
+} // namespace
+
+load_result parse(std::string_view toml_text, std::string_view origin) {
+  load_result result;
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << std::string{origin} << ":" << e.source().begin.line << ":" << e.source().begin.column
+        << ": " << e.description();
+    result.errors.push_back({"", msg.str()});
+    return result;
+  }
+  auto& cfg = result.config;
+  auto& errors = result.errors;
+  {
+    table_reader top{root, "", errors};
+    if (auto t = top.table("node")) {
+      table_reader r{*t, "node", errors};
+      r.string("name", cfg.node_name);
+      r.string("data_dir", cfg.data_dir);
+      r.string("region", cfg.region);
+    }
+    if (auto t = top.table("api")) {
+      table_reader r{*t, "api", errors};
+      std::string listen;
+      r.string("listen", listen);
+      if (!listen.empty())
+        parse_listen(listen, cfg.api, errors);
+      r.integer("io_threads", cfg.api.io_threads, 1, 64);
+      r.integer("max_header_bytes", cfg.api.max_header_bytes, 1024, 1 << 20);
+      r.duration("header_timeout_ms", cfg.api.header_timeout, 100, 600'000);
+      r.duration("body_timeout_ms", cfg.api.body_timeout, 100, 3'600'000);
+      r.duration("idle_timeout_ms", cfg.api.idle_timeout, 100, 3'600'000);
+      r.integer("max_pipeline", cfg.api.max_pipeline, 1, 1024);
+      r.duration("clock_skew_seconds", cfg.api.clock_skew, 1, 86'400);
+      r.duration("request_timeout_ms", cfg.api.request_timeout, 100, 3'600'000);
+    }
+    if (auto t = top.table("limits")) {
+      table_reader r{*t, "limits", errors};
+      auto& l = cfg.limits;
+      r.integer("concurrent_executions", l.concurrent_executions, 1, 1'000'000);
+      r.integer("control_body_bytes", l.control_body_bytes, 1024, int64_t{1} << 32);
+      r.integer("code_size_zipped", l.code_size_zipped, 1024, int64_t{1} << 32);
+      r.integer("code_size_unzipped", l.code_size_unzipped, 1024, int64_t{1} << 40);
+      r.integer("total_code_size", l.total_code_size, 1024, int64_t{1} << 50);
+      r.integer("environment_bytes", l.environment_bytes, 0, 1 << 20);
+    }
+    if (auto t = top.table("log")) {
+      table_reader r{*t, "log", errors};
+      r.string("level", cfg.log.level);
+    }
+    if (auto arr = top.array("accounts")) {
+      for (size_t i = 0; i < arr->size(); ++i) {
+        auto key = "accounts[" + std::to_string(i) + "]";
+        auto t = (*arr)[i].as_table();
+        if (!t) {
+          errors.push_back({key, "expected a table"});
+          continue;
+        }
+        account a;
+        table_reader r{*t, key, errors};
+        r.string("id", a.id);
+        r.string("access_key_id", a.access_key_id);
+        r.string("secret_access_key", a.secret_access_key);
+        cfg.accounts.push_back(std::move(a));
+      }
+    }
+  }
+  // Report every problem at once, including those of a partly read config.
+  validate(cfg, errors);
+  return result;
+}
+
+load_result load_file(const std::string& path) {
+  std::ifstream in{path, std::ios::binary};
+  if (!in) {
+    load_result result;
+    result.errors.push_back({"", "cannot read config file " + path});
+    return result;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+} // namespace nimbus::config

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs Nimbus's build and test dependencies from Debian 12's apt repositories.
+# Idempotent: when every package is already installed it only checks and returns.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libcaf-dev            # CAF 0.17.6: the actor system
+  libboost-dev          # Boost.Beast/Asio: HTTP server and client
+  libsimdjson-dev       # JSON parsing of API bodies
+  libspdlog-dev         # logging
+  doctest-dev           # unit tests
+  libssl-dev            # SHA-256, HMAC (SigV4), AES-GCM
+  libtomlplusplus-dev   # TOML config files
+  libzip-dev            # reading function code archives
+  awscli                # /usr/bin/aws (AWS CLI v2) for the integration tests
+  zip unzip curl python3 procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,124 @@
+#include "nimbus/config/config.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using namespace nimbus::config;
+
+namespace {
+
+bool has_error(const load_result& r, const std::string& key, const std::string& fragment) {
+  for (const auto& e : r.errors)
+    if (e.key == key && e.message.find(fragment) != std::string::npos)
+      return true;
+  return false;
+}
+
+constexpr const char* account_block = R"(
+[[accounts]]
+id = "111122223333"
+access_key_id = "AKIATESTTESTTEST0001"
+secret_access_key = "0123456789abcdef0123"
+)";
+
+} // namespace
+
+TEST_CASE("config: the embedded single-node default loads") {
+  auto r = parse(default_config_text(), "single-node.toml");
+  REQUIRE_MESSAGE(r.ok(), (r.errors.empty() ? "" : r.errors.front().to_string()));
+  CHECK(r.config.api.listen_address == "127.0.0.1");
+  CHECK(r.config.api.listen_port == 9000);
+  CHECK(r.config.region == "us-east-1");
+  CHECK(r.config.node_name == "nimbus-1");
+  REQUIRE(r.config.accounts.size() == 1);
+  CHECK(r.config.accounts[0].id == "123456789012");
+  CHECK(r.config.limits.control_body_bytes == 70167211);
+  CHECK(r.config.api.clock_skew == std::chrono::seconds{300});
+}
+
+TEST_CASE("config: the shipped file equals the embedded default") {
+  auto r = load_file(std::string{NIMBUS_SOURCE_DIR} + "/config/single-node.toml");
+  REQUIRE(r.ok());
+  auto e = parse(default_config_text(), "embedded");
+  CHECK(r.config.accounts[0].secret_access_key == e.config.accounts[0].secret_access_key);
+  CHECK(r.config.data_dir == e.config.data_dir);
+}
+
+TEST_CASE("config: values override defaults") {
+  auto r = parse(std::string{R"(
+[node]
+name = "n7"
+data_dir = "/tmp/x"
+region = "eu-west-1"
+[api]
+listen = "0.0.0.0:1234"
+clock_skew_seconds = 60
+[log]
+level = "debug"
+)"} + account_block,
+                 "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.node_name == "n7");
+  CHECK(r.config.data_dir == "/tmp/x");
+  CHECK(r.config.region == "eu-west-1");
+  CHECK(r.config.api.listen_address == "0.0.0.0");
+  CHECK(r.config.api.listen_port == 1234);
+  CHECK(r.config.api.clock_skew == std::chrono::seconds{60});
+  CHECK(r.config.log.level == "debug");
+}
+
+TEST_CASE("config: unknown keys are errors naming the key") {
+  auto r = parse(std::string{"[api]\nlisten = \"127.0.0.1:9000\"\nlisen = 3\n[nodes]\nx=1\n"}
+                   + account_block,
+                 "t.toml");
+  CHECK_FALSE(r.ok());
+  CHECK(has_error(r, "api.lisen", "unknown key"));
+  CHECK(has_error(r, "nodes", "unknown key"));
+}
+
+TEST_CASE("config: type and range errors name the key") {
+  auto r = parse(std::string{"[api]\nlisten = 9000\nio_threads = 0\nmax_pipeline = \"x\"\n"}
+                   + account_block,
+                 "t.toml");
+  CHECK(has_error(r, "api.listen", "expected a string"));
+  CHECK(has_error(r, "api.io_threads", "between 1 and 64"));
+  CHECK(has_error(r, "api.max_pipeline", "expected an integer"));
+}
+
+TEST_CASE("config: bad listen address") {
+  for (auto bad : {"nohost", "127.0.0.1:99999", "127.0.0.1:", ":80", "h:12ab"}) {
+    auto r = parse(std::string{"[api]\nlisten = \""} + bad + "\"\n" + account_block, "t.toml");
+    CHECK_MESSAGE(has_error(r, "api.listen", ""), bad);
+  }
+}
+
+TEST_CASE("config: accounts are validated") {
+  auto r = parse(R"(
+[[accounts]]
+id = "12345"
+access_key_id = "short"
+secret_access_key = "s"
+)",
+                 "t.toml");
+  CHECK(has_error(r, "accounts[0].id", "12-digit"));
+  CHECK(has_error(r, "accounts[0].access_key_id", "16 to 128"));
+  CHECK(has_error(r, "accounts[0].secret_access_key", "at least 16"));
+  auto none = parse("[node]\nname = \"x\"\n", "t.toml");
+  CHECK(has_error(none, "accounts", "at least one"));
+  auto dup = parse(std::string{account_block} + account_block, "t.toml");
+  CHECK(has_error(dup, "accounts[1].id", "duplicate"));
+}
+
+TEST_CASE("config: syntax errors carry file, line and column") {
+  auto r = parse("[api\nlisten = 1\n", "broken.toml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.errors.front().key.empty());
+  CHECK(r.errors.front().message.find("broken.toml:1:") == 0);
+}
+
+TEST_CASE("config: a missing file is an error") {
+  auto r = load_file("/nonexistent/nimbus.toml");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.errors.front().message.find("/nonexistent/nimbus.toml") != std::string::npos);
+}

@@ -1,0 +1,397 @@
+"""Integration test of the Lambda control plane: a real nimbusd driven by
+Debian's AWS CLI v2 (/usr/bin/aws) and curl --aws-sigv4, as a user would.
+
+Run: python3 control_plane_test.py --nimbusd build/bin/nimbusd
+"""
+
+import argparse
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from nimbus_harness import (DEV_ACCOUNT, OTHER_ACCOUNT, Node, TempDir,  # noqa: E402
+                            code_sha256, make_zip)
+
+NIMBUSD = None
+ROLE = "arn:aws:iam::123456789012:role/lambda-role"
+ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
+
+
+def error_name(stderr):
+    m = re.search(r"An error occurred \((\w+)\)", stderr)
+    return m.group(1) if m else None
+
+
+class ControlPlane(unittest.TestCase):
+    """The tests run in name order and share one node."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.node = Node(NIMBUSD, cls.tmp.path)
+        cls.node.start()
+        cls.zip1 = make_zip({"app.py": "def handler(event, context):\n    return event\n"})
+        cls.zip2 = make_zip({"app.py": "def handler(event, context):\n    return 2\n",
+                             "lib/util.py": "X = 1\n"})
+        cls.zip_path = os.path.join(cls.tmp.path, "f1.zip")
+        with open(cls.zip_path, "wb") as f:
+            f.write(cls.zip1)
+        cls.zip2_path = os.path.join(cls.tmp.path, "f2.zip")
+        with open(cls.zip2_path, "wb") as f:
+            f.write(cls.zip2)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.node.stop()
+        finally:
+            cls.tmp.close()
+
+    def aws(self, *args, **kw):
+        return self.node.aws(*args, **kw)
+
+    def create(self, name, *extra, zip_path=None):
+        return self.aws("create-function", "--function-name", name, "--runtime", "python3.11",
+                        "--role", ROLE, "--handler", "app.handler",
+                        "--zip-file", "fileb://" + (zip_path or self.zip_path), *extra)
+
+    def assert_error(self, result, name, fragment=None):
+        rc, body, err = result
+        self.assertNotEqual(rc, 0, "expected %s, got success %s" % (name, body))
+        self.assertEqual(error_name(err), name, err)
+        if fragment:
+            self.assertIn(fragment, err)
+
+    # -- create ---------------------------------------------------------------
+
+    def test_01_create_returns_the_configuration(self):
+        rc, cfg, err = self.create("f1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["FunctionName"], "f1")
+        self.assertEqual(cfg["FunctionArn"], ARN + "f1")
+        self.assertEqual(cfg["Runtime"], "python3.11")
+        self.assertEqual(cfg["Role"], ROLE)
+        self.assertEqual(cfg["Handler"], "app.handler")
+        self.assertEqual(cfg["CodeSize"], len(self.zip1))
+        self.assertEqual(cfg["CodeSha256"], code_sha256(self.zip1))
+        self.assertEqual(cfg["Timeout"], 3)
+        self.assertEqual(cfg["MemorySize"], 128)
+        self.assertEqual(cfg["Version"], "$LATEST")
+        self.assertEqual(cfg["State"], "Active")
+        self.assertEqual(cfg["LastUpdateStatus"], "Successful")
+        self.assertEqual(cfg["PackageType"], "Zip")
+        self.assertEqual(cfg["Architectures"], ["x86_64"])
+        self.assertEqual(cfg["EphemeralStorage"], {"Size": 512})
+        self.assertRegex(cfg["LastModified"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+0000$")
+        self.assertRegex(cfg["RevisionId"], r"^[0-9a-f-]{36}$")
+        self.assertNotIn("Environment", cfg)
+
+    def test_02_create_with_all_settings(self):
+        rc, cfg, err = self.create(
+            "f2", "--description", "second function", "--timeout", "60", "--memory-size", "1024",
+            "--environment", "Variables={GREETING=hello,MODE=test}",
+            "--ephemeral-storage", "Size=2048", "--architectures", "x86_64",
+            zip_path=self.zip2_path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["Description"], "second function")
+        self.assertEqual(cfg["Timeout"], 60)
+        self.assertEqual(cfg["MemorySize"], 1024)
+        self.assertEqual(cfg["Environment"], {"Variables": {"GREETING": "hello", "MODE": "test"}})
+        self.assertEqual(cfg["EphemeralStorage"], {"Size": 2048})
+        self.assertEqual(cfg["CodeSha256"], code_sha256(self.zip2))
+
+    def test_03_create_errors(self):
+        self.assert_error(self.create("f1"), "ResourceConflictException", "Function already exist: f1")
+        # The CLI checks the central directory itself; an archive whose local
+        # header disagrees with it passes the CLI and must fail on the server.
+        broken = bytearray(make_zip({"app.py": "x = 1\n"}))
+        self.assertEqual(broken[30:36], b"app.py")
+        broken[30:36] = b"evil.p"
+        bad = os.path.join(self.tmp.path, "bad.zip")
+        with open(bad, "wb") as f:
+            f.write(bytes(broken))
+        self.assert_error(self.create("bad1", zip_path=bad), "InvalidParameterValueException",
+                          "Could not unzip uploaded file")
+        # Bytes that are not a zip at all, sent around the CLI's own check.
+        body = json.dumps({"FunctionName": "bad2", "Runtime": "python3.11", "Role": ROLE,
+                           "Handler": "app.handler",
+                           "Code": {"ZipFile": base64.b64encode(b"not a zip").decode()}})
+        p = subprocess.run(["curl", "-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+                            "--user", "%s:%s" % (DEV_ACCOUNT["access_key_id"], DEV_ACCOUNT["secret_access_key"]),
+                            "-H", "Content-Type: application/json", "--data-binary", body,
+                            self.node.endpoint + "/2015-03-31/functions"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/1.1 400", p.stdout)
+        self.assertIn("x-amzn-ErrorType: InvalidParameterValueException", p.stdout)
+        self.assertIn("Could not unzip uploaded file", p.stdout)
+        # A body that is not JSON.
+        p = subprocess.run(["curl", "-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+                            "--user", "%s:%s" % (DEV_ACCOUNT["access_key_id"], DEV_ACCOUNT["secret_access_key"]),
+                            "--data-binary", "{not json", self.node.endpoint + "/2015-03-31/functions"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/1.1 400", p.stdout)
+        self.assertIn("x-amzn-ErrorType: InvalidRequestContentException", p.stdout)
+        for i, evil in enumerate([make_zip({"../evil.py": "x"}),
+                                  make_zip({"/etc/evil.py": "x"}),
+                                  make_zip({"app.py": "x"}, symlinks={"link": "../../etc/passwd"}),
+                                  make_zip({"app.py": "x"}, symlinks={"link": "/etc/passwd"})]):
+            path = os.path.join(self.tmp.path, "evil%d.zip" % i)
+            with open(path, "wb") as f:
+                f.write(evil)
+            self.assert_error(self.create("evil%d" % i, zip_path=path),
+                              "InvalidParameterValueException", "Invalid zip file")
+        self.assert_error(self.create("t1", "--timeout", "901"), "InvalidParameterValueException",
+                          "timeout")
+        self.assert_error(self.create("e1", "--environment", "Variables={AWS_REGION=x}"),
+                          "InvalidParameterValueException", "reserved keys")
+        self.assert_error(self.create("r1", "--architectures", "arm64"),
+                          "InvalidParameterValueException", "arm64")
+        rc, _, err = self.aws("create-function", "--function-name", "j1", "--runtime", "java99",
+                              "--role", ROLE, "--handler", "a.b", "--zip-file", "fileb://" + self.zip_path)
+        self.assert_error((rc, None, err), "InvalidParameterValueException", "java99")
+        # Nothing half-created is visible afterwards.
+        rc, listing, err = self.aws("list-functions")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(sorted(f["FunctionName"] for f in listing["Functions"]), ["f1", "f2"])
+
+    # -- read -----------------------------------------------------------------
+
+    def test_04_get_function_and_download_the_code(self):
+        rc, res, err = self.aws("get-function", "--function-name", "f1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(res["Configuration"]["FunctionName"], "f1")
+        self.assertEqual(res["Configuration"]["CodeSha256"], code_sha256(self.zip1))
+        self.assertEqual(res["Code"]["RepositoryType"], "S3")
+        with urllib.request.urlopen(res["Code"]["Location"], timeout=10) as r:
+            self.assertEqual(r.read(), self.zip1)
+        tampered = res["Code"]["Location"].replace("Signature=", "Signature=0")
+        with self.assertRaises(urllib.error.HTTPError) as ctx:
+            urllib.request.urlopen(tampered, timeout=10)
+        self.assertEqual(ctx.exception.code, 403)
+
+    def test_05_every_name_form_resolves(self):
+        for name in ["f1", "f1:$LATEST", "123456789012:function:f1", ARN + "f1", ARN + "f1:$LATEST"]:
+            rc, cfg, err = self.aws("get-function-configuration", "--function-name", name)
+            self.assertEqual(rc, 0, "%s: %s" % (name, err))
+            self.assertEqual(cfg["FunctionArn"], ARN + "f1")
+        rc, cfg, err = self.aws("get-function-configuration", "--function-name", "f1",
+                                "--qualifier", "$LATEST")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["Version"], "$LATEST")
+
+    def test_06_unknown_function(self):
+        self.assert_error(self.aws("get-function", "--function-name", "nope"),
+                          "ResourceNotFoundException", "Function not found: " + ARN + "nope")
+        self.assert_error(self.aws("get-function-configuration", "--function-name", "f1:7"),
+                          "ResourceNotFoundException")
+
+    def test_07_list_functions_paginates(self):
+        rc, res, err = self.aws("list-functions")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1", "f2"])
+        self.assertNotIn("NextMarker", res)
+        # --page-size makes the CLI send MaxItems=1 and follow NextMarker itself.
+        rc, res, err = self.aws("list-functions", "--page-size", "1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1", "f2"])
+        rc, res, err = self.aws("list-functions", "--max-items", "1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1"])
+        self.assertIn("NextToken", res)
+        rc, res, err = self.aws("list-functions", "--max-items", "1", "--starting-token", res["NextToken"])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f2"])
+
+    def test_08_accounts_are_isolated(self):
+        rc, res, err = self.aws("list-functions", account=OTHER_ACCOUNT)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(res["Functions"], [])
+        self.assert_error(self.aws("get-function", "--function-name", "f1", account=OTHER_ACCOUNT),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws("get-function", "--function-name", ARN + "f1", account=OTHER_ACCOUNT),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws("delete-function", "--function-name", ARN + "f1", account=OTHER_ACCOUNT),
+                          "ResourceNotFoundException")
+        # The other account may use the same name.
+        rc, cfg, err = self.node.aws("create-function", "--function-name", "f1", "--runtime", "nodejs20.x",
+                                     "--role", "arn:aws:iam::210987654321:role/r", "--handler", "index.handler",
+                                     "--zip-file", "fileb://" + self.zip_path, account=OTHER_ACCOUNT)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["FunctionArn"], "arn:aws:lambda:us-east-1:210987654321:function:f1")
+        rc, cfg, err = self.aws("get-function-configuration", "--function-name", "f1")
+        self.assertEqual(cfg["Runtime"], "python3.11")
+
+    def test_09_authentication_failures(self):
+        self.assert_error(self.aws("list-functions", secret="wrong-secret-key-000000"),
+                          "InvalidSignatureException")
+        unknown = dict(DEV_ACCOUNT, access_key_id="AKIAUNKNOWNKEY000000")
+        self.assert_error(self.aws("list-functions", account=unknown), "UnrecognizedClientException")
+        req = urllib.request.Request(self.node.endpoint + "/2015-03-31/functions/")
+        with self.assertRaises(urllib.error.HTTPError) as ctx:
+            urllib.request.urlopen(req, timeout=10)
+        self.assertEqual(ctx.exception.code, 403)
+        self.assertEqual(ctx.exception.headers["x-amzn-ErrorType"], "MissingAuthenticationTokenException")
+        self.assertTrue(ctx.exception.headers["x-amzn-RequestId"])
+
+    def test_10_curl_sigv4_signs_the_single_encoded_path(self):
+        url = self.node.endpoint + "/2015-03-31/functions/f1%3A%24LATEST/configuration"
+        p = subprocess.run(["curl", "-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+                            "--user", "%s:%s" % (DEV_ACCOUNT["access_key_id"], DEV_ACCOUNT["secret_access_key"]),
+                            url], capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/1.1 200", p.stdout, p.stdout)
+        self.assertRegex(p.stdout, r"(?i)x-amzn-RequestId: [0-9a-f-]{36}")
+        # text mode turns CRLF into LF.
+        body = json.loads(p.stdout.split("\n\n", 1)[1])
+        self.assertEqual(body["FunctionName"], "f1")
+
+    def test_11_oversized_body_is_rejected_before_it_is_read(self):
+        with socket.create_connection(("127.0.0.1", self.node.port), timeout=10) as s:
+            s.sendall(b"POST /2015-03-31/functions HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 90000000\r\n\r\n")
+            start = time.time()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertLess(time.time() - start, 5)
+        self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:200])
+        self.assertIn(b"RequestEntityTooLargeException", data)
+
+    # -- update ---------------------------------------------------------------
+
+    def test_12_update_function_code(self):
+        _, before, _ = self.aws("get-function-configuration", "--function-name", "f1")
+        rc, cfg, err = self.aws("update-function-code", "--function-name", "f1",
+                                "--zip-file", "fileb://" + self.zip2_path)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["CodeSha256"], code_sha256(self.zip2))
+        self.assertEqual(cfg["CodeSize"], len(self.zip2))
+        self.assertNotEqual(cfg["RevisionId"], before["RevisionId"])
+        rc, res, err = self.aws("get-function", "--function-name", "f1")
+        with urllib.request.urlopen(res["Code"]["Location"], timeout=10) as r:
+            self.assertEqual(r.read(), self.zip2)
+        self.assert_error(self.aws("update-function-code", "--function-name", "nope",
+                                   "--zip-file", "fileb://" + self.zip2_path), "ResourceNotFoundException")
+
+    def test_13_update_function_configuration(self):
+        _, before, _ = self.aws("get-function-configuration", "--function-name", "f1")
+        rc, cfg, err = self.aws("update-function-configuration", "--function-name", "f1",
+                                "--timeout", "30", "--memory-size", "512", "--description", "updated",
+                                "--environment", "Variables={K1=v1}", "--handler", "app.other")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["Timeout"], 30)
+        self.assertEqual(cfg["MemorySize"], 512)
+        self.assertEqual(cfg["Description"], "updated")
+        self.assertEqual(cfg["Handler"], "app.other")
+        self.assertEqual(cfg["Environment"], {"Variables": {"K1": "v1"}})
+        self.assertEqual(cfg["CodeSha256"], before["CodeSha256"])
+        self.assert_error(self.aws("update-function-configuration", "--function-name", "f1",
+                                   "--timeout", "5", "--revision-id", before["RevisionId"]),
+                          "PreconditionFailedException")
+        rc, cfg2, err = self.aws("update-function-configuration", "--function-name", "f1",
+                                 "--timeout", "5", "--revision-id", cfg["RevisionId"])
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg2["Timeout"], 5)
+        self.assert_error(self.aws("update-function-configuration", "--function-name", "f1",
+                                   "--memory-size", "20000"), "InvalidParameterValueException", "memorySize")
+
+    # -- persistence ----------------------------------------------------------
+
+    def test_14_functions_survive_a_restart(self):
+        _, before, _ = self.aws("get-function-configuration", "--function-name", "f1")
+        self.assertEqual(self.node.stop(), 0)
+        self.node.start()
+        rc, after, err = self.aws("get-function-configuration", "--function-name", "f1")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(after, before)
+        rc, res, err = self.aws("get-function", "--function-name", "f1")
+        with urllib.request.urlopen(res["Code"]["Location"], timeout=10) as r:
+            self.assertEqual(r.read(), self.zip2)
+        rc, res, err = self.aws("list-functions")
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1", "f2"])
+
+    def test_15_account_settings(self):
+        rc, res, err = self.aws("get-account-settings")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(res["AccountUsage"]["FunctionCount"], 2)
+        self.assertEqual(res["AccountUsage"]["TotalCodeSize"], 2 * len(self.zip2))
+        self.assertEqual(res["AccountLimit"]["ConcurrentExecutions"], 1000)
+        self.assertEqual(res["AccountLimit"]["CodeSizeZipped"], 52428800)
+
+    # -- delete ---------------------------------------------------------------
+
+    def test_16_delete_function(self):
+        rc, body, err = self.aws("delete-function", "--function-name", "f2")
+        self.assertEqual(rc, 0, err)
+        self.assertIsNone(body)
+        self.assert_error(self.aws("get-function", "--function-name", "f2"), "ResourceNotFoundException")
+        self.assert_error(self.aws("delete-function", "--function-name", "f2"), "ResourceNotFoundException")
+        rc, res, err = self.aws("list-functions")
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1"])
+        # Still deleted after a restart; f1 still there.
+        self.assertEqual(self.node.stop(), 0)
+        self.node.start()
+        rc, res, err = self.aws("list-functions")
+        self.assertEqual([f["FunctionName"] for f in res["Functions"]], ["f1"])
+
+    def test_17_metrics_and_health(self):
+        with urllib.request.urlopen(self.node.endpoint + "/health", timeout=10) as r:
+            self.assertEqual(json.loads(r.read())["status"], "ok")
+            self.assertTrue(r.headers["x-amzn-RequestId"])
+        with urllib.request.urlopen(self.node.endpoint + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        self.assertRegex(text, r'nimbus_api_requests_total\{operation="ListFunctions",status="200"\} [1-9]')
+        self.assertIn("nimbus_api_request_duration_seconds_bucket", text)
+
+
+class Config(unittest.TestCase):
+    def test_bad_config_exits_non_zero_naming_the_key(self):
+        tmp = TempDir()
+        try:
+            path = os.path.join(tmp.path, "bad.toml")
+            with open(path, "w") as f:
+                f.write('[api]\nlisten = "127.0.0.1:0"\nlisten_typo = 1\n')
+            p = subprocess.run([NIMBUSD, "--config", path], capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("api.listen_typo: unknown key", p.stderr)
+            self.assertIn("accounts", p.stderr)
+            self.assertNotIn("terminate called", p.stderr)
+            p = subprocess.run([NIMBUSD, "--config", os.path.join(tmp.path, "missing.toml")],
+                               capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("missing.toml", p.stderr)
+        finally:
+            tmp.close()
+
+    def test_second_node_on_the_same_data_dir_is_refused(self):
+        tmp = TempDir()
+        first = Node(NIMBUSD, tmp.path)
+        try:
+            first.start()
+            p = subprocess.run([NIMBUSD, "--config", first.config_path], capture_output=True,
+                               text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("in use by another nimbusd", p.stderr)
+        finally:
+            first.stop()
+            tmp.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nimbusd", required=True)
+    args, rest = parser.parse_known_args()
+    NIMBUSD = os.path.abspath(args.nimbusd)
+    if not os.path.exists("/usr/bin/aws"):
+        sys.exit("integration tests need Debian's AWS CLI v2 at /usr/bin/aws (apt-get install awscli)")
+    unittest.main(argv=[sys.argv[0], "-v"] + rest)

@@ -1,0 +1,140 @@
+"""Starts real nimbusd processes and drives them with Debian's AWS CLI v2.
+
+Shared by the integration tests. Standard library only.
+"""
+
+import base64
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import zipfile
+
+AWS = "/usr/bin/aws"
+
+DEV_ACCOUNT = {
+    "id": "123456789012",
+    "access_key_id": "AKIANIMBUSDEV0000001",
+    "secret_access_key": "nimbus-dev-secret-key-change-me",
+}
+OTHER_ACCOUNT = {
+    "id": "210987654321",
+    "access_key_id": "AKIANIMBUSOTHER00002",
+    "secret_access_key": "another-secret-key-for-tests",
+}
+
+
+def make_zip(files, symlinks=None):
+    """Builds a zip in memory from {name: content} (and {name: target} links)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o100644 << 16
+            z.writestr(info, content)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.create_system = 3
+            info.external_attr = 0o120777 << 16
+            z.writestr(info, target)
+    return buf.getvalue()
+
+
+def code_sha256(data):
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class Node:
+    """One nimbusd process with its own config and data directory."""
+
+    def __init__(self, nimbusd, workdir, accounts=(DEV_ACCOUNT, OTHER_ACCOUNT), extra=""):
+        self.nimbusd = nimbusd
+        self.workdir = workdir
+        self.data_dir = os.path.join(workdir, "data")
+        self.config_path = os.path.join(workdir, "nimbus.toml")
+        self.log_path = os.path.join(workdir, "nimbusd.log")
+        with open(self.config_path, "w") as f:
+            f.write('[node]\nname = "it-node"\ndata_dir = "%s"\nregion = "us-east-1"\n' % self.data_dir)
+            f.write('[api]\nlisten = "127.0.0.1:0"\n')
+            f.write(extra)
+            for a in accounts:
+                f.write('[[accounts]]\nid = "%s"\naccess_key_id = "%s"\nsecret_access_key = "%s"\n'
+                        % (a["id"], a["access_key_id"], a["secret_access_key"]))
+        self.proc = None
+        self.port = None
+
+    def start(self, timeout=20):
+        self.log = open(self.log_path, "a")
+        self.log_offset = self.log.tell()
+        self.proc = subprocess.Popen([self.nimbusd, "--config", self.config_path],
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.time() + timeout
+        pattern = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
+        while time.time() < deadline:
+            with open(self.log_path) as f:
+                f.seek(self.log_offset)
+                m = pattern.search(f.read())
+            if m:
+                self.port = int(m.group(1))
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("nimbusd exited with %d:\n%s" % (self.proc.returncode, self.read_log()))
+            time.sleep(0.05)
+        raise RuntimeError("nimbusd did not start:\n" + self.read_log())
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+            raise RuntimeError("nimbusd did not stop within %ss" % timeout)
+        finally:
+            self.proc = None
+            self.log.close()
+        return rc
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def aws(self, *args, account=DEV_ACCOUNT, secret=None):
+        """Runs `aws lambda ARGS`; returns (exit code, parsed JSON or None, stderr)."""
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": self.workdir,
+            "AWS_ACCESS_KEY_ID": account["access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": secret or account["secret_access_key"],
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_CONFIG_FILE": "/dev/null",
+            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+            "AWS_MAX_ATTEMPTS": "1",
+            "AWS_PAGER": "",
+        }
+        cmd = [AWS, "lambda", *args, "--endpoint-url", self.endpoint, "--output", "json"]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        body = None
+        if p.stdout.strip():
+            body = json.loads(p.stdout)
+        return p.returncode, body, p.stderr
+
+
+class TempDir:
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="nimbus-it-")
+
+    def close(self):
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -1,0 +1,56 @@
+#include "nimbus/storage/code_archive.hpp"
+
+#include "../support/zip_builder.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace nimbus::storage;
+using nimbus::test::make_zip;
+
+TEST_CASE("code archive: a normal zip passes and reports its size") {
+  auto zip = make_zip({{"app.py", "def handler(e, c):\n  return 1\n"},
+                       {"lib/util.py", "x = 1\n"},
+                       {"lib/link.py", "util.py", true},
+                       {"up.py", "lib/../app.py", true}});
+  auto report = check_zip(zip, 1 << 20);
+  CHECK_MESSAGE(report.ok, report.error);
+  CHECK(report.entries == 4);
+  CHECK(report.unzipped_size > 30);
+}
+
+TEST_CASE("code archive: bytes that are not a zip are rejected") {
+  CHECK_FALSE(check_zip("this is not a zip", 1 << 20).ok);
+  CHECK_FALSE(check_zip("", 1 << 20).ok);
+  auto zip = make_zip({{"a.txt", std::string(1000, 'a')}});
+  CHECK_FALSE(check_zip(zip.substr(0, zip.size() / 2), 1 << 20).ok);
+}
+
+TEST_CASE("code archive: zip slip shapes are rejected") {
+  struct bad_case {
+    const char* what;
+    std::vector<nimbus::test::zip_entry> entries;
+    const char* fragment;
+  };
+  std::vector<bad_case> cases = {
+    {"absolute path", {{"/etc/passwd", "x"}}, "absolute path"},
+    {"dot-dot", {{"../../evil.sh", "x"}}, "'..'"},
+    {"dot-dot inside", {{"a/b/../../../evil", "x"}}, "'..'"},
+    {"backslash", {{"..\\evil", "x"}}, "backslash"},
+    {"absolute symlink", {{"link", "/etc/shadow", true}}, "points outside"},
+    {"escaping symlink", {{"a/link", "../../etc", true}}, "points outside"},
+    {"escaping symlink 2", {{"link", "a/../../x", true}}, "points outside"},
+  };
+  for (const auto& c : cases) {
+    auto report = check_zip(make_zip(c.entries), 1 << 20);
+    CHECK_MESSAGE(!report.ok, c.what);
+    CHECK_MESSAGE(report.error.find(c.fragment) != std::string::npos, c.what, report.error);
+  }
+}
+
+TEST_CASE("code archive: the unzipped size is bounded") {
+  auto zip = make_zip({{"big.bin", std::string(100'000, '\0')}});
+  CHECK(zip.size() < 10'000);
+  auto report = check_zip(zip, 50'000);
+  CHECK_FALSE(report.ok);
+  CHECK(report.error.find("Unzipped size must be smaller than 50000 bytes") != std::string::npos);
+}

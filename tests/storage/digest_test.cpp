@@ -1,0 +1,45 @@
+#include "nimbus/storage/digest.hpp"
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+using namespace nimbus::storage;
+
+TEST_CASE("digest: sha256 known answers") {
+  CHECK(to_hex(sha256("")) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(to_hex(sha256("abc"))
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("digest: hmac-sha256 RFC 4231 case 2") {
+  CHECK(to_hex(hmac_sha256("Jefe", "what do ya want for nothing?"))
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
+TEST_CASE("digest: base64 round trips and rejects malformed input") {
+  CHECK(base64_encode("") == "");
+  CHECK(base64_encode("f") == "Zg==");
+  CHECK(base64_encode("fo") == "Zm8=");
+  CHECK(base64_encode("foo") == "Zm9v");
+  CHECK(base64_encode("foobar") == "Zm9vYmFy");
+  for (std::string s : std::vector<std::string>{"", "a", "ab", "abc", "abcd", std::string("\0\xff\x10", 3)})
+    CHECK(base64_decode(base64_encode(s)) == s);
+  CHECK_FALSE(base64_decode("Zg="));
+  CHECK_FALSE(base64_decode("Z==="));
+  CHECK_FALSE(base64_decode("Zg=a"));
+  CHECK_FALSE(base64_decode("Zm9v YmFy"));
+  CHECK_FALSE(base64_decode("Zm9*"));
+  CHECK_FALSE(base64_decode("Zg==Zm9v"));
+}
+
+TEST_CASE("digest: constant-time comparison and uuids") {
+  CHECK(constant_time_equal("abc", "abc"));
+  CHECK_FALSE(constant_time_equal("abc", "abd"));
+  CHECK_FALSE(constant_time_equal("abc", "abcd"));
+  auto a = random_uuid();
+  auto b = random_uuid();
+  CHECK(a.size() == 36);
+  CHECK(a[14] == '4');
+  CHECK(a != b);
+}

@@ -1,0 +1,656 @@
+#include "nimbus/transport/http_server.hpp"
+
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace nimbus::transport;
+using namespace std::chrono_literals;
+
+namespace {
+
+using steady = std::chrono::steady_clock;
+
+long ms_since(steady::time_point t0) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count());
+}
+
+/// One parsed HTTP response.
+struct reply {
+  int status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+
+  std::optional<std::string> header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (iequals(k, name))
+        return v;
+    return std::nullopt;
+  }
+};
+
+/// A small blocking client on raw sockets: every wait has a timeout, so a
+/// misbehaving server fails a test instead of hanging it.
+class client {
+public:
+  explicit client(uint16_t port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~client() {
+    if (fd_ >= 0)
+      ::close(fd_);
+  }
+  client(const client&) = delete;
+  client& operator=(const client&) = delete;
+
+  /// Sends everything; false once the peer is gone.
+  bool send(std::string_view data) {
+    while (!data.empty()) {
+      ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+      if (n <= 0)
+        return false;
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return true;
+  }
+
+  /// Reads one response (Content-Length framed, as the server always sends).
+  std::optional<reply> read_response(std::chrono::milliseconds timeout = 3000ms) {
+    auto deadline = steady::now() + timeout;
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
+      if (fill(deadline) <= 0)
+        return std::nullopt;
+    reply r;
+    std::string head = buf_.substr(0, end);
+    buf_.erase(0, end + 4);
+    size_t line_end = head.find("\r\n");
+    std::string status_line = head.substr(0, line_end);
+    if (status_line.size() < 12 || status_line.compare(0, 5, "HTTP/") != 0)
+      return std::nullopt;
+    r.status = std::stoi(status_line.substr(9, 3));
+    size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
+    while (pos < head.size()) {
+      size_t e = head.find("\r\n", pos);
+      if (e == std::string::npos)
+        e = head.size();
+      std::string line = head.substr(pos, e - pos);
+      size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        std::string value = line.substr(colon + 1);
+        while (!value.empty() && value.front() == ' ')
+          value.erase(0, 1);
+        r.headers.emplace_back(line.substr(0, colon), value);
+      }
+      pos = e + 2;
+    }
+    size_t length = r.header("Content-Length") ? std::stoul(*r.header("Content-Length")) : 0;
+    while (buf_.size() < length)
+      if (fill(deadline) <= 0)
+        return std::nullopt;
+    r.body = buf_.substr(0, length);
+    buf_.erase(0, length);
+    return r;
+  }
+
+  /// True once the peer closed (EOF or reset) within `timeout`; any bytes
+  /// that arrive meanwhile are kept.
+  bool wait_closed(std::chrono::milliseconds timeout = 2000ms) {
+    auto deadline = steady::now() + timeout;
+    for (;;) {
+      int n = fill(deadline);
+      if (n == 0 || n == -2)
+        return true;
+      if (n == -1)
+        return false;
+    }
+  }
+
+  /// True when the peer has closed right now (non-blocking check).
+  bool closed_now() { return wait_closed(0ms); }
+
+private:
+  /// >0 bytes read, 0 EOF, -1 timeout, -2 error (e.g. reset).
+  int fill(steady::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - steady::now()).count();
+    pollfd p{fd_, POLLIN, 0};
+    int pr = ::poll(&p, 1, static_cast<int>(std::max<long>(0, left)));
+    if (pr == 0)
+      return -1;
+    if (pr < 0)
+      return -2;
+    char tmp[8192];
+    ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+    if (n < 0)
+      return -2;
+    buf_.append(tmp, static_cast<size_t>(n));
+    return static_cast<int>(n);
+  }
+
+  int fd_ = -1;
+  std::string buf_;
+};
+
+http_server_options test_options() {
+  http_server_options o;
+  o.port = 0;
+  o.io_threads = 2;
+  return o;
+}
+
+/// Hooks with a 1000-byte body limit and JSON error bodies; `on_request` is
+/// left to each test.
+http_server_hooks test_hooks() {
+  http_server_hooks h;
+  h.body_limit = [](const http_request&) -> uint64_t { return 1000; };
+  h.too_large = [](const http_request&, uint64_t limit) {
+    http_response r;
+    r.status = 413;
+    r.body = "{\"limit\":" + std::to_string(limit) + "}";
+    return r;
+  };
+  h.bad_request = [](std::string_view reason, int status) {
+    http_response r;
+    r.status = status;
+    r.body = "{\"reason\":\"" + std::string(reason) + "\"}";
+    return r;
+  };
+  return h;
+}
+
+http_response text(std::string body, int status = 200) {
+  http_response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+/// Collects requests (and their respond functions) that a handler holds.
+struct held_requests {
+  std::mutex m;
+  std::condition_variable cv;
+  std::vector<std::pair<http_request, respond_fn>> items;
+
+  void add(http_request req, respond_fn respond) {
+    {
+      std::lock_guard lk(m);
+      items.emplace_back(std::move(req), std::move(respond));
+    }
+    cv.notify_all();
+  }
+  bool wait_for(size_t n, std::chrono::milliseconds timeout = 3000ms) {
+    std::unique_lock lk(m);
+    return cv.wait_for(lk, timeout, [&] { return items.size() >= n; });
+  }
+  size_t size() {
+    std::lock_guard lk(m);
+    return items.size();
+  }
+  std::pair<http_request, respond_fn> take(size_t i) {
+    std::lock_guard lk(m);
+    return items.at(i);
+  }
+};
+
+/// Joins on scope exit, so a failed REQUIRE does not hit std::terminate.
+struct joiner {
+  std::vector<std::thread>& threads;
+  ~joiner() {
+    for (auto& t : threads)
+      if (t.joinable())
+        t.join();
+  }
+};
+
+std::string get(std::string_view target) { return "GET " + std::string(target) + " HTTP/1.1\r\nHost: x\r\n\r\n"; }
+
+} // namespace
+
+TEST_CASE("http server: simple GET round trip carries x-amzn-RequestId") {
+  std::mutex m;
+  std::optional<http_request> seen;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    {
+      std::lock_guard lk(m);
+      seen = req;
+    }
+    respond(text(R"({"ok":true})"));
+  };
+  http_server server(test_options(), hooks);
+  REQUIRE(server.port() != 0);
+
+  client c(server.port());
+  REQUIRE(c.send("GET /2015-03-31/functions/f?Qualifier=1 HTTP/1.1\r\nHost: localhost\r\nX-Custom-Header: Value\r\n\r\n"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == R"({"ok":true})");
+  CHECK(r->header("Content-Length") == "11");
+  CHECK(r->header("Content-Type") == "application/json");
+  CHECK(r->header("Server") == "nimbus");
+  REQUIRE(r->header("Date"));
+  CHECK(r->header("Date")->size() == 29);
+  CHECK(r->header("Date")->substr(26) == "GMT");
+
+  std::lock_guard lk(m);
+  REQUIRE(seen);
+  REQUIRE(r->header("x-amzn-RequestId"));
+  CHECK(*r->header("x-amzn-RequestId") == seen->request_id);
+  CHECK(seen->request_id.size() == 36);
+  CHECK(seen->method == "GET");
+  CHECK(seen->target == "/2015-03-31/functions/f?Qualifier=1");
+  REQUIRE(seen->headers.size() == 2);
+  CHECK(seen->headers[0] == http_field{"Host", "localhost"});
+  CHECK(seen->headers[1] == http_field{"X-Custom-Header", "Value"});
+  CHECK(seen->remote.rfind("127.0.0.1:", 0) == 0);
+  CHECK(seen->body.empty());
+}
+
+TEST_CASE("http server: keep-alive serves two requests on one connection") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    ++calls;
+    http_response r = text(req.method + " " + req.body);
+    r.set_header("Content-Type", "text/plain");
+    respond(std::move(r));
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+
+  REQUIRE(c.send(get("/one")));
+  auto r1 = c.read_response();
+  REQUIRE(r1);
+  CHECK(r1->body == "GET ");
+  CHECK(r1->header("Content-Type") == "text/plain");
+  CHECK_FALSE(r1->header("Connection") == "close");
+
+  REQUIRE(c.send("POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  auto r2 = c.read_response();
+  REQUIRE(r2);
+  CHECK(r2->body == "POST hello");
+  CHECK(calls == 2);
+  CHECK(*r1->header("x-amzn-RequestId") != *r2->header("x-amzn-RequestId"));
+  CHECK_FALSE(c.closed_now());
+}
+
+TEST_CASE("http server: Connection: close is honoured") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn respond) { respond(text("{}")); };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->header("Connection") == "close");
+  CHECK(c.wait_closed());
+}
+
+TEST_CASE("http server: handler responds later from another thread") {
+  std::vector<std::thread> workers;
+  joiner join_workers{workers};
+  std::mutex m;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    std::lock_guard lk(m);
+    workers.emplace_back([respond, target = req.target] {
+      std::this_thread::sleep_for(50ms);
+      respond(text("{\"target\":\"" + target + "\"}"));
+    });
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  auto t0 = steady::now();
+  REQUIRE(c.send(get("/later")));
+  auto r = c.read_response();
+  auto elapsed = ms_since(t0);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == R"({"target":"/later"})");
+  CHECK(elapsed >= 45);
+}
+
+TEST_CASE("http server: pipelined responses go out in request order") {
+  held_requests held;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) { held.add(std::move(req), std::move(respond)); };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/a") + get("/b") + get("/c")));
+  REQUIRE(held.wait_for(3));
+
+  std::vector<std::thread> answerer;
+  joiner join_answerer{answerer};
+  answerer.emplace_back([&] {
+    for (size_t i = 3; i-- > 0;) {
+      auto [req, respond] = held.take(i);
+      respond(text(req.target));
+      std::this_thread::sleep_for(10ms); // let a wrongly ordered write escape
+    }
+  });
+  std::vector<std::string> bodies;
+  for (int i = 0; i < 3; ++i) {
+    auto r = c.read_response();
+    REQUIRE(r);
+    bodies.push_back(r->body);
+  }
+  CHECK(bodies == std::vector<std::string>{"/a", "/b", "/c"});
+  CHECK(held.take(0).first.request_id != held.take(1).first.request_id);
+}
+
+TEST_CASE("http server: max_pipeline bounds the requests read ahead") {
+  held_requests held;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) { held.add(std::move(req), std::move(respond)); };
+  auto options = test_options();
+  options.max_pipeline = 2;
+  http_server server(options, hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/1") + get("/2") + get("/3") + get("/4")));
+
+  REQUIRE(held.wait_for(2));
+  std::this_thread::sleep_for(200ms); // room for a wrong read-ahead to show
+  CHECK(held.size() == 2);
+
+  held.take(0).second(text("/1"));
+  auto r1 = c.read_response();
+  REQUIRE(r1);
+  CHECK(r1->body == "/1");
+  REQUIRE(held.wait_for(3));
+  std::this_thread::sleep_for(100ms);
+  CHECK(held.size() == 3);
+
+  held.take(1).second(text("/2"));
+  REQUIRE(held.wait_for(4));
+  held.take(3).second(text("/4"));
+  held.take(2).second(text("/3"));
+  for (std::string expected : {"/2", "/3", "/4"}) {
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->body == expected);
+  }
+}
+
+TEST_CASE("http server: body over the limit is refused from Content-Length alone") {
+  std::atomic<int> calls{0};
+  std::atomic<uint64_t> seen_limit{0};
+  auto hooks = test_hooks();
+  auto too_large = hooks.too_large;
+  hooks.too_large = [&, too_large](const http_request& head, uint64_t limit) {
+    seen_limit = limit;
+    return too_large(head, limit);
+  };
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  http_server server(test_options(), hooks); // deadlines at their (long) defaults
+  client c(server.port());
+  auto t0 = steady::now();
+  REQUIRE(c.send("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"));
+  auto r = c.read_response(2000ms);
+  REQUIRE(r);
+  CHECK(ms_since(t0) < 1500);
+  CHECK(r->status == 413);
+  CHECK(r->body == R"({"limit":1000})");
+  CHECK(r->header("x-amzn-RequestId"));
+  CHECK(r->header("Connection") == "close");
+  CHECK(c.wait_closed());
+  CHECK(seen_limit == 1000);
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: chunked body growing past the limit is refused") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  std::string chunk(1500, 'x');
+  REQUIRE(c.send("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5DC\r\n" + chunk + "\r\n0\r\n\r\n"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 413);
+  CHECK(c.wait_closed());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: header block over max_header_bytes is rejected") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  auto options = test_options();
+  options.max_header_bytes = 1024;
+  http_server server(options, hooks);
+  client c(server.port());
+  REQUIRE(c.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(4000, 'a') + "\r\n\r\n"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status >= 400);
+  CHECK(r->status < 500);
+  CHECK(r->header("x-amzn-RequestId"));
+  CHECK(c.wait_closed());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: Content-Length with Transfer-Encoding is rejected with 400") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  http_server server(test_options(), hooks);
+  // Both orders; Beast itself only catches some of them.
+  for (std::string fields : {"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                             "Transfer-Encoding: gzip\r\nContent-Length: 5\r\n",
+                             "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n"}) {
+    CAPTURE(fields);
+    client c(server.port());
+    REQUIRE(c.send("POST / HTTP/1.1\r\nHost: x\r\n" + fields + "\r\nhello"));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK(r->header("Connection") == "close");
+    CHECK(c.wait_closed());
+  }
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: two different Content-Length fields are rejected with 400") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  CHECK(c.wait_closed());
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: a slowloris header is cut off at the header deadline") {
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  auto options = test_options();
+  options.header_deadline = 300ms;
+  http_server server(options, hooks);
+  client c(server.port());
+  std::string request = "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'a') + "\r\n\r\n";
+  auto t0 = steady::now();
+  bool closed = false;
+  for (char ch : request) {
+    if (!c.send(std::string_view(&ch, 1)) || c.closed_now()) {
+      closed = true;
+      break;
+    }
+    if (ms_since(t0) > 3000)
+      break;
+    std::this_thread::sleep_for(100ms);
+  }
+  auto elapsed = ms_since(t0);
+  CHECK(closed);
+  CHECK(elapsed < 1500);
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: idle keep-alive connections close after idle_timeout, long polls survive") {
+  std::vector<std::thread> workers;
+  joiner join_workers{workers};
+  std::mutex m;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    if (req.target != "/long-poll") {
+      respond(text("{}"));
+      return;
+    }
+    std::lock_guard lk(m);
+    workers.emplace_back([respond] {
+      std::this_thread::sleep_for(600ms); // longer than both timeouts below
+      respond(text("polled"));
+    });
+  };
+  auto options = test_options();
+  options.header_deadline = 200ms;
+  options.idle_timeout = 200ms;
+  http_server server(options, hooks);
+  client c(server.port());
+
+  // An outstanding response is not idleness: the connection must stay open
+  // while the handler takes longer than header_deadline and idle_timeout.
+  REQUIRE(c.send(get("/long-poll")));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->body == "polled");
+
+  // Nothing outstanding: closed after idle_timeout.
+  auto t0 = steady::now();
+  CHECK(c.wait_closed(1500ms));
+  CHECK(ms_since(t0) >= 100);
+}
+
+TEST_CASE("http server: Expect: 100-continue gets an interim response") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request req, respond_fn respond) { respond(text(req.body)); };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send("PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"));
+  auto interim = c.read_response(1000ms);
+  REQUIRE(interim);
+  CHECK(interim->status == 100);
+  REQUIRE(c.send("hello"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == "hello");
+}
+
+TEST_CASE("http server: a handler that drops respond yields 500") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn) {};
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/dropped")));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 500);
+  CHECK(r->header("x-amzn-RequestId"));
+}
+
+TEST_CASE("http server: stop() closes an idle keep-alive connection promptly") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn respond) { respond(text("{}")); };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/")));
+  REQUIRE(c.read_response());
+
+  auto t0 = steady::now();
+  server.stop(5000ms);
+  CHECK(ms_since(t0) < 2000);
+  CHECK(c.wait_closed(1000ms));
+  server.stop(); // idempotent
+}
+
+TEST_CASE("http server: stop() finishes in-flight requests and ignores late responds") {
+  held_requests held;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) { held.add(std::move(req), std::move(respond)); };
+  auto server = std::make_unique<http_server>(test_options(), hooks);
+  client a(server->port()), b(server->port()), d(server->port());
+  REQUIRE(a.send(get("/a")));
+  REQUIRE(held.wait_for(1));
+  REQUIRE(b.send(get("/b")));
+  REQUIRE(held.wait_for(2));
+  REQUIRE(d.send(get("/d")));
+  REQUIRE(held.wait_for(3));
+
+  auto t0 = steady::now();
+  std::vector<std::thread> stopper;
+  joiner join_stopper{stopper};
+  stopper.emplace_back([&] { server->stop(600ms); });
+  std::this_thread::sleep_for(100ms);
+  held.take(0).second(text("/a")); // in flight: still delivered during the grace
+  auto ra = a.read_response();
+  REQUIRE(ra);
+  CHECK(ra->body == "/a");
+  CHECK(ra->header("Connection") == "close");
+  CHECK(a.wait_closed());
+
+  stopper[0].join();
+  CHECK(ms_since(t0) < 2000);
+  CHECK(b.wait_closed());
+
+  held.take(1).second(text("/b")); // after stop: dropped, no crash
+  server.reset();
+  held.take(2).second(text("/d")); // after destruction: dropped, no crash
+  CHECK(d.wait_closed());
+}
+
+TEST_CASE("http server: binding a port in use throws std::system_error") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn respond) { respond(text("{}")); };
+  http_server first(test_options(), hooks);
+  auto options = test_options();
+  options.port = first.port();
+  // SO_REUSEADDR does not allow two listeners on one port.
+  CHECK_THROWS_AS(http_server(options, hooks), std::system_error);
+}

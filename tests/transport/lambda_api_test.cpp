@@ -1,0 +1,101 @@
+#include "nimbus/transport/lambda_api.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace nimbus::transport::lambda;
+
+TEST_CASE("lambda api: routes the control-plane operations") {
+  struct row {
+    const char* method;
+    const char* target;
+    operation op;
+    const char* name;
+  };
+  for (auto r : std::vector<row>{
+         {"POST", "/2015-03-31/functions", operation::create_function, ""},
+         {"GET", "/2015-03-31/functions/", operation::list_functions, ""},
+         {"GET", "/2015-03-31/functions", operation::list_functions, ""},
+         {"GET", "/2015-03-31/functions/?MaxItems=2", operation::list_functions, ""},
+         {"GET", "/2015-03-31/functions/f1", operation::get_function, "f1"},
+         {"DELETE", "/2015-03-31/functions/f1", operation::delete_function, "f1"},
+         {"GET", "/2015-03-31/functions/f%3A%24LATEST/configuration",
+          operation::get_function_configuration, "f:$LATEST"},
+         {"PUT", "/2015-03-31/functions/f1/configuration",
+          operation::update_function_configuration, "f1"},
+         {"PUT", "/2015-03-31/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af1/code",
+          operation::update_function_code, "arn:aws:lambda:us-east-1:123456789012:function:f1"},
+         {"GET", "/2016-08-19/account-settings", operation::get_account_settings, ""},
+         {"GET", "/2016-08-19/account-settings/", operation::get_account_settings, ""},
+         {"GET", "/nimbus/code/123456789012/f1/abc", operation::download_code, "f1"},
+         {"GET", "/health", operation::health, ""},
+         {"GET", "/metrics", operation::metrics, ""},
+       }) {
+    auto m = match(r.method, r.target);
+    REQUIRE_MESSAGE(m.matched, r.target);
+    CHECK_MESSAGE(m.matched->op == r.op, r.target);
+    CHECK(m.matched->function_name == r.name);
+  }
+  auto m = match("GET", "/2015-03-31/functions/f1?Qualifier=%24LATEST");
+  REQUIRE(m.matched);
+  CHECK(m.matched->param("Qualifier") == "$LATEST");
+  CHECK_FALSE(m.matched->param("Other"));
+}
+
+TEST_CASE("lambda api: unknown paths and methods are errors") {
+  auto m = match("GET", "/2015-03-31/nothing");
+  CHECK_FALSE(m.matched);
+  CHECK(m.error.status == 404);
+  CHECK(m.error.type == "UnknownOperationException");
+  m = match("PATCH", "/2015-03-31/functions/f1");
+  CHECK_FALSE(m.matched);
+  CHECK(m.error.status == 405);
+  m = match("GET", "/2015-03-31/functions/f1?a=%zz");
+  CHECK_FALSE(m.matched);
+  CHECK(m.error.status == 400);
+  CHECK_FALSE(match("GET", "/2015-03-31/functions/f1/code/extra").matched);
+  CHECK(is_public(operation::health));
+  CHECK_FALSE(is_public(operation::get_function));
+}
+
+TEST_CASE("lambda api: function names in every accepted form") {
+  auto r = parse_function_name("my-function_1", 140);
+  REQUIRE(r);
+  CHECK(r->name == "my-function_1");
+  CHECK(r->account_id.empty());
+  CHECK_FALSE(r->qualifier);
+
+  r = parse_function_name("f:$LATEST", 140);
+  REQUIRE(r);
+  CHECK(r->name == "f");
+  CHECK(r->qualifier == "$LATEST");
+
+  r = parse_function_name("123456789012:function:f:live", 140);
+  REQUIRE(r);
+  CHECK(r->account_id == "123456789012");
+  CHECK(r->name == "f");
+  CHECK(r->qualifier == "live");
+
+  r = parse_function_name("arn:aws:lambda:us-east-1:123456789012:function:f", 140);
+  REQUIRE(r);
+  CHECK(r->region == "us-east-1");
+  CHECK(r->account_id == "123456789012");
+  CHECK(r->name == "f");
+
+  r = parse_function_name("arn:aws:lambda:eu-west-1:123456789012:function:f:7", 140);
+  REQUIRE(r);
+  CHECK(r->qualifier == "7");
+
+  for (auto bad : {"", "a b", "f:", "f:a:b", "12345:function:f", "arn:aws:s3:us-east-1:123456789012:function:f",
+                   "arn:aws:lambda:us-east-1:123456789012:layer:f", "../etc", "f/g",
+                   "arn:aws:lambda:us-east-1:123456789012:function:f:1:2"})
+    CHECK_MESSAGE(!parse_function_name(bad, 140), bad);
+  CHECK_FALSE(parse_function_name(std::string(65, 'a'), 140));
+  CHECK_FALSE(parse_function_name("f", 0));
+}
+
+TEST_CASE("lambda api: arns") {
+  CHECK(function_arn("us-east-1", "123456789012", "f")
+        == "arn:aws:lambda:us-east-1:123456789012:function:f");
+  CHECK(function_arn("us-east-1", "123456789012", "f", "$LATEST")
+        == "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST");
+}

@@ -1,0 +1,176 @@
+#include "nimbus/storage/digest.hpp"
+#include "nimbus/transport/lambda_codec.hpp"
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+using namespace nimbus::transport::lambda;
+using nimbus::storage::base64_encode;
+
+namespace {
+
+const codec_limits limits{};
+
+std::string create_body(std::string extra = "") {
+  return R"({"FunctionName":"f1","Runtime":"python3.11","Role":"arn:aws:iam::123456789012:role/lambda","Handler":"app.handler","Code":{"ZipFile":")"
+         + base64_encode("PK-zip-bytes") + "\"}" + extra + "}";
+}
+
+} // namespace
+
+TEST_CASE("lambda codec: a minimal CreateFunction gets AWS defaults") {
+  auto p = parse_create_function(create_body(), limits);
+  REQUIRE_MESSAGE(p.value, p.error.message);
+  CHECK(p.value->name == "f1");
+  CHECK(p.value->timeout == 3);
+  CHECK(p.value->memory_size == 128);
+  CHECK(p.value->ephemeral_storage == 512);
+  CHECK(p.value->package_type == "Zip");
+  CHECK(p.value->architectures == std::vector<std::string>{"x86_64"});
+  CHECK(p.value->zip == "PK-zip-bytes");
+  CHECK_FALSE(p.value->has_environment);
+}
+
+TEST_CASE("lambda codec: CreateFunction with every supported field") {
+  auto p = parse_create_function(
+    create_body(R"(,"Description":"d","Timeout":900,"MemorySize":10240,"EphemeralStorage":{"Size":1024},"Environment":{"Variables":{"A1":"x","B_2":"y"}},"Architectures":["x86_64"],"PackageType":"Zip","Publish":false,"Tags":{"t":"v"})"),
+    limits);
+  REQUIRE_MESSAGE(p.value, p.error.message);
+  CHECK(p.value->timeout == 900);
+  CHECK(p.value->memory_size == 10240);
+  CHECK(p.value->ephemeral_storage == 1024);
+  CHECK(p.value->has_environment);
+  CHECK(p.value->environment.at("B_2") == "y");
+}
+
+TEST_CASE("lambda codec: CreateFunction accepts an ARN as FunctionName") {
+  auto body = create_body();
+  body.replace(body.find("\"f1\""), 4, "\"arn:aws:lambda:us-east-1:123456789012:function:f9\"");
+  auto p = parse_create_function(body, limits);
+  REQUIRE(p.value);
+  CHECK(p.value->name == "f9");
+}
+
+TEST_CASE("lambda codec: bad input names the field") {
+  struct row {
+    std::string extra;
+    std::string fragment;
+  };
+  for (const auto& r : std::vector<row>{
+         {R"(,"Timeout":0)", "'timeout'"},
+         {R"(,"Timeout":901)", "less than or equal to 900"},
+         {R"(,"Timeout":"3")", "Timeout must be an integer"},
+         {R"(,"MemorySize":127)", "'memorySize'"},
+         {R"(,"MemorySize":10241)", "'memorySize'"},
+         {R"(,"EphemeralStorage":{"Size":100})", "'ephemeralStorage.size'"},
+         {R"(,"Environment":{"Variables":{"1A":"x"}})", "environment.variables"},
+         {R"(,"Environment":{"Variables":{"AWS_REGION":"x"}})", "reserved keys"},
+         {R"(,"Environment":{"Variables":{"A1":")" + std::string(4100, 'v') + "\"}}",
+          "4KB limit"},
+         {R"(,"Architectures":["arm64"])", "arm64"},
+         {R"(,"Architectures":["x86_64","arm64"])", "length equal to 1"},
+         {R"(,"PackageType":"Image")", "Image"},
+         {R"(,"PackageType":"Tar")", "packageType"},
+         {R"(,"Layers":["arn:aws:lambda:us-east-1:123456789012:layer:l:1"])", "Layers"},
+         {R"(,"Description":")" + std::string(300, 'd') + "\"", "'description'"},
+       }) {
+    auto p = parse_create_function(create_body(r.extra), limits);
+    CHECK_MESSAGE(!p.value, r.extra.substr(0, 60));
+    CHECK(p.error.status == 400);
+    CHECK(p.error.type == "InvalidParameterValueException");
+    CHECK_MESSAGE(p.error.message.find(r.fragment) != std::string::npos, p.error.message);
+  }
+}
+
+TEST_CASE("lambda codec: missing and malformed required fields") {
+  auto role_bad = create_body();
+  role_bad.replace(role_bad.find("arn:aws:iam"), 11, "not-an-arn!");
+  auto p = parse_create_function(role_bad, limits);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.message.find("'role'") != std::string::npos);
+
+  p = parse_create_function(R"({"FunctionName":"f","Role":"arn:aws:iam::123456789012:role/r","Code":{"ZipFile":"UEs="}})", limits);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.message.find("Runtime and Handler are mandatory") != std::string::npos);
+
+  p = parse_create_function(R"({"FunctionName":"f","Runtime":"python3.11","Handler":"a.b","Role":"arn:aws:iam::123456789012:role/r"})", limits);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.message.find("Code is required") != std::string::npos);
+
+  p = parse_create_function(R"({"FunctionName":"f","Runtime":"python3.11","Handler":"a.b","Role":"arn:aws:iam::123456789012:role/r","Code":{"ZipFile":"***"}})", limits);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.message.find("base64") != std::string::npos);
+
+  p = parse_create_function(R"({"FunctionName":"bad name","Runtime":"python3.11","Handler":"a.b","Role":"arn:aws:iam::123456789012:role/r","Code":{"ZipFile":"UEs="}})", limits);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.message.find("'functionName'") != std::string::npos);
+}
+
+TEST_CASE("lambda codec: bodies that are not JSON objects") {
+  for (auto body : {"", "{", "[1,2]", "\"x\"", "{\"a\":1,}"}) {
+    auto p = parse_create_function(body, limits);
+    CHECK_FALSE(p.value);
+    CHECK(p.error.status == 400);
+    CHECK(p.error.type == "InvalidRequestContentException");
+    CHECK(p.error.message.find("Could not parse request body into json") == 0);
+  }
+}
+
+TEST_CASE("lambda codec: oversized code is a 413") {
+  codec_limits small{};
+  small.code_size_zipped = 4;
+  auto p = parse_create_function(create_body(), small);
+  CHECK_FALSE(p.value);
+  CHECK(p.error.status == 413);
+  CHECK(p.error.type == "RequestEntityTooLargeException");
+}
+
+TEST_CASE("lambda codec: update configuration and code") {
+  auto c = parse_update_configuration(R"({"Timeout":10,"Environment":{"Variables":{}},"RevisionId":"r1"})", limits);
+  REQUIRE_MESSAGE(c.value, c.error.message);
+  CHECK(c.value->timeout == 10);
+  CHECK_FALSE(c.value->memory_size);
+  REQUIRE(c.value->environment);
+  CHECK(c.value->environment->empty());
+  CHECK(c.value->revision_id == "r1");
+  CHECK_FALSE(parse_update_configuration(R"({"MemorySize":1})", limits).value);
+
+  auto u = parse_update_code(R"({"ZipFile":")" + base64_encode("zz") + R"(","Publish":false})", limits);
+  REQUIRE_MESSAGE(u.value, u.error.message);
+  CHECK(u.value->zip == "zz");
+  auto none = parse_update_code("{}", limits);
+  CHECK_FALSE(none.value);
+  CHECK(none.error.message.find("ZipFile is required") != std::string::npos);
+}
+
+TEST_CASE("lambda codec: configuration JSON carries the AWS fields") {
+  nimbus::storage::function_record r;
+  r.account_id = "123456789012";
+  r.name = "f1";
+  r.runtime = "python3.11";
+  r.role = "arn:aws:iam::123456789012:role/x";
+  r.handler = "a.b";
+  r.code_sha256 = "abc=";
+  r.code_size = 10;
+  r.revision_id = "rev-1";
+  r.last_modified = "2026-01-01T00:00:00.000+0000";
+  auto json = configuration_json(r, "eu-west-1");
+  simdjson::dom::parser parser;
+  auto doc = parser.parse(json);
+  REQUIRE_FALSE(doc.error());
+  auto v = doc.value();
+  CHECK(std::string_view(v["FunctionArn"]) == "arn:aws:lambda:eu-west-1:123456789012:function:f1");
+  CHECK(std::string_view(v["Version"]) == "$LATEST");
+  CHECK(std::string_view(v["State"]) == "Active");
+  CHECK(std::string_view(v["LastUpdateStatus"]) == "Successful");
+  CHECK(std::string_view(v["PackageType"]) == "Zip");
+  CHECK(int64_t(v["Timeout"]) == 3);
+  CHECK(int64_t(v["CodeSize"]) == 10);
+  CHECK(std::string_view(v["Architectures"].at(0)) == "x86_64");
+  CHECK(v["Environment"].error() == simdjson::NO_SUCH_FIELD);
+
+  auto err = error_response({404, "ResourceNotFoundException", "Function not found: x"});
+  CHECK(err.status == 404);
+  CHECK(err.header("x-amzn-ErrorType") == "ResourceNotFoundException");
+  CHECK(err.body == R"({"Type":"User","Message":"Function not found: x","message":"Function not found: x"})");
+}

@@ -1,0 +1,93 @@
+#pragma once
+
+/// The HTTP/1.1 server (Boost.Beast) that carries the Lambda API. It runs on
+/// its own io threads and hands each complete request to a callback; the
+/// callback answers later, from any thread, through the `respond` function it
+/// was given, so handing a request to an actor never blocks an io thread.
+///
+/// Shape follows Beast's advanced server example: a listener, one session per
+/// connection, do_x/on_x pairs, a request parser per message with header and
+/// body limits, a total deadline for reading the header block, and a bounded
+/// queue of pipelined requests whose responses go out in request order.
+
+#include "nimbus/transport/http_types.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace nimbus::transport {
+
+/// Answers one request; call exactly once, from any thread.
+using respond_fn = std::function<void(http_response)>;
+
+/// Handles one complete request. Must not block.
+using request_handler = std::function<void(http_request, respond_fn)>;
+
+/// Tunables of the HTTP server.
+struct http_server_options {
+  /// Address to bind, e.g. "127.0.0.1".
+  std::string address = "127.0.0.1";
+  /// Port to bind; 0 lets the kernel choose (see http_server::port()).
+  uint16_t port = 9000;
+  /// Number of io threads.
+  size_t io_threads = 2;
+  /// Maximum size of the request line plus all header fields.
+  uint32_t max_header_bytes = 16 * 1024;
+  /// Total time allowed to receive the complete header block of a request
+  /// (counted from the first byte, or from the end of the previous response on
+  /// a keep-alive connection).
+  std::chrono::milliseconds header_deadline{10'000};
+  /// Total time allowed to receive the body once the header block is in.
+  std::chrono::milliseconds body_deadline{120'000};
+  /// Time an idle keep-alive connection is kept open.
+  std::chrono::milliseconds idle_timeout{60'000};
+  /// Maximum number of requests read ahead of their responses on one
+  /// connection (HTTP pipelining).
+  size_t max_pipeline = 8;
+};
+
+/// Hooks through which the owner decides limits and error bodies.
+struct http_server_hooks {
+  /// Handles complete requests.
+  request_handler on_request;
+  /// Returns the maximum body size for a request, decided from its method,
+  /// target and headers only (the body field is still empty).
+  std::function<uint64_t(const http_request& head)> body_limit;
+  /// Builds the response for a request whose declared Content-Length exceeds
+  /// `limit`. The body is not read and the connection is closed afterwards.
+  std::function<http_response(const http_request& head, uint64_t limit)> too_large;
+  /// Builds the response for a request the parser rejected (malformed,
+  /// header block too large, smuggling shapes such as two Content-Length
+  /// fields or Content-Length with Transfer-Encoding). `reason` says why.
+  std::function<http_response(std::string_view reason, int status)> bad_request;
+};
+
+/// A running HTTP server.
+class http_server {
+public:
+  /// Binds and starts serving on `options.io_threads` threads. Throws
+  /// std::system_error when the address cannot be bound.
+  http_server(http_server_options options, http_server_hooks hooks);
+
+  /// Stops (see stop()).
+  ~http_server();
+
+  http_server(const http_server&) = delete;
+  http_server& operator=(const http_server&) = delete;
+
+  /// The bound port.
+  uint16_t port() const;
+
+  /// Stops accepting, lets in-flight requests finish for up to `grace`, then
+  /// closes all connections and joins the io threads. Idempotent.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds{5000});
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace nimbus::transport

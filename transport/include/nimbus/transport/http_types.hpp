@@ -1,0 +1,60 @@
+#pragma once
+
+/// Plain HTTP request and response values passed between the HTTP server, the
+/// Lambda API codec and the actors. They carry no sockets and no Beast types,
+/// so request handling can be tested as a pure function.
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace nimbus::transport {
+
+/// One header field as received or to be sent.
+using http_field = std::pair<std::string, std::string>;
+
+/// A complete HTTP request.
+struct http_request {
+  /// Request method, e.g. "GET".
+  std::string method;
+  /// Request target exactly as received: the raw path plus "?query" if any.
+  std::string target;
+  /// Header fields in the order received; names keep their original case.
+  std::vector<http_field> headers;
+  /// The body (empty when there is none).
+  std::string body;
+  /// The id the server assigned to this request (sent as x-amzn-RequestId).
+  std::string request_id;
+  /// Remote peer address, "ip:port".
+  std::string remote;
+
+  /// Returns the first header whose name matches `name` case-insensitively.
+  std::optional<std::string_view> header(std::string_view name) const;
+  /// Returns the raw path part of the target (before '?').
+  std::string_view path() const;
+  /// Returns the raw query part of the target (after '?', possibly empty).
+  std::string_view query() const;
+};
+
+/// A complete HTTP response.
+struct http_response {
+  /// HTTP status code.
+  int status = 200;
+  /// Header fields to send; the server adds Content-Length, Date, Server,
+  /// Connection and x-amzn-RequestId itself.
+  std::vector<http_field> headers;
+  /// The body.
+  std::string body;
+
+  /// Returns the first header whose name matches `name` case-insensitively.
+  std::optional<std::string_view> header(std::string_view name) const;
+  /// Sets (replaces or adds) a header.
+  void set_header(std::string name, std::string value);
+};
+
+/// ASCII case-insensitive string comparison.
+bool iequals(std::string_view a, std::string_view b);
+
+} // namespace nimbus::transport

@@ -1,0 +1,974 @@
+#include "nimbus/transport/http_server.hpp"
+
+#include "nimbus/storage/digest.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <limits>
+#include <mutex>
+#include <optional>
+#include <system_error>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+// Connection lifecycle, in short (see session below for the details):
+//
+//  * Waiting for a request: a one-shot read of at least one byte with no
+//    stream deadline, plus an idle timer that is armed only while nothing is
+//    outstanding on the connection. The first request of a connection gets
+//    `header_deadline` counted from accept; later requests on a keep-alive
+//    connection get `idle_timeout`. The wait is split off the header read so
+//    that a long-polling request (GET /runtime/invocation/next) can stay
+//    outstanding while we listen for pipelined requests: a deadline on that
+//    speculative read would close the socket under the long poll.
+//  * Header block: `header_deadline` in total, counted from accept for the
+//    first request and from the first byte for later ones. It is a single
+//    expiry on the stream, never pushed forward per byte, so a slowloris that
+//    trickles bytes is cut off at the deadline. On a header timeout the
+//    tcp_stream has already closed the socket, so no 408 is sent: we close
+//    quietly.
+//  * Body: `body_deadline` in total. Writes: `body_deadline` per response.
+//  * Errors we answer (too large, malformed, smuggling shapes) go out in
+//    request order after earlier pipelined responses, carry
+//    `Connection: close`, and are followed by a short lingering close so the
+//    peer can read them even when it is still sending a body.
+
+namespace nimbus::transport {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+using steady = std::chrono::steady_clock;
+
+/// How long we keep draining a peer's input after answering with an error and
+/// shutting down our side, so the kernel does not reset the connection (and
+/// destroy our response) because of unread request bytes.
+constexpr std::chrono::milliseconds linger_time{1000};
+
+/// Bounded wait for sessions to act on a forced close before io threads stop.
+constexpr std::chrono::milliseconds force_close_wait{500};
+
+/// Body limit used when the owner installed no body_limit hook.
+constexpr uint64_t default_body_limit = 6 * 1024 * 1024;
+
+constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
+
+/// RFC 7231 IMF-fixdate. Formatted by hand because strftime's %a/%b follow
+/// the process locale.
+std::string http_date(std::chrono::system_clock::time_point tp) {
+  static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                      "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::time_t t = std::chrono::system_clock::to_time_t(tp);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
+                months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+  return buf;
+}
+
+std::string format_endpoint(const tcp::endpoint& ep) {
+  auto addr = ep.address();
+  std::string ip = addr.to_string();
+  if (addr.is_v6())
+    ip = "[" + ip + "]";
+  return ip + ":" + std::to_string(ep.port());
+}
+
+/// A handler-supplied field must not be able to split the response.
+bool valid_field(std::string_view name, std::string_view value) {
+  if (name.empty())
+    return false;
+  for (char c : name)
+    if (c <= ' ' || c == ':' || c == 0x7f)
+      return false;
+  for (char c : value)
+    if (c == '\r' || c == '\n' || c == '\0')
+      return false;
+  return true;
+}
+
+bool contains_token(std::string_view list, std::string_view token) {
+  for (auto t : http::token_list{beast::string_view{list.data(), list.size()}})
+    if (iequals(std::string_view{t.data(), t.size()}, token))
+      return true;
+  return false;
+}
+
+std::string json_message(std::string_view text) {
+  std::string out = R"({"message":")";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  out += "\"}";
+  return out;
+}
+
+bool is_http_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::bad_method).category();
+}
+
+/// True for errors that mean the request bytes were malformed, as opposed to
+/// the peer going away mid-message.
+bool is_parse_error(const beast::error_code& ec) {
+  return is_http_error(ec) && ec != http::error::end_of_stream && ec != http::error::partial_message &&
+         ec != http::error::need_more && ec != http::error::need_buffer;
+}
+
+class session;
+
+/// State shared by the server, its sessions and every outstanding respond
+/// function. Respond functions may outlive the server, so they hold this by
+/// shared_ptr and never the io_context directly.
+struct server_state {
+  server_state(http_server_options o, http_server_hooks h) : options(std::move(o)), hooks(std::move(h)) {}
+
+  const http_server_options options;
+  const http_server_hooks hooks;
+
+  /// Guards `accepting_responses`. While it is true the io_context is alive
+  /// and running, so a respond call may post onto it; stop() clears it before
+  /// the io_context stops.
+  std::mutex respond_mutex;
+  bool accepting_responses = true;
+
+  /// Live sessions, so stop() can reach them. Guarded by sessions_mutex.
+  std::mutex sessions_mutex;
+  std::condition_variable sessions_cv;
+  std::unordered_map<const session*, std::weak_ptr<session>> sessions;
+  bool stopping = false;
+
+  /// Registers a session; refuses when the server is stopping, which closes
+  /// the race between accept and stop().
+  bool add_session(const std::shared_ptr<session>& s) {
+    std::lock_guard lk(sessions_mutex);
+    if (stopping)
+      return false;
+    sessions.emplace(s.get(), s);
+    return true;
+  }
+
+  void remove_session(const session* s) {
+    {
+      std::lock_guard lk(sessions_mutex);
+      sessions.erase(s);
+    }
+    sessions_cv.notify_all();
+  }
+
+  std::vector<std::shared_ptr<session>> live_sessions() {
+    std::vector<std::shared_ptr<session>> out;
+    std::lock_guard lk(sessions_mutex);
+    for (auto& [key, weak] : sessions)
+      if (auto s = weak.lock())
+        out.push_back(std::move(s));
+    return out;
+  }
+
+  /// Waits until every session is gone or `deadline` passes.
+  bool wait_no_sessions(steady::time_point deadline) {
+    std::unique_lock lk(sessions_mutex);
+    return sessions_cv.wait_until(lk, deadline, [&] { return sessions.empty(); });
+  }
+
+  size_t max_pipeline() const { return std::max<size_t>(1, options.max_pipeline); }
+
+  uint64_t call_body_limit(const http_request& head) const {
+    if (!hooks.body_limit)
+      return default_body_limit;
+    try {
+      return hooks.body_limit(head);
+    } catch (...) {
+      return 0; // a failing hook must not open the door to unbounded bodies
+    }
+  }
+
+  http_response call_too_large(const http_request& head, uint64_t limit) const {
+    if (hooks.too_large) {
+      try {
+        return hooks.too_large(head, limit);
+      } catch (...) {
+      }
+    }
+    http_response r;
+    r.status = 413;
+    r.body = json_message("Request must be smaller than " + std::to_string(limit) + " bytes");
+    return r;
+  }
+
+  http_response call_bad_request(std::string_view reason, int status) const {
+    if (hooks.bad_request) {
+      try {
+        return hooks.bad_request(reason, status);
+      } catch (...) {
+      }
+    }
+    http_response r;
+    r.status = status;
+    r.body = json_message(reason);
+    return r;
+  }
+};
+
+/// One connection. All members are touched only on the session's strand,
+/// except `executor_` (immutable) which respond functions read to post.
+class session : public std::enable_shared_from_this<session> {
+public:
+  session(tcp::socket&& socket, std::shared_ptr<server_state> state)
+      : stream_(std::move(socket)),
+        executor_(stream_.get_executor()),
+        idle_timer_(executor_),
+        state_(std::move(state)),
+        accepted_at_(steady::now()) {
+    beast::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec)
+      remote_ = format_endpoint(ep);
+  }
+
+  ~session() { state_->remove_session(this); }
+
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  /// Called once by the listener (not on our strand).
+  void start() {
+    // The session keeps itself alive while open: requests awaiting a handler
+    // may have no io operation pending, and respond functions hold only a
+    // weak_ptr (a response for a closed connection is dropped).
+    self_ = shared_from_this();
+    if (!state_->add_session(self_)) {
+      self_.reset();
+      beast::error_code ec;
+      stream_.socket().close(ec);
+      return;
+    }
+    net::dispatch(executor_, beast::bind_front_handler(&session::on_start, shared_from_this()));
+  }
+
+  const net::any_io_executor& executor() const { return executor_; }
+
+  /// stop(): stop reading new requests, finish what is in flight, and close
+  /// right away if the connection is idle.
+  void stop_soft() {
+    stopping_ = true;
+    if (closed_)
+      return;
+    if (queue_.empty() && !writing_ && !in_request())
+      close_now();
+  }
+
+  /// stop() after the grace period: close now.
+  void stop_hard() { close_now(); }
+
+  /// Called from stop() once the io threads have been joined, so nothing runs
+  /// concurrently: breaks the self reference so the session can be freed.
+  void abandon() { close_now(); }
+
+  /// A handler's response for the request with sequence number `seq`.
+  void on_response(uint64_t seq, http_response r) {
+    if (closed_ || seq < head_seq_)
+      return;
+    uint64_t idx = seq - head_seq_;
+    if (idx >= queue_.size())
+      return;
+    slot& s = queue_[idx];
+    if (s.response)
+      return;
+    try {
+      s.response = build_response(std::move(r), s);
+    } catch (...) {
+      close_now();
+      return;
+    }
+    do_write();
+  }
+
+private:
+  enum class read_state { idle, waiting, header, body };
+
+  /// One request whose response has not been written yet; filled out of order,
+  /// written strictly from the front.
+  struct slot {
+    unsigned version = 11;
+    bool keep_alive = false;
+    bool head_method = false;
+    bool close = false; // close after writing (error path or handler asked)
+    std::string request_id;
+    std::optional<http::response<http::string_body>> response;
+  };
+
+  bool in_request() const { return read_state_ == read_state::header || read_state_ == read_state::body; }
+
+  void on_start() {
+    if (closed_)
+      return; // stop() got here first
+    if (stopping_) {
+      close_now();
+      return;
+    }
+    do_read();
+  }
+
+  // --- reading -------------------------------------------------------------
+
+  void do_read() {
+    if (closed_ || stopping_ || read_closed_ || read_state_ != read_state::idle ||
+        queue_.size() >= state_->max_pipeline())
+      return;
+    if (buffer_.size() > 0) {
+      // Bytes of the next (pipelined) request are already here.
+      do_read_header();
+      return;
+    }
+    read_state_ = read_state::waiting;
+    // No stream deadline while waiting (see the comment at the top); the idle
+    // timer bounds the wait whenever nothing else is outstanding.
+    stream_.expires_never();
+    update_idle_timer();
+    stream_.async_read_some(buffer_.prepare(4096),
+                            beast::bind_front_handler(&session::on_first_bytes, shared_from_this()));
+  }
+
+  void on_first_bytes(beast::error_code ec, std::size_t n) {
+    read_state_ = read_state::idle;
+    if (closed_)
+      return;
+    update_idle_timer();
+    if (ec) {
+      // Peer closed or reset, or the idle timer closed us: nothing to answer.
+      read_closed_ = true;
+      finish_if_done();
+      return;
+    }
+    buffer_.commit(n);
+    if (stopping_) {
+      read_closed_ = true; // no new requests once stop() began
+      finish_if_done();
+      return;
+    }
+    do_read_header();
+  }
+
+  void do_read_header() {
+    read_state_ = read_state::header;
+    update_idle_timer();
+    parser_.emplace();
+    parser_->header_limit(state_->options.max_header_bytes);
+    // Beast 1.74 compares Content-Length against an unset (boost::none)
+    // limit as "exceeded", so disable the check with the largest value; the
+    // real limit is applied once the head is in and the hook has spoken.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    // One expiry for the whole header block: a total deadline, not per byte.
+    if (first_request_)
+      stream_.expires_at(accepted_at_ + state_->options.header_deadline);
+    else
+      stream_.expires_after(state_->options.header_deadline);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    read_state_ = read_state::idle;
+    if (closed_)
+      return;
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    first_request_ = false;
+    try {
+      const auto& msg = parser_->get();
+      http_request head;
+      head.method = std::string(msg.method_string());
+      head.target = std::string(msg.target());
+      for (const auto& f : msg)
+        head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      head.remote = remote_;
+      head.request_id = storage::random_uuid();
+
+      // Request smuggling shapes. Beast rejects some orders of these fields
+      // itself, but not e.g. "Transfer-Encoding: gzip" before Content-Length,
+      // and a Transfer-Encoding without final chunked leaves the body length
+      // undefined for a request.
+      bool has_cl = head.header("Content-Length").has_value();
+      bool has_te = head.header("Transfer-Encoding").has_value();
+      if (has_cl && has_te) {
+        reject(state_->call_bad_request("Content-Length together with Transfer-Encoding", 400),
+               msg.version(), head.request_id);
+        return;
+      }
+      if (has_te && !parser_->chunked()) {
+        reject(state_->call_bad_request("Unsupported Transfer-Encoding", 400), msg.version(), head.request_id);
+        return;
+      }
+
+      body_limit_ = state_->call_body_limit(head);
+      auto declared = parser_->content_length();
+      if (declared && *declared > body_limit_) {
+        // Decided from the header alone: the body is never read.
+        reject(state_->call_too_large(head, body_limit_), msg.version(), head.request_id);
+        return;
+      }
+      head_ = std::move(head);
+      if (parser_->is_done()) {
+        dispatch();
+        return;
+      }
+      parser_->body_limit(body_limit_);
+      do_read_body();
+    } catch (...) {
+      close_now();
+    }
+  }
+
+  void do_read_body() {
+    read_state_ = read_state::body;
+    stream_.expires_after(state_->options.body_deadline);
+    auto expect = head_.header("Expect");
+    if (expect && iequals(*expect, "100-continue") && parser_->get().version() >= 11 && !writing_ &&
+        queue_.empty()) {
+      // Clients that ask first (curl for large bodies) would otherwise pause
+      // before sending. Only when the write side is free: otherwise they
+      // simply send after their own timeout.
+      writing_ = true;
+      net::async_write(stream_, net::buffer(continue_line.data(), continue_line.size()),
+                       beast::bind_front_handler(&session::on_continue, shared_from_this()));
+      return;
+    }
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+  }
+
+  void on_continue(beast::error_code ec, std::size_t) {
+    writing_ = false;
+    if (closed_)
+      return;
+    if (ec) {
+      close_now();
+      return;
+    }
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+  }
+
+  void on_body(beast::error_code ec, std::size_t) {
+    read_state_ = read_state::idle;
+    if (closed_)
+      return;
+    if (ec == http::error::body_limit) {
+      // A chunked body (or one without a declared length) grew past the limit.
+      try {
+        reject(state_->call_too_large(head_, body_limit_), parser_->get().version(), head_.request_id);
+      } catch (...) {
+        close_now();
+      }
+      return;
+    }
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    try {
+      dispatch();
+    } catch (...) {
+      close_now();
+    }
+  }
+
+  void on_read_error(const beast::error_code& ec) {
+    if (is_parse_error(ec)) {
+      unsigned version = parser_ ? parser_->get().version() : 11;
+      if (version != 10 && version != 11)
+        version = 11;
+      int status = ec == http::error::header_limit ? 431 : 400;
+      try {
+        reject(state_->call_bad_request(ec.message(), status), version, {});
+      } catch (...) {
+        close_now();
+      }
+      return;
+    }
+    // The peer went away, the deadline passed (the stream has closed the
+    // socket already), or we closed: close quietly.
+    parser_.reset();
+    read_closed_ = true;
+    if (ec == beast::error::timeout) {
+      close_now();
+      return;
+    }
+    finish_if_done();
+  }
+
+  /// Hands a complete request to the handler and keeps reading ahead.
+  void dispatch() {
+    auto msg = parser_->release();
+    parser_.reset();
+    slot s;
+    s.version = msg.version();
+    s.keep_alive = msg.keep_alive();
+    s.head_method = msg.method() == http::verb::head;
+    s.request_id = head_.request_id;
+    head_.body = std::move(msg.body());
+    if (!s.keep_alive)
+      read_closed_ = true; // the peer sends nothing more after this one
+    queue_.push_back(std::move(s));
+    uint64_t seq = next_seq_++;
+
+    http_request request = std::move(head_);
+    head_ = http_request{};
+    respond_fn respond = make_respond(seq);
+    try {
+      if (state_->hooks.on_request)
+        state_->hooks.on_request(std::move(request), std::move(respond));
+    } catch (...) {
+      // If the handler dropped `respond`, its guard answers 500.
+    }
+    do_read();
+  }
+
+  /// Queues a server-generated error response (in request order) and stops
+  /// reading: the connection closes after it is written.
+  void reject(http_response r, unsigned version, std::string request_id) {
+    parser_.reset();
+    read_closed_ = true;
+    slot s;
+    s.version = version;
+    s.keep_alive = false;
+    s.close = true;
+    s.request_id = request_id.empty() ? storage::random_uuid() : std::move(request_id);
+    s.response = build_response(std::move(r), s);
+    queue_.push_back(std::move(s));
+    ++next_seq_;
+    do_write();
+  }
+
+  respond_fn make_respond(uint64_t seq);
+
+  // --- writing -------------------------------------------------------------
+
+  http::response<http::string_body> build_response(http_response&& r, slot& s) {
+    http::response<http::string_body> res;
+    res.version(s.version);
+    int status = r.status;
+    if (status < 200 || status > 999)
+      status = 500; // interim (1xx) or invalid codes cannot be final responses
+    res.result(static_cast<unsigned>(status));
+    bool has_type = false;
+    for (auto& [name, value] : r.headers) {
+      if (!valid_field(name, value))
+        continue;
+      // The server owns framing and these identity fields.
+      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Date") ||
+          iequals(name, "Server") || iequals(name, "x-amzn-RequestId"))
+        continue;
+      if (iequals(name, "Connection")) {
+        if (contains_token(value, "close"))
+          s.close = true;
+        continue;
+      }
+      if (iequals(name, "Content-Type"))
+        has_type = true;
+      res.insert(name, value);
+    }
+    res.set("x-amzn-RequestId", s.request_id);
+    res.set(http::field::date, http_date(std::chrono::system_clock::now()));
+    res.set(http::field::server, "nimbus");
+    bool no_body = status == 204 || status == 304;
+    if (no_body)
+      r.body.clear();
+    if (!has_type && !r.body.empty())
+      res.set(http::field::content_type, "application/json");
+    if (!no_body)
+      res.content_length(r.body.size());
+    if (!s.head_method)
+      res.body() = std::move(r.body); // HEAD: length advertised, body not sent
+    return res;
+  }
+
+  void do_write() {
+    if (closed_ || writing_ || queue_.empty() || !queue_.front().response)
+      return;
+    slot& s = queue_.front();
+    bool last = queue_.size() == 1 && !in_request();
+    bool close = s.close || !s.keep_alive || (stopping_ && last) || (read_closed_ && last);
+    out_ = std::move(*s.response);
+    out_.keep_alive(!close);
+    writing_ = true;
+    update_idle_timer();
+    // Sets only the write timer when a read is pending.
+    stream_.expires_after(state_->options.body_deadline);
+    http::async_write(stream_, out_, beast::bind_front_handler(&session::on_write, shared_from_this(), close));
+  }
+
+  void on_write(bool close, beast::error_code ec, std::size_t) {
+    writing_ = false;
+    if (closed_)
+      return;
+    if (ec) {
+      close_now();
+      return;
+    }
+    out_ = {};
+    queue_.pop_front();
+    ++head_seq_;
+    if (close || ((stopping_ || read_closed_) && queue_.empty() && !in_request())) {
+      graceful_close();
+      return;
+    }
+    do_write();
+    do_read(); // the queue has room again
+    update_idle_timer();
+  }
+
+  // --- closing -------------------------------------------------------------
+
+  /// Closes once the read side is finished and nothing is left to write.
+  void finish_if_done() {
+    if (queue_.empty() && !writing_)
+      close_now();
+  }
+
+  /// Shuts down our side and drains the peer for a moment before closing, so
+  /// unread request bytes do not turn into a reset that eats our response.
+  void graceful_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec || read_state_ != read_state::idle || stopping_) {
+      close_now();
+      return;
+    }
+    closed_ = true;
+    queue_.clear();
+    update_idle_timer();
+    self_.reset(); // the linger read keeps us alive until it ends
+    stream_.expires_after(linger_time);
+    do_linger();
+  }
+
+  void do_linger() {
+    stream_.async_read_some(net::buffer(linger_buf_),
+                            beast::bind_front_handler(&session::on_linger, shared_from_this()));
+  }
+
+  void on_linger(beast::error_code ec, std::size_t) {
+    if (ec || !stream_.socket().is_open()) {
+      close_now();
+      return;
+    }
+    do_linger();
+  }
+
+  void close_now() {
+    closed_ = true;
+    queue_.clear();
+    update_idle_timer();
+    stream_.close(); // cancels pending operations; noexcept
+    self_.reset();
+  }
+
+  // --- idle timer ----------------------------------------------------------
+
+  /// Arms the idle timer exactly while the connection waits for a request
+  /// with nothing outstanding; cancels it otherwise.
+  void update_idle_timer() {
+    bool idle = !closed_ && read_state_ == read_state::waiting && queue_.empty() && !writing_;
+    if (!idle) {
+      if (idle_armed_) {
+        idle_armed_ = false;
+        ++idle_gen_;
+        idle_timer_.cancel();
+      }
+      return;
+    }
+    if (idle_armed_)
+      return;
+    idle_armed_ = true;
+    if (first_request_)
+      idle_timer_.expires_at(accepted_at_ + state_->options.header_deadline);
+    else
+      idle_timer_.expires_after(state_->options.idle_timeout);
+    idle_timer_.async_wait(
+        [self = shared_from_this(), gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
+  }
+
+  void on_idle(beast::error_code ec, uint64_t gen) {
+    // A generation mismatch means the timer was cancelled after it fired.
+    if (ec || gen != idle_gen_ || !idle_armed_)
+      return;
+    idle_armed_ = false;
+    close_now();
+  }
+
+  beast::tcp_stream stream_;
+  const net::any_io_executor executor_;
+  net::steady_timer idle_timer_;
+  std::shared_ptr<server_state> state_;
+  std::shared_ptr<session> self_;
+  const steady::time_point accepted_at_;
+  std::string remote_;
+
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http_request head_;     // the request being read
+  uint64_t body_limit_ = 0;
+
+  std::deque<slot> queue_;
+  uint64_t head_seq_ = 0; // sequence number of queue_.front()
+  uint64_t next_seq_ = 0; // == head_seq_ + queue_.size()
+  http::response<http::string_body> out_; // the response being written
+
+  read_state read_state_ = read_state::idle;
+  bool first_request_ = true;
+  bool writing_ = false;
+  bool read_closed_ = false; // no further requests will be read
+  bool stopping_ = false;
+  bool closed_ = false;
+  bool idle_armed_ = false;
+  uint64_t idle_gen_ = 0;
+  std::array<char, 4096> linger_buf_{};
+};
+
+/// The shared core of a respond function. Delivery happens at most once; if
+/// every copy is dropped without a call, the request is answered with 500 so
+/// the connection does not stall.
+class responder {
+public:
+  responder(std::shared_ptr<server_state> state, std::weak_ptr<session> target, uint64_t seq)
+      : state_(std::move(state)), target_(std::move(target)), seq_(seq) {}
+
+  ~responder() {
+    if (used_.load())
+      return;
+    try {
+      http_response r;
+      r.status = 500;
+      r.body = json_message("The request handler did not respond");
+      deliver(std::move(r));
+    } catch (...) {
+    }
+  }
+
+  responder(const responder&) = delete;
+  responder& operator=(const responder&) = delete;
+
+  void deliver(http_response r) {
+    if (used_.exchange(true))
+      return;
+    std::lock_guard lk(state_->respond_mutex);
+    if (!state_->accepting_responses)
+      return; // the server stopped; its io_context may be gone
+    auto s = target_.lock();
+    if (!s)
+      return; // the connection is gone
+    net::any_io_executor ex = s->executor();
+    net::post(ex, [s = std::move(s), seq = seq_, r = std::move(r)]() mutable { s->on_response(seq, std::move(r)); });
+  }
+
+private:
+  std::shared_ptr<server_state> state_;
+  std::weak_ptr<session> target_;
+  uint64_t seq_;
+  std::atomic<bool> used_{false};
+};
+
+respond_fn session::make_respond(uint64_t seq) {
+  auto r = std::make_shared<responder>(state_, weak_from_this(), seq);
+  return [r](http_response res) { r->deliver(std::move(res)); };
+}
+
+/// Accepts connections; each gets its own strand.
+class listener : public std::enable_shared_from_this<listener> {
+public:
+  listener(net::io_context& ioc, std::shared_ptr<server_state> state)
+      : ioc_(ioc), acceptor_(net::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
+    const auto& o = state_->options;
+    beast::error_code ec;
+    auto fail = [&](const char* what) {
+      throw std::system_error(std::error_code(ec.value(), std::system_category()),
+                              std::string("http server: ") + what + " " + o.address + ":" + std::to_string(o.port));
+    };
+    auto address = net::ip::make_address(o.address, ec);
+    if (ec)
+      throw std::system_error(std::make_error_code(std::errc::invalid_argument),
+                              "http server: bad address " + o.address);
+    tcp::endpoint endpoint{address, o.port};
+    acceptor_.open(endpoint.protocol(), ec);
+    if (ec)
+      fail("open");
+    acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (ec)
+      fail("set SO_REUSEADDR on");
+    acceptor_.bind(endpoint, ec);
+    if (ec)
+      fail("bind");
+    acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (ec)
+      fail("listen on");
+    port_ = acceptor_.local_endpoint(ec).port();
+    if (ec)
+      fail("read the bound port of");
+  }
+
+  uint16_t port() const { return port_; }
+
+  void start() { net::dispatch(acceptor_.get_executor(), beast::bind_front_handler(&listener::do_accept, shared_from_this())); }
+
+  void stop() {
+    net::post(acceptor_.get_executor(), [self = shared_from_this()] {
+      beast::error_code ec;
+      self->acceptor_.close(ec);
+      self->retry_timer_.cancel();
+    });
+  }
+
+private:
+  void do_accept() {
+    if (!acceptor_.is_open())
+      return;
+    acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+  }
+
+  void on_accept(beast::error_code ec, tcp::socket socket) {
+    if (ec == net::error::operation_aborted || !acceptor_.is_open())
+      return;
+    if (ec) {
+      // E.g. out of file descriptors: back off instead of spinning.
+      retry_timer_.expires_after(std::chrono::milliseconds(100));
+      retry_timer_.async_wait([self = shared_from_this()](beast::error_code wait_ec) {
+        if (!wait_ec)
+          self->do_accept();
+      });
+      return;
+    }
+    try {
+      std::make_shared<session>(std::move(socket), state_)->start();
+    } catch (...) {
+      // The socket (if still owned) closes with the failed session.
+    }
+    do_accept();
+  }
+
+  net::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_timer_;
+  std::shared_ptr<server_state> state_;
+  uint16_t port_ = 0;
+};
+
+} // namespace
+
+struct http_server::impl {
+  impl(http_server_options options, http_server_hooks hooks)
+      : state(std::make_shared<server_state>(std::move(options), std::move(hooks))),
+        ioc(static_cast<int>(std::max<size_t>(1, state->options.io_threads))),
+        work(net::make_work_guard(ioc)),
+        accept(std::make_shared<listener>(ioc, state)) {
+    accept->start();
+    size_t n = std::max<size_t>(1, state->options.io_threads);
+    threads.reserve(n);
+    for (size_t i = 0; i < n; ++i)
+      threads.emplace_back([this] {
+        for (;;) {
+          try {
+            ioc.run();
+            return;
+          } catch (...) {
+            // Handlers catch their own errors; this keeps a stray exception
+            // from killing the process through the thread boundary.
+          }
+        }
+      });
+  }
+
+  void stop(std::chrono::milliseconds grace) {
+    std::lock_guard stop_lock(stop_mutex);
+    if (stopped)
+      return;
+    stopped = true;
+    auto deadline = steady::now() + grace;
+
+    // 1. No new connections, and tell every session to wind down: idle ones
+    //    close at once, busy ones after their outstanding responses.
+    accept->stop();
+    {
+      std::lock_guard lk(state->sessions_mutex);
+      state->stopping = true;
+    }
+    for (auto& s : state->live_sessions())
+      net::post(s->executor(), [s] { s->stop_soft(); });
+
+    // 2. Grace period for in-flight requests.
+    if (!state->wait_no_sessions(deadline)) {
+      // 3. Force the rest closed and give the strands a moment to act.
+      for (auto& s : state->live_sessions())
+        net::post(s->executor(), [s] { s->stop_hard(); });
+      state->wait_no_sessions(steady::now() + force_close_wait);
+    }
+
+    // 4. From here on respond calls are dropped, so nothing posts onto an
+    //    io_context that is stopped or destroyed.
+    {
+      std::lock_guard lk(state->respond_mutex);
+      state->accepting_responses = false;
+    }
+    work.reset();
+    ioc.stop();
+    for (auto& t : threads)
+      if (t.joinable())
+        t.join();
+
+    // 5. No io thread runs now, so touching sessions directly is safe: break
+    //    the self references of any that never processed the forced close.
+    for (auto& s : state->live_sessions())
+      s->abandon();
+  }
+
+  std::mutex stop_mutex;
+  bool stopped = false;
+  std::shared_ptr<server_state> state;
+  net::io_context ioc;
+  std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
+  std::shared_ptr<listener> accept;
+  std::vector<std::thread> threads;
+};
+
+http_server::http_server(http_server_options options, http_server_hooks hooks)
+    : impl_(std::make_unique<impl>(std::move(options), std::move(hooks))) {}
+
+http_server::~http_server() {
+  if (impl_)
+    impl_->stop(std::chrono::milliseconds{5000});
+}
+
+uint16_t http_server::port() const { return impl_->accept->port(); }
+
+void http_server::stop(std::chrono::milliseconds grace) { impl_->stop(grace); }
+
+} // namespace nimbus::transport

@@ -1,0 +1,626 @@
+#include "nimbus/transport/lambda_codec.hpp"
+
+#include "nimbus/storage/digest.hpp"
+#include "nimbus/storage/json.hpp"
+#include "nimbus/transport/lambda_api.hpp"
+
+#include <simdjson.h>
+
+#include <set>
+
+namespace nimbus::transport::lambda {
+
+using storage::json_writer;
+namespace dom = simdjson::dom;
+
+api_error invalid_parameter(std::string_view field, std::string_view value,
+                            std::string_view constraint) {
+  std::string msg = "1 validation error detected: Value '";
+  msg += value;
+  msg += "' at '";
+  msg += field;
+  msg += "' failed to satisfy constraint: ";
+  msg += constraint;
+  return {400, "InvalidParameterValueException", std::move(msg)};
+}
+
+namespace {
+
+api_error invalid(std::string message) {
+  return {400, "InvalidParameterValueException", std::move(message)};
+}
+
+api_error not_json(std::string_view detail) {
+  return {400, "InvalidRequestContentException",
+          "Could not parse request body into json: " + std::string{detail}};
+}
+
+// Reads the fields of one JSON object, checking types; the first problem is
+// kept in `error` and later reads become no-ops.
+class object_reader {
+public:
+  object_reader(dom::object obj, std::optional<api_error>& error) : obj_(obj), error_(error) {
+  }
+
+  bool has(std::string_view key) const {
+    dom::element e;
+    return !obj_[key].get(e) && !e.is_null();
+  }
+
+  std::optional<std::string> string(std::string_view key) {
+    dom::element e;
+    if (error_ || obj_[key].get(e) || e.is_null())
+      return std::nullopt;
+    std::string_view v;
+    if (e.get_string().get(v)) {
+      type_error(key, "a string");
+      return std::nullopt;
+    }
+    return std::string{v};
+  }
+
+  std::optional<int64_t> integer(std::string_view key) {
+    dom::element e;
+    if (error_ || obj_[key].get(e) || e.is_null())
+      return std::nullopt;
+    int64_t v = 0;
+    if (e.get_int64().get(v)) {
+      type_error(key, "an integer");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<bool> boolean(std::string_view key) {
+    dom::element e;
+    if (error_ || obj_[key].get(e) || e.is_null())
+      return std::nullopt;
+    bool v = false;
+    if (e.get_bool().get(v)) {
+      type_error(key, "a boolean");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<dom::object> object(std::string_view key) {
+    dom::element e;
+    if (error_ || obj_[key].get(e) || e.is_null())
+      return std::nullopt;
+    dom::object v;
+    if (e.get_object().get(v)) {
+      type_error(key, "an object");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::optional<dom::array> array(std::string_view key) {
+    dom::element e;
+    if (error_ || obj_[key].get(e) || e.is_null())
+      return std::nullopt;
+    dom::array v;
+    if (e.get_array().get(v)) {
+      type_error(key, "a list");
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  void type_error(std::string_view key, std::string_view expected) {
+    if (!error_)
+      error_ = invalid("Field " + std::string{key} + " must be " + std::string{expected});
+  }
+
+  void fail(api_error e) {
+    if (!error_)
+      error_ = std::move(e);
+  }
+
+  bool failed() const {
+    return error_.has_value();
+  }
+
+private:
+  dom::object obj_;
+  std::optional<api_error>& error_;
+};
+
+// Parses `body` as one JSON object.
+bool parse_object(dom::parser& parser, std::string_view body, dom::object& out,
+                  api_error& error) {
+  dom::element doc;
+  if (auto err = parser.parse(body.data(), body.size()).get(doc)) {
+    error = not_json(simdjson::error_message(err));
+    return false;
+  }
+  if (doc.get_object().get(out)) {
+    error = not_json("the request body is not a JSON object");
+    return false;
+  }
+  return true;
+}
+
+bool env_key_valid(std::string_view k) {
+  if (k.size() < 2)
+    return false;
+  auto alpha = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  if (!alpha(k[0]))
+    return false;
+  for (char c : k.substr(1))
+    if (!alpha(c) && !(c >= '0' && c <= '9') && c != '_')
+      return false;
+  return true;
+}
+
+const std::set<std::string_view>& reserved_env_keys() {
+  static const std::set<std::string_view> keys = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+    "AWS_LAMBDA_FUNCTION_VERSION", "AWS_LAMBDA_INITIALIZATION_TYPE",
+    "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_ACCESS_KEY",
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR"};
+  return keys;
+}
+
+// Environment: {"Variables": {"K": "V", ...}}.
+std::optional<std::map<std::string, std::string>>
+read_environment(object_reader& top, const codec_limits& limits) {
+  auto env = top.object("Environment");
+  if (!env)
+    return std::nullopt;
+  std::optional<api_error> err;
+  object_reader reader{*env, err};
+  std::map<std::string, std::string> vars;
+  auto variables = reader.object("Variables");
+  if (err) {
+    top.fail(*err);
+    return std::nullopt;
+  }
+  if (!variables)
+    return vars;
+  size_t total = 0;
+  std::string reserved;
+  for (auto field : *variables) {
+    std::string_view value;
+    if (field.value.get_string().get(value)) {
+      top.fail(invalid("Environment variable values must be strings (key "
+                       + std::string{field.key} + ")"));
+      return std::nullopt;
+    }
+    if (!env_key_valid(field.key)) {
+      top.fail(invalid_parameter("environment.variables", std::string{field.key},
+                                 "Member must satisfy regular expression pattern: "
+                                 "[a-zA-Z]([a-zA-Z0-9_])+"));
+      return std::nullopt;
+    }
+    if (reserved_env_keys().count(field.key)) {
+      if (!reserved.empty())
+        reserved += ",";
+      reserved += field.key;
+    }
+    total += field.key.size() + value.size();
+    vars.emplace(std::string{field.key}, std::string{value});
+  }
+  if (!reserved.empty()) {
+    top.fail(invalid("Lambda was unable to configure your environment variables because the "
+                     "environment variables you have provided contains reserved keys that are "
+                     "currently not supported for modification. Reserved keys used in this "
+                     "request: "
+                     + reserved));
+    return std::nullopt;
+  }
+  if (total > limits.environment_bytes) {
+    top.fail(invalid("Lambda was unable to configure your environment variables because the "
+                     "environment variables you have provided exceeded the "
+                     + std::to_string(limits.environment_bytes / 1024) + "KB limit."));
+    return std::nullopt;
+  }
+  return vars;
+}
+
+void check_range(object_reader& r, std::string_view field, std::optional<int64_t> v, int64_t min,
+                 int64_t max) {
+  if (!v)
+    return;
+  if (*v < min)
+    r.fail(invalid_parameter(field, std::to_string(*v),
+                             "Member must have value greater than or equal to "
+                               + std::to_string(min)));
+  else if (*v > max)
+    r.fail(invalid_parameter(field, std::to_string(*v),
+                             "Member must have value less than or equal to "
+                               + std::to_string(max)));
+}
+
+bool role_valid(std::string_view role) {
+  // arn:aws:iam::<12 digits>:role/<path and name>
+  constexpr std::string_view prefix = "arn:aws";
+  if (role.substr(0, prefix.size()) != prefix)
+    return false;
+  auto iam = role.find(":iam::");
+  if (iam == std::string_view::npos)
+    return false;
+  auto rest = role.substr(iam + 6);
+  if (rest.size() < 19 || rest[12] != ':' || rest.substr(13, 5) != "role/")
+    return false;
+  for (size_t i = 0; i < 12; ++i)
+    if (rest[i] < '0' || rest[i] > '9')
+      return false;
+  return rest.size() > 18 && role.size() <= 2048;
+}
+
+// Common configuration fields of Create and UpdateConfiguration.
+void read_common(object_reader& r, std::optional<std::string>& runtime,
+                 std::optional<std::string>& role, std::optional<std::string>& handler,
+                 std::optional<std::string>& description, std::optional<int32_t>& timeout,
+                 std::optional<int32_t>& memory, std::optional<int32_t>& ephemeral) {
+  runtime = r.string("Runtime");
+  role = r.string("Role");
+  if (role && !role_valid(*role))
+    r.fail(invalid_parameter("role", *role,
+                             "Member must satisfy regular expression pattern: "
+                             "arn:(aws[a-zA-Z-]*)?:iam::\\d{12}:role/?[a-zA-Z_0-9+=,.@\\-_/]+"));
+  handler = r.string("Handler");
+  if (handler && (handler->empty() || handler->size() > 128))
+    r.fail(invalid_parameter("handler", *handler, "Member must have length between 1 and 128"));
+  description = r.string("Description");
+  if (description && description->size() > 256)
+    r.fail(invalid_parameter("description", description->substr(0, 32) + "...",
+                             "Member must have length less than or equal to 256"));
+  auto t = r.integer("Timeout");
+  check_range(r, "timeout", t, 1, 900);
+  if (t)
+    timeout = static_cast<int32_t>(*t);
+  auto m = r.integer("MemorySize");
+  check_range(r, "memorySize", m, 128, 10240);
+  if (m)
+    memory = static_cast<int32_t>(*m);
+  if (auto eph = r.object("EphemeralStorage")) {
+    std::optional<api_error> err;
+    object_reader er{*eph, err};
+    auto size = er.integer("Size");
+    if (err)
+      r.fail(*err);
+    else if (!size)
+      r.fail(invalid("EphemeralStorage.Size is required"));
+    check_range(r, "ephemeralStorage.size", size, 512, 10240);
+    if (size)
+      ephemeral = static_cast<int32_t>(*size);
+  }
+}
+
+// Rejects options Nimbus does not implement, with a clear message, instead of
+// silently accepting them.
+void reject_unsupported(object_reader& r) {
+  if (auto layers = r.array("Layers"); layers && layers->size() > 0)
+    r.fail(invalid("Layers are not supported by Nimbus yet"));
+  if (auto fs = r.array("FileSystemConfigs"); fs && fs->size() > 0)
+    r.fail(invalid("FileSystemConfigs are not supported by Nimbus"));
+  if (auto vpc = r.object("VpcConfig")) {
+    std::optional<api_error> err;
+    object_reader vr{*vpc, err};
+    auto subnets = vr.array("SubnetIds");
+    if (subnets && subnets->size() > 0)
+      r.fail(invalid("VpcConfig is not supported by Nimbus"));
+  }
+}
+
+std::optional<std::string> read_zip(object_reader& r, dom::object code_or_body,
+                                    std::string_view field, const codec_limits& limits) {
+  std::optional<api_error> err;
+  object_reader cr{code_or_body, err};
+  auto zip64 = cr.string("ZipFile");
+  if (cr.has("S3Bucket") || cr.has("S3Key"))
+    r.fail(invalid("Code from S3 (S3Bucket/S3Key) is not supported by Nimbus; upload ZipFile"));
+  if (cr.has("ImageUri"))
+    r.fail(invalid("ImageUri is not supported by Nimbus yet; use PackageType Zip"));
+  if (err) {
+    r.fail(*err);
+    return std::nullopt;
+  }
+  if (r.failed())
+    return std::nullopt;
+  if (!zip64) {
+    r.fail(invalid("Please provide a source for function code: " + std::string{field}
+                   + "ZipFile is required"));
+    return std::nullopt;
+  }
+  auto zip = storage::base64_decode(*zip64);
+  if (!zip) {
+    r.fail(invalid(std::string{field} + "ZipFile is not valid base64"));
+    return std::nullopt;
+  }
+  if (zip->size() > limits.code_size_zipped) {
+    r.fail({413, "RequestEntityTooLargeException",
+            "Zipped code size " + std::to_string(zip->size()) + " exceeds the limit of "
+              + std::to_string(limits.code_size_zipped) + " bytes"});
+    return std::nullopt;
+  }
+  return zip;
+}
+
+} // namespace
+
+parsed<function_spec> parse_create_function(std::string_view body, const codec_limits& limits) {
+  parsed<function_spec> out;
+  dom::parser parser;
+  dom::object obj;
+  if (!parse_object(parser, body, obj, out.error))
+    return out;
+  std::optional<api_error> err;
+  object_reader r{obj, err};
+  function_spec spec;
+  auto name = r.string("FunctionName");
+  if (!r.failed()) {
+    if (!name) {
+      r.fail(invalid("FunctionName is required"));
+    } else if (auto ref = parse_function_name(*name, 140); !ref || ref->qualifier) {
+      r.fail(invalid_parameter("functionName", *name,
+                               "Member must satisfy regular expression pattern: "
+                               "(arn:(aws[a-zA-Z-]*)?:lambda:)?([a-z]{2}(-gov)?-[a-z]+-\\d{1}:)?"
+                               "(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)"));
+    } else {
+      spec.name = ref->name;
+    }
+  }
+  std::optional<std::string> runtime, role, handler, description;
+  std::optional<int32_t> timeout, memory, ephemeral;
+  read_common(r, runtime, role, handler, description, timeout, memory, ephemeral);
+  auto package_type = r.string("PackageType");
+  if (package_type && *package_type != "Zip") {
+    if (*package_type == "Image")
+      r.fail(invalid("PackageType Image is not supported by Nimbus yet; use Zip"));
+    else
+      r.fail(invalid_parameter("packageType", *package_type,
+                               "Member must satisfy enum value set: [Image, Zip]"));
+  }
+  if (auto archs = r.array("Architectures")) {
+    std::vector<std::string> list;
+    for (auto a : *archs) {
+      std::string_view v;
+      if (a.get_string().get(v)) {
+        r.fail(invalid("Architectures must be a list of strings"));
+        break;
+      }
+      list.emplace_back(v);
+    }
+    if (!r.failed()) {
+      if (list.size() != 1)
+        r.fail(invalid_parameter("architectures", std::to_string(list.size()) + " items",
+                                 "Member must have length equal to 1"));
+      else if (list[0] == "arm64")
+        r.fail(invalid("Architecture arm64 is not supported by this node; use x86_64"));
+      else if (list[0] != "x86_64")
+        r.fail(invalid_parameter("architectures", list[0],
+                                 "Member must satisfy enum value set: [x86_64, arm64]"));
+      else
+        spec.architectures = list;
+    }
+  }
+  auto env = read_environment(r, limits);
+  reject_unsupported(r);
+  if (!r.failed() && !role)
+    r.fail(invalid("Role is required"));
+  if (!r.failed() && (!runtime || !handler))
+    r.fail(invalid("Runtime and Handler are mandatory parameters for functions created with "
+                   "deployment packages."));
+  std::optional<std::string> zip;
+  if (!r.failed()) {
+    auto code = r.object("Code");
+    if (!r.failed() && !code)
+      r.fail(invalid("Code is required"));
+    if (code)
+      zip = read_zip(r, *code, "Code.", limits);
+  }
+  if (err) {
+    out.error = *err;
+    return out;
+  }
+  spec.runtime = *runtime;
+  spec.role = *role;
+  spec.handler = *handler;
+  spec.description = description.value_or("");
+  spec.timeout = timeout.value_or(3);
+  spec.memory_size = memory.value_or(128);
+  spec.ephemeral_storage = ephemeral.value_or(512);
+  if (env) {
+    spec.environment = std::move(*env);
+    spec.has_environment = true;
+  }
+  spec.zip = std::move(*zip);
+  out.value = std::move(spec);
+  return out;
+}
+
+parsed<configuration_patch> parse_update_configuration(std::string_view body,
+                                                       const codec_limits& limits) {
+  parsed<configuration_patch> out;
+  dom::parser parser;
+  dom::object obj;
+  if (!parse_object(parser, body, obj, out.error))
+    return out;
+  std::optional<api_error> err;
+  object_reader r{obj, err};
+  configuration_patch patch;
+  read_common(r, patch.runtime, patch.role, patch.handler, patch.description, patch.timeout,
+              patch.memory_size, patch.ephemeral_storage);
+  patch.environment = read_environment(r, limits);
+  patch.revision_id = r.string("RevisionId");
+  reject_unsupported(r);
+  if (err) {
+    out.error = *err;
+    return out;
+  }
+  out.value = std::move(patch);
+  return out;
+}
+
+parsed<code_update> parse_update_code(std::string_view body, const codec_limits& limits) {
+  parsed<code_update> out;
+  dom::parser parser;
+  dom::object obj;
+  if (!parse_object(parser, body, obj, out.error))
+    return out;
+  std::optional<api_error> err;
+  object_reader r{obj, err};
+  code_update update;
+  update.revision_id = r.string("RevisionId");
+  update.dry_run = r.boolean("DryRun").value_or(false);
+  if (auto archs = r.array("Architectures")) {
+    for (auto a : *archs) {
+      std::string_view v;
+      if (a.get_string().get(v) || v != "x86_64") {
+        r.fail(invalid("Architectures must be [\"x86_64\"] on this node"));
+        break;
+      }
+    }
+  }
+  auto zip = read_zip(r, obj, "", limits);
+  if (err) {
+    out.error = *err;
+    return out;
+  }
+  update.zip = std::move(*zip);
+  out.value = std::move(update);
+  return out;
+}
+
+namespace {
+
+void write_configuration(json_writer& w, const storage::function_record& r,
+                         std::string_view region) {
+  w.begin_object();
+  w.key("FunctionName").value(r.name);
+  w.key("FunctionArn").value(function_arn(region, r.account_id, r.name));
+  w.key("Runtime").value(r.runtime);
+  w.key("Role").value(r.role);
+  w.key("Handler").value(r.handler);
+  w.key("CodeSize").value(r.code_size);
+  w.key("Description").value(r.description);
+  w.key("Timeout").value(r.timeout);
+  w.key("MemorySize").value(r.memory_size);
+  w.key("LastModified").value(r.last_modified);
+  w.key("CodeSha256").value(r.code_sha256);
+  w.key("Version").value(r.version);
+  if (r.has_environment) {
+    w.key("Environment").begin_object().key("Variables").begin_object();
+    for (const auto& [k, v] : r.environment)
+      w.key(k).value(v);
+    w.end_object().end_object();
+  }
+  w.key("TracingConfig").begin_object().key("Mode").value("PassThrough").end_object();
+  w.key("RevisionId").value(r.revision_id);
+  w.key("State").value(r.state);
+  w.key("LastUpdateStatus").value(r.last_update_status);
+  w.key("PackageType").value(r.package_type);
+  w.key("Architectures").begin_array();
+  for (const auto& a : r.architectures)
+    w.value(a);
+  w.end_array();
+  w.key("EphemeralStorage").begin_object().key("Size").value(r.ephemeral_storage).end_object();
+  w.key("SnapStart")
+    .begin_object()
+    .key("ApplyOn")
+    .value("None")
+    .key("OptimizationStatus")
+    .value("Off")
+    .end_object();
+  w.key("LoggingConfig")
+    .begin_object()
+    .key("LogFormat")
+    .value("Text")
+    .key("LogGroup")
+    .value("/aws/lambda/" + r.name)
+    .end_object();
+  w.end_object();
+}
+
+} // namespace
+
+std::string configuration_json(const storage::function_record& r, std::string_view region) {
+  json_writer w;
+  write_configuration(w, r, region);
+  return w.take();
+}
+
+std::string get_function_json(const storage::function_record& r, std::string_view region,
+                              std::string_view code_location) {
+  json_writer w;
+  w.begin_object();
+  w.key("Configuration");
+  write_configuration(w, r, region);
+  w.key("Code")
+    .begin_object()
+    .key("RepositoryType")
+    .value("S3")
+    .key("Location")
+    .value(code_location)
+    .end_object();
+  w.end_object();
+  return w.take();
+}
+
+std::string list_functions_json(const std::vector<storage::function_record>& page,
+                                std::string_view region, std::string_view next_marker) {
+  json_writer w;
+  w.begin_object();
+  w.key("Functions").begin_array();
+  for (const auto& r : page)
+    write_configuration(w, r, region);
+  w.end_array();
+  if (!next_marker.empty())
+    w.key("NextMarker").value(next_marker);
+  w.end_object();
+  return w.take();
+}
+
+std::string account_settings_json(const account_settings& s) {
+  json_writer w;
+  w.begin_object();
+  w.key("AccountLimit")
+    .begin_object()
+    .key("TotalCodeSize")
+    .value(s.total_code_size_limit)
+    .key("CodeSizeUnzipped")
+    .value(s.code_size_unzipped_limit)
+    .key("CodeSizeZipped")
+    .value(s.code_size_zipped_limit)
+    .key("ConcurrentExecutions")
+    .value(s.concurrent_executions)
+    .key("UnreservedConcurrentExecutions")
+    .value(s.unreserved_concurrent_executions)
+    .end_object();
+  w.key("AccountUsage")
+    .begin_object()
+    .key("TotalCodeSize")
+    .value(s.total_code_size)
+    .key("FunctionCount")
+    .value(s.function_count)
+    .end_object();
+  w.end_object();
+  return w.take();
+}
+
+http_response json_response(int status, std::string body) {
+  http_response res;
+  res.status = status;
+  res.body = std::move(body);
+  res.set_header("Content-Type", "application/json");
+  return res;
+}
+
+http_response error_response(const api_error& error) {
+  json_writer w;
+  w.begin_object();
+  w.key("Type").value(error.status >= 500 ? "Service" : "User");
+  w.key("Message").value(error.message);
+  w.key("message").value(error.message);
+  w.end_object();
+  auto res = json_response(error.status, w.take());
+  res.set_header("x-amzn-ErrorType", error.type);
+  return res;
+}
+
+} // namespace nimbus::transport::lambda
