@@ -1,0 +1,209 @@
+#include "nimbus/actors/frontend.hpp"
+#include "nimbus/actors/registry.hpp"
+#include "nimbus/storage/digest.hpp"
+#include "nimbus/transport/sigv4.hpp"
+
+#include "../support/memory_function_store.hpp"
+#include "../support/zip_builder.hpp"
+#include "fixture.hpp"
+
+#include <doctest/doctest.h>
+#include <simdjson.h>
+
+using namespace nimbus;
+using transport::http_request;
+using transport::http_response;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+const config::account dev{"123456789012", "AKIAFRONTENDTEST0001", "frontend-test-secret-0001"};
+const config::account other{"210987654321", "AKIAFRONTENDTEST0002", "frontend-test-secret-0002"};
+
+struct frontend_fixture : test::actor_fixture {
+  std::shared_ptr<test::memory_function_store> store
+    = std::make_shared<test::memory_function_store>();
+  std::shared_ptr<transport::api_metrics> metrics = std::make_shared<transport::api_metrics>();
+  std::shared_ptr<std::chrono::system_clock::time_point> clock
+    = std::make_shared<std::chrono::system_clock::time_point>(
+      std::chrono::system_clock::from_time_t(1'800'000'000));
+  registry_actor registry;
+  frontend_actor frontend;
+  std::string zip = test::make_zip({{"app.py", "def handler(e, c): return 1\n"}});
+
+  frontend_fixture() {
+    registry_config rc;
+    rc.now_ms = [] { return int64_t{0}; };
+    registry = spawn_registry(sys, rc, store, {});
+    frontend_config fc;
+    fc.accounts = {dev, other};
+    fc.metrics = metrics;
+    auto c = clock;
+    fc.now = [c] { return *c; };
+    REQUIRE(validate(fc).empty());
+    frontend = spawn_frontend(sys, fc, registry);
+    sched.run();
+  }
+
+  ~frontend_fixture() {
+    stop(frontend);
+    stop(registry);
+  }
+
+  http_request make(std::string method, std::string target, std::string body = {}) {
+    http_request req;
+    req.method = std::move(method);
+    req.target = std::move(target);
+    req.body = std::move(body);
+    req.headers.emplace_back("Host", "127.0.0.1:9000");
+    req.request_id = storage::random_uuid();
+    return req;
+  }
+
+  http_request signed_req(std::string method, std::string target, std::string body = {},
+                          const config::account& who = dev, std::string secret = {}) {
+    auto req = make(std::move(method), std::move(target), std::move(body));
+    transport::sigv4::sign(req, {who.access_key_id,
+                                 secret.empty() ? who.secret_access_key : secret, "us-east-1",
+                                 "lambda", *clock});
+    return req;
+  }
+
+  http_response send(http_request req) {
+    auto res = request<http_response>(frontend, std::move(req));
+    REQUIRE(res);
+    return *res;
+  }
+
+  std::string create_body(const std::string& name) {
+    return R"({"FunctionName":")" + name
+           + R"(","Runtime":"python3.11","Role":"arn:aws:iam::123456789012:role/r","Handler":"app.handler","Code":{"ZipFile":")"
+           + storage::base64_encode(zip) + "\"}}";
+  }
+};
+
+std::string error_type(const http_response& res) {
+  return std::string{res.header("x-amzn-ErrorType").value_or("")};
+}
+
+} // namespace
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: health needs no signature, the API does") {
+  auto health = send(make("GET", "/health"));
+  CHECK(health.status == 200);
+  CHECK(health.body.find("\"ok\"") != std::string::npos);
+  auto unsigned_list = send(make("GET", "/2015-03-31/functions/"));
+  CHECK(unsigned_list.status == 403);
+  CHECK(error_type(unsigned_list) == "MissingAuthenticationTokenException");
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: signature failures map to AWS errors") {
+  auto wrong = send(signed_req("GET", "/2015-03-31/functions/", {}, dev, "not-the-secret-at-all"));
+  CHECK(wrong.status == 403);
+  CHECK(error_type(wrong) == "InvalidSignatureException");
+  config::account stranger{"333333333333", "AKIASTRANGER00000001", "whatever-secret-000"};
+  auto unknown = send(signed_req("GET", "/2015-03-31/functions/", {}, stranger));
+  CHECK(unknown.status == 403);
+  CHECK(error_type(unknown) == "UnrecognizedClientException");
+  auto req = signed_req("GET", "/2015-03-31/functions/");
+  *clock += 6min;
+  auto expired = send(req);
+  CHECK(expired.status == 403);
+  CHECK(error_type(expired) == "InvalidSignatureException");
+  CHECK(expired.body.find("Signature expired") != std::string::npos);
+  *clock -= 2min;
+  CHECK(send(req).status == 200);
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: create, get, list, update and delete") {
+  auto created = send(signed_req("POST", "/2015-03-31/functions", create_body("f1")));
+  REQUIRE_MESSAGE(created.status == 201, created.body);
+  simdjson::dom::parser parser;
+  auto cfg = parser.parse(created.body).value();
+  CHECK(std::string_view(cfg["FunctionArn"])
+        == "arn:aws:lambda:us-east-1:123456789012:function:f1");
+  auto revision = std::string{std::string_view(cfg["RevisionId"])};
+
+  auto got = send(signed_req("GET", "/2015-03-31/functions/f1%3A%24LATEST"));
+  REQUIRE(got.status == 200);
+  auto doc = parser.parse(got.body).value();
+  CHECK(std::string_view(doc["Configuration"]["RevisionId"]) == revision);
+  std::string location{std::string_view(doc["Code"]["Location"])};
+  CHECK(location.rfind("http://127.0.0.1:9000/nimbus/code/123456789012/f1/", 0) == 0);
+
+  // The download link works without a signature until it expires.
+  auto link = location.substr(std::string{"http://127.0.0.1:9000"}.size());
+  auto download = send(make("GET", link));
+  CHECK(download.status == 200);
+  CHECK(download.body == zip);
+  auto forged = link;
+  forged.back() = forged.back() == '0' ? '1' : '0';
+  CHECK(send(make("GET", forged)).status == 403);
+  *clock += 11min;
+  CHECK(send(make("GET", link)).status == 403);
+  *clock -= 11min;
+
+  auto listed = send(signed_req("GET", "/2015-03-31/functions/?MaxItems=10"));
+  REQUIRE(listed.status == 200);
+  CHECK(listed.body.find("\"FunctionName\":\"f1\"") != std::string::npos);
+
+  auto conflict = send(signed_req("PUT", "/2015-03-31/functions/f1/configuration",
+                                  R"({"Timeout":10,"RevisionId":"stale"})"));
+  CHECK(conflict.status == 412);
+  CHECK(error_type(conflict) == "PreconditionFailedException");
+  auto updated = send(signed_req("PUT", "/2015-03-31/functions/f1/configuration",
+                                 R"({"Timeout":10,"RevisionId":")" + revision + "\"}"));
+  REQUIRE(updated.status == 200);
+  CHECK(updated.body.find("\"Timeout\":10") != std::string::npos);
+
+  auto deleted = send(signed_req("DELETE", "/2015-03-31/functions/f1"));
+  CHECK(deleted.status == 204);
+  CHECK(deleted.body.empty());
+  auto gone = send(signed_req("GET", "/2015-03-31/functions/f1"));
+  CHECK(gone.status == 404);
+  CHECK(error_type(gone) == "ResourceNotFoundException");
+  CHECK(gone.body.find("Function not found: arn:aws:lambda:us-east-1:123456789012:function:f1")
+        != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: another account's ARN is not found") {
+  REQUIRE(send(signed_req("POST", "/2015-03-31/functions", create_body("f1"))).status == 201);
+  auto arn = std::string{"arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012%3Afunction%3Af1"};
+  CHECK(send(signed_req("GET", "/2015-03-31/functions/" + arn)).status == 200);
+  auto res = send(signed_req("GET", "/2015-03-31/functions/" + arn, {}, other));
+  CHECK(res.status == 404);
+  CHECK(error_type(res) == "ResourceNotFoundException");
+  CHECK(send(signed_req("GET", "/2015-03-31/functions/f1", {}, other)).status == 404);
+  auto wrong_region = std::string{"arn%3Aaws%3Alambda%3Aeu-west-1%3A123456789012%3Afunction%3Af1"};
+  CHECK(send(signed_req("GET", "/2015-03-31/functions/" + wrong_region)).status == 404);
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: bad requests get AWS error names") {
+  auto not_json = send(signed_req("POST", "/2015-03-31/functions", "{nope"));
+  CHECK(not_json.status == 400);
+  CHECK(error_type(not_json) == "InvalidRequestContentException");
+  auto bad_name = send(signed_req("GET", "/2015-03-31/functions/bad%20name"));
+  CHECK(bad_name.status == 400);
+  CHECK(error_type(bad_name) == "InvalidParameterValueException");
+  auto bad_items = send(signed_req("GET", "/2015-03-31/functions/?MaxItems=0"));
+  CHECK(bad_items.status == 400);
+  auto unknown = send(signed_req("GET", "/2099-01-01/whatever"));
+  CHECK(unknown.status == 404);
+  CHECK(error_type(unknown) == "UnknownOperationException");
+  auto delete_latest = send(signed_req("DELETE", "/2015-03-31/functions/f1?Qualifier=%24LATEST"));
+  CHECK(delete_latest.status == 400);
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: metrics count requests by operation and status") {
+  send(signed_req("GET", "/2015-03-31/functions/"));
+  send(signed_req("GET", "/2015-03-31/functions/nope"));
+  auto res = send(make("GET", "/metrics"));
+  CHECK(res.status == 200);
+  CHECK(res.body.find("nimbus_api_requests_total{operation=\"ListFunctions\",status=\"200\"} 1")
+        != std::string::npos);
+  CHECK(res.body.find("nimbus_api_requests_total{operation=\"GetFunction\",status=\"404\"} 1")
+        != std::string::npos);
+  CHECK(res.body.find("nimbus_api_request_duration_seconds_count{operation=\"ListFunctions\"} 1")
+        != std::string::npos);
+}
