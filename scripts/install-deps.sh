@@ -13,6 +13,8 @@ packages=(
   libssl-dev            # SHA-256, HMAC (SigV4), AES-GCM
   libtomlplusplus-dev   # TOML config files
   libzip-dev            # reading function code archives
+  libseccomp-dev        # the sandbox's syscall filter
+  bubblewrap            # baseline for the sandbox benchmark
   awscli                # /usr/bin/aws (AWS CLI v2) for the integration tests
   zip unzip curl python3 procps
 )

@@ -16,6 +16,8 @@ std::string to_string(ec x) {
     case ec::code_storage_exceeded: return "code_storage_exceeded";
     case ec::storage_failure: return "storage_failure";
     case ec::service_failure: return "service_failure";
+    case ec::init_failed: return "init_failed";
+    case ec::environment_unavailable: return "environment_unavailable";
   }
   return "unknown";
 }

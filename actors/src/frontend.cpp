@@ -48,6 +48,8 @@ api_error to_api_error(const caf::error& err) {
       case ec::code_storage_exceeded: return {400, "CodeStorageExceededException", msg};
       case ec::storage_failure:
       case ec::service_failure:
+      case ec::init_failed:
+      case ec::environment_unavailable:
       case ec::none: break;
     }
     return {500, "ServiceException", msg};
@@ -122,13 +124,21 @@ std::string download_signature(const frontend_state& st, const std::string& acco
     storage::hmac_sha256(st.config.download_key, account + "/" + name + "/" + hex + "/" + expires));
 }
 
-std::string code_location(const frontend_state& st, const http_request& req,
+// Caches a record read from the registry, evicting an arbitrary entry when
+// full (a stale entry is impossible: the registry invalidates on change).
+void remember(frontend_state& st, const std::pair<std::string, std::string>& key,
+              const function_record& r) {
+  if (st.cache.size() >= st.cache_capacity && st.cache.count(key) == 0)
+    st.cache.erase(st.cache.begin());
+  st.cache[key] = r;
+}
+
+std::string code_location(const frontend_state& st, const std::string& host,
                           const function_record& r) {
   auto expires = std::chrono::duration_cast<std::chrono::seconds>(
                    (st.config.now() + download_link_lifetime).time_since_epoch())
                    .count();
   auto exp = std::to_string(expires);
-  auto host = std::string{req.header("Host").value_or("127.0.0.1")};
   return "http://" + host + "/nimbus/code/" + r.account_id + "/" + uri_encode(r.name) + "/"
          + r.code_sha256_hex + "?Expires=" + exp
          + "&Signature=" + download_signature(st, r.account_id, r.name, r.code_sha256_hex, exp);
@@ -192,6 +202,12 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
   if (op == operation::metrics) {
     http_response res;
     res.body = st.config.metrics->render();
+    res.body += "# HELP nimbus_frontend_metadata_cache_total Function metadata lookups, by "
+                "where they were answered.\n"
+                "# TYPE nimbus_frontend_metadata_cache_total counter\n"
+                "nimbus_frontend_metadata_cache_total{result=\"hit\"} "
+                + std::to_string(st.cache_hits) + "\nnimbus_frontend_metadata_cache_total{result=\"miss\"} "
+                + std::to_string(st.cache_misses) + "\n";
     res.set_header("Content-Type", "text/plain; version=0.0.4");
     answer(std::move(res));
     return rp;
@@ -275,19 +291,28 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
               "Function not found: " + function_arn(region, account, n.name, *n.qualifier)});
         return rp;
       }
-      if (op == operation::get_function_configuration) {
-        ask_registry(self, rp, op, start, render_config(200), get_atom::value, account, n.name);
-      } else {
-        auto host_req = req;
-        host_req.body.clear();
-        ask_registry(
-          self, rp, op, start,
-          [self, region, host_req](function_record& rec) {
-            return json_response(200, get_function_json(rec, region,
-                                                        code_location(self->state, host_req, rec)));
-          },
-          get_atom::value, account, n.name);
+      std::function<http_response(function_record&)> render = render_config(200);
+      if (op == operation::get_function) {
+        auto host = std::string{req.header("Host").value_or("127.0.0.1")};
+        render = [self, region, host](function_record& rec) {
+          return json_response(200, get_function_json(rec, region,
+                                                      code_location(self->state, host, rec)));
+        };
       }
+      auto key = std::make_pair(account, n.name);
+      if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+        ++st.cache_hits;
+        answer(render(hit->second));
+        return rp;
+      }
+      ++st.cache_misses;
+      ask_registry(
+        self, rp, op, start,
+        [self, key, render](function_record& rec) {
+          remember(self->state, key, rec);
+          return render(rec);
+        },
+        get_atom::value, account, n.name);
       return rp;
     }
     case operation::list_functions: {
@@ -423,7 +448,12 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
   st.registry = std::move(registry);
   for (const auto& a : st.config.accounts)
     st.by_access_key.emplace(a.access_key_id, a);
+  self->send(st.registry, subscribe_atom::value,
+             metadata_listener_actor{caf::actor_cast<frontend_actor>(self)});
   return {
+    [=](invalidate_atom, const std::string& account, const std::string& name) {
+      self->state.cache.erase(std::make_pair(account, name));
+    },
     [=](http_request& req) -> caf::result<http_response> {
       // Exceptions would kill the actor in CAF 0.17; contain them here.
       try {

@@ -10,6 +10,7 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <algorithm>
 #include <chrono>
 
 namespace nimbus {
@@ -95,6 +96,14 @@ void discard_new_code(self_ptr self, const std::string& hex) {
       config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
 }
 
+// Tells every subscribed cache that a function changed. Actor messages between
+// two actors arrive in order, so a cache that asked for the old record before
+// the change gets the answer first and the invalidate second.
+void announce_change(self_ptr self, const std::string& account, const std::string& name) {
+  for (const auto& listener : self->state.listeners)
+    self->send(listener, invalidate_atom::value, account, name);
+}
+
 std::string new_timestamp(const registry_state& st) {
   return storage::format_last_modified(st.config.now_ms());
 }
@@ -134,6 +143,7 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
     return make_error(ec::storage_failure, "Failed to store the function");
   }
   ++st.code_refs[r.code_sha256_hex];
+  announce_change(self, account, r.name);
   config::logger("actors")->info("registry created function {} in account {}", r.name, account);
   return fns.emplace(r.name, r).first->second;
 }
@@ -191,6 +201,7 @@ caf::result<function_record> update_code(self_ptr self, const std::string& accou
   auto old = current->code_sha256_hex;
   *current = next;
   release_code(self, old);
+  announce_change(self, account, name);
   config::logger("actors")->info("registry updated code of function {} in account {}", name,
                                  account);
   return next;
@@ -226,6 +237,7 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     return make_error(ec::storage_failure, "Failed to store the function");
   }
   *current = next;
+  announce_change(self, account, name);
   config::logger("actors")->info("registry updated configuration of function {} in account {}",
                                  name, account);
   return next;
@@ -243,6 +255,7 @@ caf::result<bool> remove(self_ptr self, const std::string& account, const std::s
   auto hex = current->code_sha256_hex;
   st.functions[account].erase(name);
   release_code(self, hex);
+  announce_change(self, account, name);
   config::logger("actors")->info("registry deleted function {} in account {}", name, account);
   return true;
 }
@@ -255,6 +268,14 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
   auto& st = self->state;
   st.config = std::move(cfg);
   st.store = std::move(store);
+  self->set_down_handler([self](const caf::down_msg& msg) {
+    auto& ls = self->state.listeners;
+    ls.erase(std::remove_if(ls.begin(), ls.end(),
+                            [&](const metadata_listener_actor& l) {
+                              return l.address() == msg.source;
+                            }),
+             ls.end());
+  });
   for (auto& r : loaded) {
     ++st.code_refs[r.code_sha256_hex];
     auto account = r.account_id;
@@ -315,6 +336,11 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
       if (auto a = self->state.functions.find(account); a != self->state.functions.end())
         usage.function_count = a->second.size();
       return usage;
+    },
+    [=](subscribe_atom, metadata_listener_actor listener) {
+      // A listener that goes away is forgotten.
+      self->monitor(listener);
+      self->state.listeners.push_back(std::move(listener));
     },
   };
 }

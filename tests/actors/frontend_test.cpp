@@ -207,3 +207,25 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: metrics count requests by operati
   CHECK(res.body.find("nimbus_api_request_duration_seconds_count{operation=\"ListFunctions\"} 1")
         != std::string::npos);
 }
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: the metadata cache follows registry changes") {
+  REQUIRE(send(signed_req("POST", "/2015-03-31/functions", create_body("f1"))).status == 201);
+  auto first = send(signed_req("GET", "/2015-03-31/functions/f1/configuration"));
+  auto second = send(signed_req("GET", "/2015-03-31/functions/f1/configuration"));
+  CHECK(first.body == second.body);
+  auto metrics_text = send(make("GET", "/metrics")).body;
+  CHECK(metrics_text.find("nimbus_frontend_metadata_cache_total{result=\"hit\"} 1")
+        != std::string::npos);
+  CHECK(metrics_text.find("nimbus_frontend_metadata_cache_total{result=\"miss\"} 1")
+        != std::string::npos);
+  // A change made at the registry directly (as another frontend would) must
+  // reach this frontend's cache.
+  transport::lambda::configuration_patch patch;
+  patch.timeout = 77;
+  REQUIRE(request<storage::function_record>(registry, update_config_atom::value, dev.id,
+                                            std::string{"f1"}, patch));
+  auto after = send(signed_req("GET", "/2015-03-31/functions/f1/configuration"));
+  CHECK(after.body.find("\"Timeout\":77") != std::string::npos);
+  REQUIRE(request<bool>(registry, delete_atom::value, dev.id, std::string{"f1"}));
+  CHECK(send(signed_req("GET", "/2015-03-31/functions/f1/configuration")).status == 404);
+}

@@ -814,6 +814,17 @@ public:
       throw std::system_error(std::error_code(ec.value(), std::system_category()),
                               std::string("http server: ") + what + " " + o.address + ":" + std::to_string(o.port));
     };
+    if (o.listen_fd >= 0) {
+      // A socket already bound and listening, e.g. inside a sandbox's network
+      // namespace: adopt it instead of binding.
+      acceptor_.assign(tcp::v4(), o.listen_fd, ec);
+      if (ec)
+        fail("adopt the listening socket for");
+      port_ = acceptor_.local_endpoint(ec).port();
+      if (ec)
+        fail("read the bound port of");
+      return;
+    }
     auto address = net::ip::make_address(o.address, ec);
     if (ec)
       throw std::system_error(std::make_error_code(std::errc::invalid_argument),
@@ -867,6 +878,10 @@ private:
       });
       return;
     }
+    // Responses are written whole; waiting for ACKs (Nagle) only adds
+    // latency, up to the peer's delayed-ACK timer.
+    beast::error_code nodelay_ec;
+    socket.set_option(tcp::no_delay(true), nodelay_ec);
     try {
       std::make_shared<session>(std::move(socket), state_)->start();
     } catch (...) {

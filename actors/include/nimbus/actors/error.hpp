@@ -37,6 +37,11 @@ enum class ec : uint8_t {
   storage_failure,
   /// Any other internal failure (500 ServiceException).
   service_failure,
+  /// An execution environment could not be created or its runtime failed to
+  /// initialize; the context holds the error type and the error JSON.
+  init_failed,
+  /// The environment is not in a state to do this (busy, gone).
+  environment_unavailable,
 };
 
 /// Renders an error code (required by CAF).

@@ -4,7 +4,8 @@
 ///
 /// For each request it routes (transport::lambda::match), authenticates with
 /// SigV4 against the configured accounts, parses and validates the body, asks
-/// the REGISTRY, and renders the AWS response or error. Every request to
+/// the REGISTRY, and renders the AWS response or error. Function metadata it
+/// read is cached until the registry says the function changed. Every request to
 /// another actor carries a timeout and an error branch. It records request
 /// metrics and serves /health and /metrics.
 
@@ -55,6 +56,13 @@ struct frontend_state {
   registry_actor registry;
   /// access key id -> account.
   std::map<std::string, config::account> by_access_key;
+  /// The metadata cache: (account id, name) -> record, kept coherent by the
+  /// registry's invalidations; bounded by `cache_capacity`.
+  std::map<std::pair<std::string, std::string>, storage::function_record> cache;
+  size_t cache_capacity = 10'000;
+  /// Lookups answered from the cache and from the registry.
+  uint64_t cache_hits = 0;
+  uint64_t cache_misses = 0;
 };
 
 /// The FRONTEND behavior.

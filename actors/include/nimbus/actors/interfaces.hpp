@@ -26,8 +26,28 @@ using update_code_atom = caf::atom_constant<caf::atom("updcode")>;
 using update_config_atom = caf::atom_constant<caf::atom("updconf")>;
 using fetch_code_atom = caf::atom_constant<caf::atom("fetchcode")>;
 using usage_atom = caf::atom_constant<caf::atom("usage")>;
+using subscribe_atom = caf::atom_constant<caf::atom("subscribe")>;
+using invalidate_atom = caf::atom_constant<caf::atom("invalidate")>;
+using init_atom = caf::atom_constant<caf::atom("init")>;
+using invoke_atom = caf::atom_constant<caf::atom("invoke")>;
+using destroy_atom = caf::atom_constant<caf::atom("destroy")>;
+using capacity_atom = caf::atom_constant<caf::atom("capacity")>;
+// Internal events of an ENVIRONMENT, sent by its own threads.
+using rt_ready_atom = caf::atom_constant<caf::atom("rtready")>;
+using rt_response_atom = caf::atom_constant<caf::atom("rtresponse")>;
+using rt_error_atom = caf::atom_constant<caf::atom("rterror")>;
+using rt_init_error_atom = caf::atom_constant<caf::atom("rtiniterr")>;
+using sandbox_exit_atom = caf::atom_constant<caf::atom("sbxexit")>;
+using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
+using idle_atom = caf::atom_constant<caf::atom("idle")>;
 
 // -- interfaces ---------------------------------------------------------------
+
+/// The METADATA LISTENER actor interface: whoever caches function metadata
+/// (frontends) and must hear when a function changes.
+using metadata_listener_actor = caf::typed_actor<
+  // Drops cached metadata of one function (account id, name).
+  caf::reacts_to<invalidate_atom, std::string, std::string>>;
 
 /// The REGISTRY actor interface: the single source of truth for functions and
 /// their code. All handlers take the caller's account id first; a function is
@@ -51,13 +71,52 @@ using registry_actor = caf::typed_actor<
   // Returns a function's code (the zip) if its hex SHA-256 still matches.
   caf::replies_to<fetch_code_atom, std::string, std::string, std::string>::with<std::string>,
   // Reports what an account uses.
-  caf::replies_to<usage_atom, std::string>::with<account_usage>>;
+  caf::replies_to<usage_atom, std::string>::with<account_usage>,
+  // Sends the listener an invalidate for every later change of a function.
+  caf::reacts_to<subscribe_atom, metadata_listener_actor>>;
 
 /// The FRONTEND actor interface: authenticates, routes and answers API
 /// requests handed over by the HTTP server.
-using frontend_actor = caf::typed_actor<
+using frontend_actor = metadata_listener_actor::extend<
   // Answers one HTTP request.
   caf::replies_to<transport::http_request>::with<transport::http_response>>;
+
+/// The ENVIRONMENT actor interface: one sandbox with one runtime in it. It
+/// runs detached (its own thread), because starting and ending sandboxes are
+/// blocking system calls.
+using environment_actor = caf::typed_actor<
+  // Starts the sandbox and the runtime; answers when the runtime first asks
+  // for work (INIT done) or fails with the init error.
+  caf::replies_to<init_atom>::with<environment_ready>,
+  // Runs one invocation; one at a time.
+  caf::replies_to<invoke_atom, invocation_request>::with<invocation_result>,
+  // Shuts the environment down (SIGTERM, 2 s, SIGKILL) and removes it.
+  caf::replies_to<destroy_atom>::with<bool>,
+  // Internal: the runtime's first /next.
+  caf::reacts_to<rt_ready_atom>,
+  // Internal: the runtime answered (request id, body).
+  caf::reacts_to<rt_response_atom, std::string, std::string>,
+  // Internal: the runtime reported an error (request id, type, body).
+  caf::reacts_to<rt_error_atom, std::string, std::string, std::string>,
+  // Internal: the runtime could not initialize (type, body).
+  caf::reacts_to<rt_init_error_atom, std::string, std::string>,
+  // Internal: the sandbox ended (exited normally?, code or signal).
+  caf::reacts_to<sandbox_exit_atom, bool, int32_t>,
+  // Internal: a deadline passed (0: init, else the invocation's sequence).
+  caf::reacts_to<timeout_atom, uint64_t>,
+  // Internal: idle since the given invocation sequence; freeze if still so.
+  caf::reacts_to<idle_atom, uint64_t>>;
+
+/// The WORKER actor interface: the execution environments of one host.
+using worker_actor = caf::typed_actor<
+  // Creates an environment and runs its INIT.
+  caf::replies_to<create_atom, environment_spec>::with<environment_ready>,
+  // Runs an invocation in an environment.
+  caf::replies_to<invoke_atom, std::string, invocation_request>::with<invocation_result>,
+  // Destroys an environment.
+  caf::replies_to<destroy_atom, std::string>::with<bool>,
+  // Reports capacity and use.
+  caf::replies_to<capacity_atom>::with<worker_capacity>>;
 
 } // namespace nimbus
 
@@ -72,6 +131,14 @@ CAF_BEGIN_TYPE_ID_BLOCK(nimbus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(nimbus, (nimbus::storage::function_record))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::function_page))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::account_usage))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::environment_spec))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::environment_ready))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::invocation_request))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::invocation_result))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::worker_capacity))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::environment_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::worker_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::metadata_listener_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::registry_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::frontend_actor))
 CAF_END_TYPE_ID_BLOCK(nimbus)

@@ -16,6 +16,7 @@
 #include <caf/optional.hpp>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,100 @@ struct account_usage {
   uint64_t total_code_size = 0;
   uint64_t function_count = 0;
 };
+
+/// What a worker needs to create an execution environment.
+struct environment_spec {
+  std::string environment_id;
+  std::string account_id;
+  std::string function_name;
+  std::string version = "$LATEST";
+  /// Qualified ARN the runtime sees as invoked-function-arn.
+  std::string function_arn;
+  std::string runtime;
+  std::string handler;
+  /// Host directory holding the unpacked code (mounted at /var/task).
+  std::string code_dir;
+  int32_t memory_mb = 128;
+  int32_t timeout_s = 3;
+  int32_t ephemeral_mb = 512;
+  std::map<std::string, std::string> variables;
+  std::string region = "us-east-1";
+};
+
+/// An environment that finished INIT.
+struct environment_ready {
+  std::string environment_id;
+  /// Time to assemble the sandbox, in microseconds.
+  int64_t sandbox_us = 0;
+  /// Time from starting the runtime to its first /next, in microseconds.
+  int64_t init_us = 0;
+};
+
+/// One invocation handed to an environment.
+struct invocation_request {
+  std::string request_id;
+  std::string payload;
+  /// Client context JSON (already base64-decoded), empty if none.
+  std::string client_context;
+  std::string trace_id;
+};
+
+/// How an invocation ended.
+struct invocation_result {
+  std::string request_id;
+  /// "success", "function_error", "timeout", "runtime_exit", "out_of_memory".
+  std::string outcome;
+  /// Error type for everything but success (e.g. "Runtime.ExitError").
+  std::string error_type;
+  /// The response body, or the error object as JSON.
+  std::string payload;
+  /// The invocation's log: runtime output framed by START, END and REPORT.
+  std::string log;
+  int64_t duration_us = 0;
+  /// Init duration on the first invocation of an environment, else 0.
+  int64_t init_duration_us = 0;
+  uint64_t max_memory_bytes = 0;
+  /// True if the environment is gone after this invocation (timeout, crash).
+  bool environment_lost = false;
+};
+
+/// What a worker can still take.
+struct worker_capacity {
+  uint64_t memory_total_mb = 0;
+  uint64_t memory_used_mb = 0;
+  uint32_t environments = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, environment_spec& x) {
+  return f(caf::meta::type_name("environment_spec"), x.environment_id, x.account_id,
+           x.function_name, x.version, x.function_arn, x.runtime, x.handler, x.code_dir,
+           x.memory_mb, x.timeout_s, x.ephemeral_mb, x.variables, x.region);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, environment_ready& x) {
+  return f(caf::meta::type_name("environment_ready"), x.environment_id, x.sandbox_us, x.init_us);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, invocation_request& x) {
+  return f(caf::meta::type_name("invocation_request"), x.request_id, x.payload, x.client_context,
+           x.trace_id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, invocation_result& x) {
+  return f(caf::meta::type_name("invocation_result"), x.request_id, x.outcome, x.error_type,
+           x.payload, x.log, x.duration_us, x.init_duration_us, x.max_memory_bytes,
+           x.environment_lost);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, worker_capacity& x) {
+  return f(caf::meta::type_name("worker_capacity"), x.memory_total_mb, x.memory_used_mb,
+           x.environments);
+}
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, function_page& x) {

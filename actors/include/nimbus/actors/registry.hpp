@@ -4,7 +4,8 @@
 ///
 /// It keeps every function in memory and writes each change through the
 /// function store before it answers, so an acknowledged change survives a
-/// crash and a failed write changes nothing. Code is shared by content hash;
+/// crash and a failed write changes nothing. After every change it tells the
+/// subscribed metadata listeners (frontend caches) to drop that function. Code is shared by content hash;
 /// the registry counts references and deletes code that nothing uses.
 
 #include "nimbus/actors/interfaces.hpp"
@@ -45,6 +46,8 @@ struct registry_state {
   std::map<std::string, std::map<std::string, storage::function_record>> functions;
   /// hex SHA-256 of stored code -> number of functions using it.
   std::map<std::string, uint32_t> code_refs;
+  /// Caches to invalidate when a function changes.
+  std::vector<metadata_listener_actor> listeners;
 };
 
 /// The REGISTRY behavior. `loaded` are the records the store loaded at

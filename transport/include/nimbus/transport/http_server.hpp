@@ -32,6 +32,9 @@ struct http_server_options {
   std::string address = "127.0.0.1";
   /// Port to bind; 0 lets the kernel choose (see http_server::port()).
   uint16_t port = 9000;
+  /// An IPv4 socket that is already bound and listening; when set (>= 0) the
+  /// server adopts it (and owns it) instead of binding address:port.
+  int listen_fd = -1;
   /// Number of io threads.
   size_t io_threads = 2;
   /// Maximum size of the request line plus all header fields.

@@ -1,0 +1,66 @@
+#pragma once
+
+/// The ENVIRONMENT actor: one execution environment, i.e. one sandbox (vmm
+/// jail) with one runtime in it, and the Lambda Runtime API server it talks
+/// to (transport::runtime_api on 127.0.0.1:9001 inside the sandbox's network
+/// namespace).
+///
+/// Lifecycle: INIT starts the sandbox and waits for the runtime's first /next
+/// (limit: init_timeout). INVOKE thaws the sandbox, hands over one event,
+/// and waits for the answer until the function's timeout; then it kills the
+/// whole sandbox and reports "Task timed out after N.00 seconds". A runtime
+/// that exits mid-invoke is Runtime.ExitError, or Runtime.OutOfMemory when
+/// its cgroup counted an OOM kill; the environment is gone after any of
+/// these. A sandbox idle for `freeze_after` is frozen until its next
+/// invocation. SHUTDOWN sends SIGTERM,
+/// waits 2 s, kills, and removes the cgroup.
+///
+/// The actor runs detached: sandbox creation and teardown block. Output of
+/// the runtime is read by a thread into a buffer and framed per invocation
+/// with START, END and REPORT lines.
+
+#include "nimbus/actors/interfaces.hpp"
+#include "nimbus/vmm/cgroup.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace nimbus {
+
+/// Host settings every environment of a worker shares.
+struct environment_host_config {
+  /// Path of the nimbus-jail helper.
+  std::string jail_helper;
+  /// Host directory with Nimbus's runtime bootstraps (mounted at /var/runtime).
+  std::string runtimes_dir;
+  /// Directory under which each sandbox gets its (empty) root directory.
+  std::string jails_dir;
+  /// cgroup layout of this host.
+  std::shared_ptr<vmm::cgroup_layout> cgroups;
+  /// Unprivileged uid/gid of the runtimes.
+  uint32_t uid = 10001;
+  uint32_t gid = 10001;
+  /// Limit for INIT.
+  std::chrono::milliseconds init_timeout{10'000};
+  /// Grace period between SIGTERM and SIGKILL at shutdown.
+  std::chrono::milliseconds shutdown_grace{2'000};
+  /// An environment idle this long is frozen (back-to-back invocations skip
+  /// the freeze and thaw).
+  std::chrono::milliseconds freeze_after{50};
+};
+
+struct environment_state;
+
+/// The ENVIRONMENT behavior.
+environment_actor::behavior_type
+environment(environment_actor::stateful_pointer<environment_state> self,
+            environment_host_config host, environment_spec spec);
+
+/// Spawns an ENVIRONMENT (detached).
+environment_actor spawn_environment(caf::actor_system& sys, environment_host_config host,
+                                    environment_spec spec);
+
+} // namespace nimbus

@@ -1,0 +1,52 @@
+#pragma once
+
+/// The WORKER actor: owns the execution environments of one host. It creates
+/// an ENVIRONMENT actor per environment (each detached, since sandboxes are
+/// made with blocking system calls), runs INIT, forwards invocations, destroys
+/// environments on request or when one is lost (timeout, crash, OOM), and
+/// reports its capacity. The worker itself never blocks.
+
+#include "nimbus/actors/environment.hpp"
+#include "nimbus/actors/interfaces.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace nimbus {
+
+/// Settings of a worker.
+struct worker_config {
+  environment_host_config host;
+  /// Memory the worker may hand to environments, in MB.
+  uint64_t memory_total_mb = 4096;
+};
+
+/// Checks a worker config; returns an error text or nothing.
+std::string validate(const worker_config& cfg);
+
+/// State of the WORKER actor.
+struct worker_state {
+  static constexpr const char* name = "worker";
+  struct entry {
+    environment_actor handle;
+    int32_t memory_mb = 0;
+    int32_t timeout_s = 3;
+  };
+  worker_config config;
+  std::map<std::string, entry> environments;
+  uint64_t memory_used_mb = 0;
+
+  ~worker_state();
+};
+
+/// The WORKER behavior.
+worker_actor::behavior_type worker(worker_actor::stateful_pointer<worker_state> self,
+                                   worker_config cfg);
+
+/// Spawns a WORKER.
+worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg);
+
+} // namespace nimbus

@@ -1,0 +1,530 @@
+#include "nimbus/actors/environment.hpp"
+
+#include "nimbus/actors/error.hpp"
+#include "nimbus/config/logging.hpp"
+#include "nimbus/storage/json.hpp"
+#include "nimbus/transport/http_server.hpp"
+#include "nimbus/transport/runtime_api.hpp"
+#include "nimbus/vmm/jail.hpp"
+#include "nimbus/vmm/runtime_catalog.hpp"
+
+#include <caf/actor_system.hpp>
+#include <caf/typed_event_based_actor.hpp>
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+namespace nimbus {
+
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+int64_t micros_since(clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - t).count();
+}
+
+int64_t unix_ms_now() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+           std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+/// Output of the runtime, filled by a reader thread, drained per invocation.
+struct log_buffer {
+  std::mutex mutex;
+  std::string text;
+  /// Output beyond this is dropped until the next drain (a chatty function
+  /// must not exhaust the worker's memory).
+  size_t limit = 1 << 20;
+  size_t dropped = 0;
+};
+
+std::string error_json(std::string_view type, std::string_view message) {
+  storage::json_writer w;
+  w.begin_object().key("errorMessage").value(message).key("errorType").value(type).end_object();
+  return w.take();
+}
+
+std::string format_ms(int64_t us) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(us) / 1000.0);
+  return buf;
+}
+
+std::string log_stream_name(const std::string& version, const std::string& id) {
+  auto t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char date[16];
+  std::strftime(date, sizeof date, "%Y/%m/%d", &tm);
+  return std::string{date} + "/[" + version + "]" + id;
+}
+
+} // namespace
+
+/// State of the ENVIRONMENT actor.
+struct environment_state {
+  static constexpr const char* name = "environment";
+
+  enum class phase { created, initializing, idle, busy, stopping, dead };
+
+  environment_host_config host;
+  environment_spec spec;
+  phase state = phase::created;
+
+  std::optional<vmm::cgroup> group;
+  std::unique_ptr<vmm::jail_process> jail;
+  std::unique_ptr<transport::runtime_api> api;
+  std::unique_ptr<transport::http_server> server;
+  std::shared_ptr<log_buffer> logs = std::make_shared<log_buffer>();
+  int log_read_fd = -1;
+  std::thread log_reader;
+  std::thread waiter;
+  std::string root_dir;
+
+  clock::time_point init_start;
+  int64_t sandbox_us = 0;
+  int64_t init_us = 0;
+  bool first_invoke = true;
+  caf::typed_response_promise<environment_ready> init_promise;
+
+  /// Sequence number of the current invocation (timers carry it).
+  uint64_t sequence = 0;
+  std::string request_id;
+  clock::time_point invoke_start;
+  caf::typed_response_promise<invocation_result> invoke_promise;
+  caf::typed_response_promise<bool> destroy_promise;
+  bool destroy_pending = false;
+  /// True while the cgroup is frozen.
+  bool frozen = false;
+
+  /// Ends the sandbox and releases everything; blocking, idempotent.
+  void teardown() {
+    if (server) {
+      server->stop(std::chrono::milliseconds{100});
+      server.reset();
+    }
+    if (jail)
+      jail->kill();
+    if (group)
+      group->kill_all();
+    if (waiter.joinable())
+      waiter.join();
+    jail.reset();
+    if (group) {
+      group->remove();
+      group.reset();
+    }
+    if (log_reader.joinable())
+      log_reader.join();
+    if (log_read_fd >= 0) {
+      ::close(log_read_fd);
+      log_read_fd = -1;
+    }
+    if (!root_dir.empty()) {
+      ::rmdir(root_dir.c_str());
+      root_dir.clear();
+    }
+    api.reset();
+  }
+
+  ~environment_state() {
+    teardown();
+  }
+
+  /// Takes what the runtime wrote so far. Waits briefly until the pipe is
+  /// empty, so output written just before the answer is not cut off.
+  std::string drain_logs() {
+    for (int i = 0; i < 50 && log_read_fd >= 0; ++i) {
+      int pending = 0;
+      if (::ioctl(log_read_fd, FIONREAD, &pending) != 0 || pending == 0)
+        break;
+      std::this_thread::sleep_for(std::chrono::microseconds{200});
+    }
+    std::lock_guard<std::mutex> guard{logs->mutex};
+    std::string out = std::move(logs->text);
+    logs->text.clear();
+    if (logs->dropped > 0) {
+      out += "[nimbus: " + std::to_string(logs->dropped) + " bytes of output dropped]\n";
+      logs->dropped = 0;
+    }
+    return out;
+  }
+};
+
+namespace {
+
+using self_ptr = environment_actor::stateful_pointer<environment_state>;
+
+caf::error init_failure(std::string_view type, std::string_view message) {
+  return make_error(ec::init_failed, error_json(type, message));
+}
+
+// Starts the sandbox; on success the runtime is running and INIT has begun.
+caf::error start_sandbox(self_ptr self) {
+  auto& st = self->state;
+  auto log = config::logger("actors");
+  auto started = clock::now();
+  auto runtime = vmm::find_runtime(st.spec.runtime);
+  if (!runtime)
+    return init_failure("Runtime.InvalidRuntime", "Unsupported runtime " + st.spec.runtime);
+  std::string error;
+  vmm::cgroup_limits limits;
+  limits.memory_bytes = static_cast<uint64_t>(st.spec.memory_mb) << 20;
+  limits.cpu_shares = vmm::cpu_shares_for_memory(limits.memory_bytes);
+  st.group = vmm::cgroup::create(*st.host.cgroups, st.spec.environment_id, limits, error);
+  if (!st.group) {
+    log->error("environment {} cannot create its cgroup: {}", st.spec.environment_id, error);
+    return init_failure("Sandbox.Failed", "cannot create the cgroup");
+  }
+  st.root_dir = st.host.jails_dir + "/" + st.spec.environment_id;
+  if (::mkdir(st.root_dir.c_str(), 0700) != 0) {
+    log->error("environment {} cannot create {}: {}", st.spec.environment_id, st.root_dir,
+               std::strerror(errno));
+    st.root_dir.clear();
+    return init_failure("Sandbox.Failed", "cannot create the sandbox root");
+  }
+  // One pipe for stdout and stderr keeps their order; a large pipe buffer
+  // keeps a chatty runtime from blocking between reads.
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0)
+    return init_failure("Sandbox.Failed", "cannot create the log pipe");
+  ::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
+  st.log_read_fd = out[0];
+  vmm::function_environment fn;
+  fn.function_name = st.spec.function_name;
+  fn.version = st.spec.version;
+  fn.handler = st.spec.handler;
+  fn.region = st.spec.region;
+  fn.memory_mb = st.spec.memory_mb;
+  fn.log_stream = log_stream_name(st.spec.version, st.spec.environment_id);
+  fn.variables = st.spec.variables;
+  vmm::jail_spec js;
+  js.id = st.spec.environment_id;
+  js.root_dir = st.root_dir;
+  js.code_dir = st.spec.code_dir;
+  js.runtime_dir = st.host.runtimes_dir;
+  js.argv = vmm::runtime_command(*runtime);
+  js.env = vmm::runtime_environment(*runtime, fn);
+  js.uid = st.host.uid;
+  js.gid = st.host.gid;
+  js.tmp_bytes = static_cast<uint64_t>(st.spec.ephemeral_mb) << 20;
+  js.cgroup_procs = st.group->procs_files();
+  st.jail = vmm::jail_process::start(st.host.jail_helper, js, out[1], out[1],
+                                     std::chrono::seconds{10}, error);
+  ::close(out[1]);
+  auto buffer = st.logs;
+  auto fd = st.log_read_fd;
+  st.log_reader = std::thread{[buffer, fd] {
+    char chunk[16384];
+    while (true) {
+      auto n = ::read(fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0)
+        return;
+      std::lock_guard<std::mutex> guard{buffer->mutex};
+      auto room = buffer->text.size() < buffer->limit ? buffer->limit - buffer->text.size() : 0;
+      auto take = std::min(room, static_cast<size_t>(n));
+      buffer->text.append(chunk, take);
+      buffer->dropped += static_cast<size_t>(n) - take;
+    }
+  }};
+  if (!st.jail) {
+    log->error("environment {} sandbox failed: {}", st.spec.environment_id, error);
+    return init_failure("Sandbox.Failed", error);
+  }
+  // The Runtime API listens inside the sandbox's network namespace.
+  int listen_fd = vmm::listen_in_netns(st.jail->init_pid(), "127.0.0.1", 9001, error);
+  if (listen_fd < 0) {
+    log->error("environment {} cannot listen in its namespace: {}", st.spec.environment_id,
+               error);
+    return init_failure("Sandbox.Failed", "cannot start the Runtime API");
+  }
+  auto me = caf::actor_cast<environment_actor>(self);
+  transport::runtime_api_callbacks callbacks;
+  callbacks.on_ready = [me] { caf::anon_send(me, rt_ready_atom::value); };
+  callbacks.on_response = [me](const std::string& id, std::string body) {
+    caf::anon_send(me, rt_response_atom::value, id, std::move(body));
+  };
+  callbacks.on_error = [me](const std::string& id, std::string type, std::string body) {
+    caf::anon_send(me, rt_error_atom::value, id, std::move(type), std::move(body));
+  };
+  callbacks.on_init_error = [me](std::string type, std::string body) {
+    caf::anon_send(me, rt_init_error_atom::value, std::move(type), std::move(body));
+  };
+  st.api = std::make_unique<transport::runtime_api>(std::move(callbacks));
+  transport::http_server_options options;
+  options.listen_fd = listen_fd;
+  options.io_threads = 1;
+  options.max_pipeline = 2;
+  // /next may wait for minutes between invocations.
+  options.idle_timeout = std::chrono::hours{24};
+  options.body_deadline = std::chrono::seconds{60};
+  try {
+    st.server = std::make_unique<transport::http_server>(options, st.api->hooks());
+  } catch (const std::exception& e) {
+    ::close(listen_fd);
+    return init_failure("Sandbox.Failed", std::string{"Runtime API: "} + e.what());
+  }
+  // The waiter reports when the sandbox ends, however it ends.
+  auto* jail = st.jail.get();
+  st.waiter = std::thread{[jail, me] {
+    auto exit = jail->wait(std::chrono::hours{24 * 365});
+    caf::anon_send(me, sandbox_exit_atom::value, exit ? exit->exited : false,
+                   static_cast<int32_t>(exit ? exit->code : 9));
+  }};
+  st.sandbox_us = micros_since(started);
+  st.init_start = clock::now();
+  if (!st.jail->go())
+    return init_failure("Sandbox.Failed", "the sandbox did not start");
+  return {};
+}
+
+void finish_invocation(self_ptr self, invocation_result result) {
+  auto& st = self->state;
+  result.request_id = st.request_id;
+  result.duration_us = micros_since(st.invoke_start);
+  result.max_memory_bytes = st.group ? st.group->peak_memory() : 0;
+  if (st.first_invoke) {
+    result.init_duration_us = st.init_us;
+    st.first_invoke = false;
+  }
+  auto billed = (result.duration_us + 999) / 1000;
+  std::string log = "START RequestId: " + st.request_id + " Version: " + st.spec.version + "\n";
+  log += st.drain_logs();
+  if (result.outcome == "timeout")
+    log += "Task timed out after " + std::to_string(st.spec.timeout_s) + ".00 seconds\n";
+  log += "END RequestId: " + st.request_id + "\n";
+  log += "REPORT RequestId: " + st.request_id + "\tDuration: " + format_ms(result.duration_us)
+         + " ms\tBilled Duration: " + std::to_string(billed)
+         + " ms\tMemory Size: " + std::to_string(st.spec.memory_mb)
+         + " MB\tMax Memory Used: " + std::to_string(result.max_memory_bytes >> 20) + " MB";
+  if (result.init_duration_us > 0)
+    log += "\tInit Duration: " + format_ms(result.init_duration_us) + " ms";
+  log += "\n";
+  result.log = std::move(log);
+  st.request_id.clear();
+  ++st.sequence;
+  if (result.environment_lost) {
+    st.state = environment_state::phase::dead;
+  } else {
+    st.state = environment_state::phase::idle;
+    // Idle environments use no CPU until the next invocation; freezing waits
+    // a moment so that back-to-back invocations skip freeze and thaw.
+    self->delayed_send(self, st.host.freeze_after, idle_atom::value, st.sequence);
+  }
+  st.invoke_promise.deliver(std::move(result));
+}
+
+// The sandbox is gone for good: kill whatever remains and mark it dead.
+void lose_sandbox(self_ptr self) {
+  auto& st = self->state;
+  if (st.jail)
+    st.jail->kill();
+  if (st.group) {
+    st.group->thaw();
+    st.group->kill_all();
+  }
+  st.frozen = false;
+  st.state = environment_state::phase::dead;
+}
+
+} // namespace
+
+environment_actor::behavior_type environment(self_ptr self, environment_host_config host,
+                                             environment_spec spec) {
+  self->state.host = std::move(host);
+  self->state.spec = std::move(spec);
+  using phase = environment_state::phase;
+  return {
+    [=](init_atom) -> caf::result<environment_ready> {
+      auto& st = self->state;
+      if (st.state != phase::created)
+        return make_error(ec::environment_unavailable, "environment already initialized");
+      st.state = phase::initializing;
+      if (auto err = start_sandbox(self)) {
+        st.teardown();
+        st.state = phase::dead;
+        return err;
+      }
+      st.init_promise = self->make_response_promise<environment_ready>();
+      self->delayed_send(self, st.host.init_timeout, timeout_atom::value, uint64_t{0});
+      return st.init_promise;
+    },
+    [=](rt_ready_atom) {
+      auto& st = self->state;
+      if (st.state != phase::initializing)
+        return;
+      st.init_us = micros_since(st.init_start);
+      st.state = phase::idle;
+      self->delayed_send(self, st.host.freeze_after, idle_atom::value, st.sequence);
+      st.init_promise.deliver(environment_ready{st.spec.environment_id, st.sandbox_us, st.init_us});
+    },
+    [=](rt_init_error_atom, std::string& type, std::string& body) {
+      auto& st = self->state;
+      if (st.state != phase::initializing)
+        return;
+      config::logger("actors")->info("environment {} failed INIT: {}", st.spec.environment_id,
+                                     type);
+      lose_sandbox(self);
+      st.init_promise.deliver(make_error(ec::init_failed, std::move(body)));
+    },
+    [=](invoke_atom, invocation_request& req) -> caf::result<invocation_result> {
+      auto& st = self->state;
+      if (st.state != phase::idle)
+        return make_error(ec::environment_unavailable, "environment is not idle");
+      st.state = phase::busy;
+      st.request_id = req.request_id;
+      st.invoke_promise = self->make_response_promise<invocation_result>();
+      st.invoke_start = clock::now();
+      // Output produced while idle (there should be none) is not this
+      // invocation's; init output goes with the first invocation.
+      if (!st.first_invoke)
+        st.drain_logs();
+      if (st.frozen && st.group) {
+        st.group->thaw();
+        st.frozen = false;
+      }
+      transport::runtime_invocation inv;
+      inv.request_id = req.request_id;
+      inv.payload = std::move(req.payload);
+      inv.deadline_ms = unix_ms_now() + int64_t{st.spec.timeout_s} * 1000;
+      inv.invoked_function_arn = st.spec.function_arn;
+      inv.trace_id = req.trace_id;
+      inv.client_context = std::move(req.client_context);
+      st.api->submit(std::move(inv));
+      self->delayed_send(self, std::chrono::seconds{st.spec.timeout_s}, timeout_atom::value,
+                         st.sequence + 1);
+      return st.invoke_promise;
+    },
+    [=](rt_response_atom, const std::string& id, std::string& body) {
+      auto& st = self->state;
+      if (st.state != phase::busy || id != st.request_id)
+        return;
+      invocation_result r;
+      r.outcome = "success";
+      r.payload = std::move(body);
+      finish_invocation(self, std::move(r));
+    },
+    [=](rt_error_atom, const std::string& id, std::string& type, std::string& body) {
+      auto& st = self->state;
+      if (st.state != phase::busy || id != st.request_id)
+        return;
+      invocation_result r;
+      r.outcome = "function_error";
+      r.error_type = std::move(type);
+      r.payload = std::move(body);
+      finish_invocation(self, std::move(r));
+    },
+    [=](timeout_atom, uint64_t which) {
+      auto& st = self->state;
+      if (which == ~uint64_t{0}) {
+        // Shutdown grace is over: kill; sandbox_exit completes the destroy.
+        if (st.state == phase::stopping) {
+          if (st.jail)
+            st.jail->kill();
+          if (st.group)
+            st.group->kill_all();
+        }
+        return;
+      }
+      if (which == 0 && st.state == phase::initializing) {
+        config::logger("actors")->info("environment {} INIT timed out", st.spec.environment_id);
+        lose_sandbox(self);
+        auto secs = std::chrono::duration_cast<std::chrono::seconds>(st.host.init_timeout).count();
+        st.init_promise.deliver(init_failure(
+          "Runtime.InitTimeout", "Init timed out after " + std::to_string(secs) + ".00 seconds"));
+        return;
+      }
+      if (which != 0 && st.state == phase::busy && which == st.sequence + 1) {
+        // The whole sandbox dies: nothing the function started may outlive
+        // its invocation.
+        lose_sandbox(self);
+        invocation_result r;
+        r.outcome = "timeout";
+        r.error_type = "Sandbox.Timedout";
+        r.payload = error_json("Sandbox.Timedout", "Task timed out after "
+                                                     + std::to_string(st.spec.timeout_s)
+                                                     + ".00 seconds");
+        r.environment_lost = true;
+        finish_invocation(self, std::move(r));
+      }
+    },
+    [=](sandbox_exit_atom, bool exited, int32_t code) {
+      auto& st = self->state;
+      auto how = exited ? "exit status " + std::to_string(code)
+                        : "signal " + std::to_string(code);
+      bool oom = st.group && st.group->oom_kills() > 0;
+      if (st.state == phase::initializing) {
+        lose_sandbox(self);
+        st.init_promise.deliver(
+          oom ? init_failure("Runtime.OutOfMemory", "Runtime exited: out of memory")
+              : init_failure("Runtime.ExitError", "Runtime exited with error: " + how));
+      } else if (st.state == phase::busy) {
+        lose_sandbox(self);
+        invocation_result r;
+        r.outcome = oom ? "out_of_memory" : "runtime_exit";
+        r.error_type = oom ? "Runtime.OutOfMemory" : "Runtime.ExitError";
+        r.payload = error_json(r.error_type, oom ? "Runtime exited with error: signal: killed "
+                                                   "(out of memory)"
+                                                 : "Runtime exited with error: " + how);
+        r.environment_lost = true;
+        finish_invocation(self, std::move(r));
+      } else if (st.state == phase::stopping) {
+        st.teardown();
+        st.state = phase::dead;
+        if (st.destroy_pending) {
+          st.destroy_pending = false;
+          st.destroy_promise.deliver(true);
+        }
+        self->quit();
+      } else {
+        lose_sandbox(self);
+      }
+    },
+    [=](idle_atom, uint64_t since) {
+      auto& st = self->state;
+      if (st.state == phase::idle && since == st.sequence && !st.frozen && st.group)
+        st.frozen = st.group->freeze();
+    },
+    [=](destroy_atom) -> caf::result<bool> {
+      auto& st = self->state;
+      if (st.state == phase::stopping)
+        return make_error(ec::environment_unavailable, "already stopping");
+      if (!st.jail || st.state == phase::dead || st.state == phase::created) {
+        st.teardown();
+        st.state = phase::dead;
+        self->quit();
+        return true;
+      }
+      // Graceful: SIGTERM to the runtime, SIGKILL after the grace period
+      // (the sandbox_exit handler finishes the job).
+      st.state = phase::stopping;
+      if (st.group)
+        st.group->thaw();
+      st.frozen = false;
+      st.jail->terminate();
+      st.destroy_pending = true;
+      st.destroy_promise = self->make_response_promise<bool>();
+      self->delayed_send(self, st.host.shutdown_grace, timeout_atom::value, ~uint64_t{0});
+      return st.destroy_promise;
+    },
+  };
+}
+
+environment_actor spawn_environment(caf::actor_system& sys, environment_host_config host,
+                                    environment_spec spec) {
+  return sys.spawn<caf::detached>(environment, std::move(host), std::move(spec));
+}
+
+} // namespace nimbus

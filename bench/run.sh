@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every benchmark in one go and writes bench/results/<name>.json.
+# Baselines are measured in the same run (machines are shared and noisy:
+# compare the ratios and medians, not single absolute times). Needs root.
+#   bench/run.sh [iterations]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+"$root/scripts/build.sh"
+build="${NIMBUS_BUILD_DIR:-$root/build}"
+out="$root/bench/results"
+mkdir -p "$out"
+n="${1:-30}"
+"$build/bench/sandbox_bench" "$n" "$build/bin/nimbus-jail" "$build/bench/ready_probe" \
+  "$build/tests/test_runtime" "$root/runtimes" | tee "$out/sandbox.json"

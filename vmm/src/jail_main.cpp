@@ -1,0 +1,408 @@
+// nimbus-jail: builds one sandbox and runs a function's runtime inside it.
+//
+// The worker starts this helper (posix_spawn, so nothing non-async-signal-safe
+// runs between fork and exec in the multi-threaded worker) with:
+//   fd 3  the jail_spec as JSON (read to EOF)
+//   fd 4  status lines to the worker: "pid N", "ready", "error ...", "exit N"
+//   fd 5  control from the worker: "go"; EOF means the worker is gone
+//   fd 1, fd 2  where the runtime's stdout and stderr go
+//
+// The sequence reads top to bottom; each step says why it is there:
+//   outer (host namespaces, root):
+//     1. join the environment's cgroups, so every later process is limited;
+//     2. unshare mount, uts, ipc, net, cgroup and pid namespaces;
+//     3. fork: the child is PID 1 of the new pid namespace; report its host
+//        pid, then wait for it and report how it ended.
+//   inner PID 1:
+//     4. die with the outer helper (PDEATHSIG), bring up loopback;
+//     5. assemble a read-only root on a tmpfs: host /usr (and the merged-usr
+//        links), /etc with only what dynamic linking needs, code at /var/task,
+//        bootstrap files at /var/runtime, a sized /tmp, a minimal /dev, a
+//        fresh /proc; pivot_root into it and detach the old root;
+//     6. report "ready", wait for "go" (the worker binds the Runtime API in
+//        our network namespace in between);
+//     7. fork the runtime: drop every capability, switch to the unprivileged
+//        uid/gid, set rlimits and no_new_privs, load the seccomp filter, exec;
+//     8. reap orphans; when the runtime exits, exit with its status, which
+//        kills everything left in the pid namespace. A runtime killed by a
+//        signal (the OOM killer's SIGKILL) is noted in a page shared with the
+//        outer helper, which then reports "signal N", not "exit 128+N".
+
+#include "nimbus/vmm/jail_spec.hpp"
+#include "nimbus/vmm/seccomp_policy.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+using nimbus::vmm::jail_control_fd;
+using nimbus::vmm::jail_spec;
+using nimbus::vmm::jail_spec_fd;
+using nimbus::vmm::jail_status_fd;
+
+namespace {
+
+// Shared between the outer helper and PID 1 (MAP_SHARED, set up before the
+// fork): the signal that killed the runtime, or 0. PID 1's own exit status
+// cannot carry it: PID 1 cannot kill itself with a signal.
+volatile int* runtime_signal = nullptr;
+
+void report(const std::string& line) {
+  auto text = line + "\n";
+  // One write per line: writes up to PIPE_BUF are atomic, so the outer
+  // helper's and PID 1's lines never interleave.
+  [[maybe_unused]] auto n = ::write(jail_status_fd, text.data(), text.size());
+}
+
+[[noreturn]] void die(const std::string& step, int err = errno) {
+  report("error " + step + (err ? std::string{": "} + std::strerror(err) : std::string{}));
+  ::_exit(127);
+}
+
+std::string read_all(int fd) {
+  std::string out;
+  char buf[4096];
+  while (true) {
+    auto n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0)
+      break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+void write_file(const std::string& path, const std::string& content, mode_t mode = 0644) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    die("create " + path);
+  if (::write(fd, content.data(), content.size()) != static_cast<ssize_t>(content.size()))
+    die("write " + path);
+  ::close(fd);
+}
+
+void make_dir(const std::string& path, mode_t mode = 0755) {
+  if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST)
+    die("mkdir " + path);
+}
+
+bool is_symlink(const std::string& path, std::string& target) {
+  char buf[4096];
+  auto n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+  if (n < 0)
+    return false;
+  target.assign(buf, static_cast<size_t>(n));
+  return true;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// Bind-mounts `source` at `target` read-only, without setuid or devices.
+void bind_read_only(const std::string& source, const std::string& target, bool recursive = true) {
+  unsigned long flags = MS_BIND | (recursive ? MS_REC : 0);
+  if (::mount(source.c_str(), target.c_str(), nullptr, flags, nullptr) != 0)
+    die("bind " + source);
+  // A bind mount ignores MS_RDONLY on creation; it takes a remount.
+  if (::mount(nullptr, target.c_str(), nullptr,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, nullptr)
+      != 0)
+    die("remount read-only " + target);
+}
+
+// Step 4: loopback is the only interface, and it starts down.
+void loopback_up() {
+  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0)
+    die("socket for loopback");
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
+    die("SIOCGIFFLAGS lo");
+  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+  if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+    die("SIOCSIFFLAGS lo");
+  ::close(s);
+}
+
+// Step 5: the sandbox's file system.
+void build_root(const jail_spec& spec) {
+  // Nothing we mount may propagate back to the host's mount table.
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    die("make mounts private");
+  const auto& root = spec.root_dir;
+  if (spec.rootfs.empty()) {
+    if (::mount("nimbus-root", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+        != 0)
+      die("mount root tmpfs");
+    // The host's runtime directories, read-only. Debian's merged /usr makes
+    // /bin, /lib, /lib64 and /sbin symlinks into /usr: recreate those.
+    make_dir(root + "/usr");
+    bind_read_only("/usr", root + "/usr");
+    for (const char* dir : {"/bin", "/sbin", "/lib", "/lib64"}) {
+      std::string target;
+      if (is_symlink(dir, target)) {
+        if (::symlink(target.c_str(), (root + dir).c_str()) != 0)
+          die(std::string{"symlink "} + dir);
+      } else if (exists(dir)) {
+        make_dir(root + dir);
+        bind_read_only(dir, root + dir);
+      }
+    }
+    // /etc: only what dynamic linking and name lookups of localhost need.
+    make_dir(root + "/etc");
+    if (::mount("nimbus-etc", (root + "/etc").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                "size=64k,mode=755")
+        != 0)
+      die("mount /etc tmpfs");
+    write_file(root + "/etc/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                                       "sbx_user1051:x:" + std::to_string(spec.uid) + ":"
+                                       + std::to_string(spec.gid) + "::/tmp:/usr/sbin/nologin\n");
+    write_file(root + "/etc/group", "root:x:0:\nsbx_user1051:x:" + std::to_string(spec.gid) + ":\n");
+    write_file(root + "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
+    write_file(root + "/etc/hostname", spec.id + "\n");
+    write_file(root + "/etc/resolv.conf", "");
+    write_file(root + "/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n");
+    if (exists("/etc/ld.so.cache")) {
+      write_file(root + "/etc/ld.so.cache", "");
+      bind_read_only("/etc/ld.so.cache", root + "/etc/ld.so.cache", false);
+    }
+    if (::mount(nullptr, (root + "/etc").c_str(), nullptr,
+                MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+        != 0)
+      die("remount /etc read-only");
+  } else {
+    bind_read_only(spec.rootfs, root);
+  }
+  // The function's code and Nimbus's bootstrap files, read-only.
+  for (const char* dir : {"/var", "/var/task", "/var/runtime", "/opt", "/tmp", "/dev", "/proc"})
+    if (!exists(root + dir))
+      make_dir(root + dir);
+  bind_read_only(spec.code_dir, root + "/var/task");
+  if (!spec.runtime_dir.empty())
+    bind_read_only(spec.runtime_dir, root + "/var/runtime");
+  // /tmp: the only writable place, sized by EphemeralStorage.
+  auto tmp_options = "size=" + std::to_string(spec.tmp_bytes) + ",mode=1777";
+  if (::mount("nimbus-tmp", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+              tmp_options.c_str())
+      != 0)
+    die("mount /tmp");
+  // /dev: a handful of harmless devices bound from the host; nothing else.
+  if (::mount("nimbus-dev", (root + "/dev").c_str(), "tmpfs", MS_NOSUID | MS_NOEXEC,
+              "size=64k,mode=755")
+      != 0)
+    die("mount /dev");
+  for (const char* dev : {"null", "zero", "full", "random", "urandom"}) {
+    auto target = root + "/dev/" + dev;
+    write_file(target, "", 0666);
+    if (::mount((std::string{"/dev/"} + dev).c_str(), target.c_str(), nullptr, MS_BIND, nullptr)
+        != 0)
+      die(std::string{"bind /dev/"} + dev);
+  }
+  for (auto [name, target] : {std::pair{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+                              {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"}})
+    if (::symlink(target, (root + "/dev/" + name).c_str()) != 0)
+      die(std::string{"symlink /dev/"} + name);
+  if (::mount(nullptr, (root + "/dev").c_str(), nullptr,
+              MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, "size=64k,mode=755")
+      != 0)
+    die("remount /dev read-only");
+  // Enter the new root and drop every path back to the host's.
+  make_dir(root + "/.old-root", 0700);
+  if (::syscall(SYS_pivot_root, root.c_str(), (root + "/.old-root").c_str()) != 0)
+    die("pivot_root");
+  if (::chdir("/") != 0)
+    die("chdir /");
+  if (::umount2("/.old-root", MNT_DETACH) != 0)
+    die("detach old root");
+  // The root tmpfs is ours; the directory may stay (read-only, empty).
+  ::rmdir("/.old-root");
+  // A /proc of our own pid namespace: no host process is visible.
+  if (::mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+    die("mount /proc");
+  if (spec.rootfs.empty()
+      && ::mount(nullptr, "/", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                 nullptr)
+           != 0)
+    die("remount root read-only");
+  if (::sethostname(spec.id.data(), std::min<size_t>(spec.id.size(), 64)) != 0)
+    die("sethostname");
+}
+
+// Step 7, in the runtime's process: give up everything, then exec.
+[[noreturn]] void exec_runtime(const jail_spec& spec) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  int null_fd = ::open("/dev/null", O_RDONLY);
+  if (null_fd < 0 || ::dup2(null_fd, 0) < 0)
+    die("stdin");
+  // Only stdin, stdout and stderr cross into the runtime.
+  ::syscall(SYS_close_range, 3u, ~0u, 0u);
+  rlimit nofile{spec.nofile, spec.nofile};
+  rlimit core{0, 0};
+  rlimit fsize{spec.tmp_bytes, spec.tmp_bytes};
+  if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0 || ::setrlimit(RLIMIT_CORE, &core) != 0
+      || ::setrlimit(RLIMIT_FSIZE, &fsize) != 0)
+    die("setrlimit");
+  // No capability can ever come back: empty the bounding and ambient sets,
+  // then switch to the unprivileged user, which clears the rest.
+  for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
+    ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  if (::setgroups(0, nullptr) != 0)
+    die("setgroups");
+  if (::setresgid(spec.gid, spec.gid, spec.gid) != 0)
+    die("setresgid");
+  if (::setresuid(spec.uid, spec.uid, spec.uid) != 0)
+    die("setresuid");
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+    die("no_new_privs");
+  if (::chdir("/var/task") != 0)
+    die("chdir /var/task");
+  std::vector<char*> argv;
+  for (const auto& a : spec.argv)
+    argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const auto& e : spec.env)
+    envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  // The filter goes on last: everything above needs calls it denies.
+  if (auto err = nimbus::vmm::load_seccomp_policy(); !err.empty())
+    die("seccomp: " + err, 0);
+  ::execve(argv[0], argv.data(), envp.data());
+  die("exec " + spec.argv[0]);
+}
+
+// Steps 4-8: PID 1 of the sandbox.
+[[noreturn]] void run_init(const jail_spec& spec) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  loopback_up();
+  build_root(spec);
+  report("ready");
+  char buf[8] = {};
+  ssize_t n;
+  do
+    n = ::read(jail_control_fd, buf, sizeof buf);
+  while (n < 0 && errno == EINTR);
+  if (n < 2 || std::strncmp(buf, "go", 2) != 0)
+    ::_exit(125); // the worker went away before starting us
+  // SIGCHLD and SIGTERM arrive through a signalfd, polled together with the
+  // control pipe (whose EOF means the worker died).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGCHLD);
+  sigaddset(&signals, SIGTERM);
+  sigprocmask(SIG_BLOCK, &signals, nullptr);
+  int sfd = ::signalfd(-1, &signals, SFD_CLOEXEC);
+  if (sfd < 0)
+    die("signalfd");
+  pid_t runtime = ::fork();
+  if (runtime < 0)
+    die("fork runtime");
+  if (runtime == 0)
+    exec_runtime(spec);
+  pollfd fds[2] = {{sfd, POLLIN, 0}, {jail_control_fd, POLLIN, 0}};
+  while (true) {
+    if (::poll(fds, 2, -1) < 0) {
+      if (errno == EINTR)
+        continue;
+      die("poll");
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      char c;
+      if (::read(jail_control_fd, &c, 1) <= 0)
+        ::_exit(124); // the worker is gone: take the sandbox down with us
+    }
+    if (fds[0].revents & POLLIN) {
+      signalfd_siginfo info{};
+      if (::read(sfd, &info, sizeof info) != sizeof info)
+        continue;
+      if (info.ssi_signo == SIGTERM) {
+        ::kill(runtime, SIGTERM);
+        continue;
+      }
+      int status = 0;
+      pid_t pid;
+      while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0)
+        if (pid == runtime) {
+          if (WIFSIGNALED(status))
+            *runtime_signal = WTERMSIG(status);
+          ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+  }
+}
+
+} // namespace
+
+int main() {
+  // Steps 1-3 run as the outer helper, in the host's namespaces.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::string error;
+  auto spec = nimbus::vmm::jail_spec_from_json(read_all(jail_spec_fd), error);
+  ::close(jail_spec_fd);
+  if (!spec)
+    die("spec: " + error, 0);
+  auto self = std::to_string(::getpid());
+  for (const auto& procs : spec->cgroup_procs) {
+    int fd = ::open(procs.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ::write(fd, self.data(), self.size()) != static_cast<ssize_t>(self.size()))
+      die("join cgroup " + procs);
+    ::close(fd);
+  }
+  if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP
+                | CLONE_NEWPID)
+      != 0)
+    die("unshare");
+  void* shared = ::mmap(nullptr, sizeof(int), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                        -1, 0);
+  if (shared == MAP_FAILED)
+    die("mmap");
+  runtime_signal = static_cast<volatile int*>(shared);
+  pid_t init = ::fork();
+  if (init < 0)
+    die("fork init");
+  if (init == 0)
+    run_init(*spec);
+  ::close(jail_control_fd);
+  report("pid " + std::to_string(init));
+  int status = 0;
+  while (::waitpid(init, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFEXITED(status) && *runtime_signal != 0)
+    report("signal " + std::to_string(*runtime_signal));
+  else if (WIFEXITED(status))
+    report("exit " + std::to_string(WEXITSTATUS(status)));
+  else
+    report("signal " + std::to_string(WTERMSIG(status)));
+  return 0;
+}
