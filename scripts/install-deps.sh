@@ -19,6 +19,11 @@ packages=(
   zip unzip curl python3 procps
 )
 
+# Node.js runs the node runtime and npm installs aws-lambda-ric for a test.
+# Our machines come with Node.js 20 and npm; elsewhere take Debian's.
+if ! command -v node >/dev/null 2>&1; then packages+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -37,6 +37,7 @@ void forget(self_ptr self, const std::string& id) {
   if (it == st.environments.end())
     return;
   st.memory_used_mb -= static_cast<uint64_t>(it->second.memory_mb);
+  st.uids_in_use.erase(it->second.uid);
   st.environments.erase(it);
 }
 
@@ -71,12 +72,22 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
       auto memory = static_cast<uint64_t>(spec.memory_mb);
       if (st.memory_used_mb + memory > st.config.memory_total_mb)
         return make_error(ec::environment_unavailable, "worker has no memory left");
+      // The lowest uid no live environment uses.
+      uint32_t uid = st.config.first_uid;
+      while (st.uids_in_use.count(uid))
+        ++uid;
+      if (uid >= st.config.first_uid + st.config.uid_count)
+        return make_error(ec::environment_unavailable, "worker has no free uid left");
       auto id = spec.environment_id;
       auto timeout = spec.timeout_s;
       auto memory_mb = spec.memory_mb;
-      auto env = spawn_environment(self->system(), st.config.host, std::move(spec));
+      auto host = st.config.host;
+      host.uid = uid;
+      host.gid = uid;
+      auto env = spawn_environment(self->system(), std::move(host), std::move(spec));
       self->monitor(env);
-      st.environments.emplace(id, worker_state::entry{env, memory_mb, timeout});
+      st.uids_in_use.insert(uid);
+      st.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid});
       st.memory_used_mb += memory;
       auto rp = self->make_response_promise<environment_ready>();
       auto limit = st.config.host.init_timeout + std::chrono::seconds{15};

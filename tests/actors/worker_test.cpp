@@ -16,6 +16,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 using namespace nimbus;
 namespace fs = std::filesystem;
@@ -265,7 +266,7 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: python and node functions run in sand
   CHECK_MESSAGE(r->outcome == "success", r->payload);
   CHECK(r->payload.find(R"("echo": {"k": "v"})") != std::string::npos);
   CHECK(r->payload.find(R"("fn": "f1")") != std::string::npos);
-  CHECK(r->payload.find(R"("uid": 10001)") != std::string::npos);
+  CHECK(r->payload.find(R"("uid": 100)") != std::string::npos);
   CHECK(r->payload.find(R"("task_root": "/var/task")") != std::string::npos);
   CHECK(r->log.find("python log line") != std::string::npos);
 
@@ -279,7 +280,7 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: python and node functions run in sand
   REQUIRE(r);
   CHECK_MESSAGE(r->outcome == "success", r->payload);
   CHECK(r->payload.find(R"("echo":{"k":"v"})") != std::string::npos);
-  CHECK(r->payload.find(R"("uid":10001)") != std::string::npos);
+  CHECK(r->payload.find(R"("uid":100)") != std::string::npos); // an unprivileged uid from the pool
   CHECK(r->log.find("node log line") != std::string::npos);
 
   auto broken = spec(128, 10);
@@ -290,4 +291,79 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: python and node functions run in sand
   REQUIRE_FALSE(failed);
   CHECK(failed.error() == ec::init_failed);
   CHECK(error_message(failed.error()).find("Runtime.ImportModuleError") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(worker_fixture, "worker: responses over 6 MB are Function.ResponseSizeTooLarge") {
+  if (!usable)
+    return;
+  auto s = spec(256, 10);
+  REQUIRE(ask<environment_ready>(30s, create_atom::value, s));
+  auto ok = invoke(s.environment_id, R"({"action":"big","bytes":5000000})");
+  REQUIRE(ok);
+  CHECK(ok->outcome == "success");
+  CHECK(ok->payload.size() == 5000002);
+  auto big = invoke(s.environment_id, R"({"action":"big","bytes":7000000})");
+  REQUIRE(big);
+  CHECK(big->outcome == "function_error");
+  CHECK(big->error_type == "Function.ResponseSizeTooLarge");
+}
+
+TEST_CASE_FIXTURE(worker_fixture, "worker: concurrent environments run as different users") {
+  if (!usable)
+    return;
+  auto dir = tmp / "uid";
+  fs::create_directories(dir);
+  std::ofstream{dir / "app.py"} << "import os\ndef handler(e, c):\n    return os.getuid()\n";
+  ::chmod((dir / "app.py").c_str(), 0644);
+  ::chmod(dir.c_str(), 0755);
+  std::set<std::string> uids;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto s = spec(128, 10);
+    s.runtime = "python3.11";
+    s.handler = "app.handler";
+    s.code_dir = dir.string();
+    REQUIRE(ask<environment_ready>(30s, create_atom::value, s));
+    auto r = invoke(s.environment_id, "{}");
+    REQUIRE(r);
+    uids.insert(r->payload);
+    ids.push_back(s.environment_id);
+  }
+  CHECK(uids.size() == 3);
+  CHECK(uids.count("0") == 0);
+}
+
+TEST_CASE_FIXTURE(worker_fixture, "worker: the official aws-lambda-ric client runs unmodified") {
+  if (!usable)
+    return;
+  auto cache = std::string{NIMBUS_BINARY_DIR} + "/test-cache/aws-lambda-ric";
+  auto install = std::string{NIMBUS_SOURCE_DIR} + "/tests/support/install_aws_lambda_ric.sh " + cache;
+  if (std::system(install.c_str()) != 0) {
+    MESSAGE("skipped: npm could not install aws-lambda-ric@4.0.2 (registry unreachable?)");
+    return;
+  }
+  auto dir = tmp / "ric";
+  fs::create_directories(dir);
+  fs::copy(cache + "/node_modules", dir / "node_modules", fs::copy_options::recursive);
+  std::ofstream{dir / "index.mjs"}
+    << "export const handler = async (event, context) =>\n"
+       "  ({ via: 'aws-lambda-ric', echo: event, id: context.awsRequestId });\n";
+  std::ofstream{dir / "bootstrap"}
+    << "#!/bin/sh\nexec /usr/bin/node /var/task/node_modules/aws-lambda-ric/index.mjs "
+       "\"$_HANDLER\"\n";
+  std::system(("chmod -R a+rX " + dir.string() + " && chmod 755 " + (dir / "bootstrap").string())
+                .c_str());
+  auto s = spec(512, 10);
+  s.handler = "index.handler";
+  s.code_dir = dir.string();
+  auto ready = ask<environment_ready>(30s, create_atom::value, s);
+  REQUIRE_MESSAGE(ready, sys.render(ready.error()));
+  auto r = invoke(s.environment_id, R"({"x":1})");
+  REQUIRE(r);
+  CHECK_MESSAGE(r->outcome == "success", r->payload);
+  CHECK(r->payload
+        == R"({"via":"aws-lambda-ric","echo":{"x":1},"id":")" + r->request_id + "\"}");
+  auto second = invoke(s.environment_id, R"({"x":2})");
+  REQUIRE(second);
+  CHECK(second->payload.find(R"("echo":{"x":2})") != std::string::npos);
 }

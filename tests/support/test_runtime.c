@@ -6,6 +6,7 @@
  *   {"action":"exit","code":N}  exit without answering
  *   {"action":"error"}          report a function error
  *   {"action":"log"}            print a line to stdout and stderr, then answer
+ *   {"action":"big","bytes":N}  answer with a JSON string of about N bytes
  * Used as /var/task/bootstrap of a `provided` function. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -151,6 +152,16 @@ int main(void) {
         "{\"errorMessage\":\"it failed\",\"errorType\":\"TestError\",\"stackTrace\":[]}";
       snprintf(path, sizeof path, "/2018-06-01/runtime/invocation/%s/error", id);
       post(path, "Lambda-Runtime-Function-Error-Type: TestError\r\n", err, sizeof err - 1);
+      free(event);
+      continue;
+    } else if (strstr(event, "\"big\"")) {
+      long bytes = number_after(event, "\"bytes\"");
+      char* big = malloc((size_t)bytes + 2);
+      memset(big, 'x', (size_t)bytes + 2);
+      big[0] = '"';
+      big[bytes + 1] = '"';
+      post(path, "", big, (size_t)bytes + 2);
+      free(big);
       free(event);
       continue;
     } else if (strstr(event, "\"log\"")) {

@@ -4,7 +4,8 @@
 /// an ENVIRONMENT actor per environment (each detached, since sandboxes are
 /// made with blocking system calls), runs INIT, forwards invocations, destroys
 /// environments on request or when one is lost (timeout, crash, OOM), and
-/// reports its capacity. The worker itself never blocks.
+/// reports its capacity. Concurrent environments never share a uid. The
+/// worker itself never blocks.
 
 #include "nimbus/actors/environment.hpp"
 #include "nimbus/actors/interfaces.hpp"
@@ -13,6 +14,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 
 namespace nimbus {
@@ -22,6 +24,12 @@ struct worker_config {
   environment_host_config host;
   /// Memory the worker may hand to environments, in MB.
   uint64_t memory_total_mb = 4096;
+  /// Each live environment runs as its own uid (and gid) from
+  /// [first_uid, first_uid + uid_count): per-user kernel limits (inotify
+  /// instances, pipe buffers, pending signals) are then never shared between
+  /// tenants.
+  uint32_t first_uid = 10001;
+  uint32_t uid_count = 10000;
 };
 
 /// Checks a worker config; returns an error text or nothing.
@@ -34,10 +42,13 @@ struct worker_state {
     environment_actor handle;
     int32_t memory_mb = 0;
     int32_t timeout_s = 3;
+    uint32_t uid = 0;
   };
   worker_config config;
   std::map<std::string, entry> environments;
   uint64_t memory_used_mb = 0;
+  /// uids of live environments.
+  std::set<uint32_t> uids_in_use;
 
   ~worker_state();
 };
