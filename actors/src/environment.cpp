@@ -2,6 +2,7 @@
 
 #include "nimbus/actors/error.hpp"
 #include "nimbus/config/logging.hpp"
+#include "nimbus/storage/code_archive.hpp"
 #include "nimbus/storage/json.hpp"
 #include "nimbus/transport/http_server.hpp"
 #include "nimbus/transport/runtime_api.hpp"
@@ -177,6 +178,27 @@ caf::error start_sandbox(self_ptr self) {
   auto runtime = vmm::find_runtime(st.spec.runtime);
   if (!runtime)
     return init_failure("Runtime.InvalidRuntime", "Unsupported runtime " + st.spec.runtime);
+  if (st.spec.code_dir.empty()) {
+    // Unpack into the shared cache: into a private directory first, then
+    // rename, so a concurrent environment never sees a half-written tree.
+    auto target = st.host.code_cache_dir + "/" + st.spec.code_sha256_hex;
+    struct stat sb {};
+    if (::stat(target.c_str(), &sb) != 0) {
+      auto temp = st.host.code_cache_dir + "/.unpack-" + st.spec.environment_id;
+      auto problem = storage::extract_zip(st.spec.code_zip, temp, st.host.code_size_unzipped);
+      if (!problem.empty()) {
+        log->error("environment {} cannot unpack its code: {}", st.spec.environment_id, problem);
+        return init_failure("Runtime.InvalidEntrypoint", "cannot unpack the function code");
+      }
+      if (::rename(temp.c_str(), target.c_str()) != 0) {
+        // Another environment was faster: use its copy.
+        std::error_code ec;
+        std::filesystem::remove_all(temp, ec);
+      }
+    }
+    st.spec.code_zip.clear();
+    st.spec.code_dir = target;
+  }
   std::string error;
   vmm::cgroup_limits limits;
   limits.memory_bytes = static_cast<uint64_t>(st.spec.memory_mb) << 20;

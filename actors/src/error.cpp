@@ -18,6 +18,7 @@ std::string to_string(ec x) {
     case ec::service_failure: return "service_failure";
     case ec::init_failed: return "init_failed";
     case ec::environment_unavailable: return "environment_unavailable";
+    case ec::throttled: return "throttled";
   }
   return "unknown";
 }

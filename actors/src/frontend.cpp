@@ -11,6 +11,10 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <simdjson.h>
+
+#include <cstdio>
+
 namespace nimbus {
 
 using namespace transport;
@@ -50,6 +54,7 @@ api_error to_api_error(const caf::error& err) {
       case ec::service_failure:
       case ec::init_failed:
       case ec::environment_unavailable:
+      case ec::throttled:
       case ec::none: break;
     }
     return {500, "ServiceException", msg};
@@ -177,6 +182,277 @@ void ask_registry(self_ptr self, response_promise rp, operation op,
       });
 }
 
+void observe(std::vector<uint64_t>& histogram, double& sum, uint64_t& count, int64_t micros) {
+  const auto& bounds = api_metrics::buckets();
+  if (histogram.empty())
+    histogram.resize(bounds.size(), 0);
+  double seconds = static_cast<double>(micros) / 1e6;
+  for (size_t i = 0; i < bounds.size(); ++i)
+    if (seconds <= bounds[i]) {
+      ++histogram[i];
+      break;
+    }
+  sum += seconds;
+  ++count;
+}
+
+std::string render_histogram(const std::string& name, const std::vector<uint64_t>& h, double sum,
+                             uint64_t count) {
+  std::string out = "# TYPE " + name + " histogram\n";
+  const auto& bounds = api_metrics::buckets();
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < bounds.size(); ++i) {
+    cumulative += h.empty() ? 0 : h[i];
+    char le[32];
+    std::snprintf(le, sizeof le, "%g", bounds[i]);
+    out += name + "_bucket{le=\"" + le + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  out += name + "_bucket{le=\"+Inf\"} " + std::to_string(count) + "\n";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6f", sum);
+  out += name + "_sum " + buf + "\n" + name + "_count " + std::to_string(count) + "\n";
+  return out;
+}
+
+std::string render_invoke_metrics(const invoke_metrics& m) {
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t v) {
+    out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " counter\n" + name
+           + " " + std::to_string(v) + "\n";
+  };
+  counter("nimbus_invocations_total", "Invocations that reached a function.", m.invocations);
+  counter("nimbus_function_errors_total", "Invocations that ended in a function error.",
+          m.function_errors);
+  counter("nimbus_throttles_total", "Invocations refused with 429.", m.throttles);
+  counter("nimbus_cold_starts_total", "Invocations that needed a new environment.",
+          m.cold_starts);
+  out += "# HELP nimbus_concurrent_executions Invocations in flight.\n"
+         "# TYPE nimbus_concurrent_executions gauge\nnimbus_concurrent_executions "
+         + std::to_string(m.concurrent) + "\n";
+  out += render_histogram("nimbus_init_duration_seconds", m.init_duration, m.init_sum,
+                          m.init_count);
+  out += render_histogram("nimbus_invoke_duration_seconds", m.invoke_duration, m.invoke_sum,
+                          m.invoke_count);
+  return out;
+}
+
+std::string format_ms(int64_t micros) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(micros) / 1000.0);
+  return buf;
+}
+
+// The response to an invocation that ran (or failed in INIT, which Lambda
+// also reports as a function error).
+http_response invocation_response(const invoke_outcome& o, bool tail,
+                                   std::chrono::steady_clock::time_point received,
+                                   int64_t queue_us) {
+  const auto& r = o.result;
+  http_response res;
+  res.status = 200;
+  res.body = r.payload;
+  res.set_header("Content-Type", "application/json");
+  res.set_header("X-Amz-Executed-Version", "$LATEST");
+  if (r.outcome != "success")
+    res.set_header("X-Amz-Function-Error", "Unhandled");
+  if (tail) {
+    // The last 4 KB of the log, as AWS returns it.
+    auto log = r.log.size() > 4096 ? r.log.substr(r.log.size() - 4096) : r.log;
+    res.set_header("X-Amz-Log-Result", storage::base64_encode(log));
+  }
+  // How the invocation was served: warm or cold, and where the time went.
+  res.set_header("X-Nimbus-Start", o.cold ? "cold" : "warm");
+  auto total = std::chrono::duration_cast<std::chrono::microseconds>(
+                 std::chrono::steady_clock::now() - received)
+                 .count();
+  std::string timing = "queue;dur=" + format_ms(queue_us);
+  if (o.cold)
+    timing += ", placement;dur=" + format_ms(o.placement_us) + ", sandbox;dur="
+              + format_ms(o.sandbox_us) + ", init;dur=" + format_ms(o.init_us);
+  timing += ", invoke;dur=" + format_ms(r.duration_us) + ", total;dur=" + format_ms(total);
+  res.set_header("Server-Timing", timing);
+  return res;
+}
+
+void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock::time_point start,
+                   const http_request& req, const route& r, const std::string& account) {
+  auto& st = self->state;
+  auto op = operation::invoke;
+  auto fail = [&](const api_error& e) { finish(self, rp, op, start, error_response(e)); };
+  auto n = resolve(st, account, r, 256);
+  if (n.error) {
+    fail(*n.error);
+    return;
+  }
+  const auto region = st.config.region;
+  if (n.qualifier && *n.qualifier != "$LATEST") {
+    fail({404, "ResourceNotFoundException",
+          "Function not found: " + function_arn(region, account, n.name, *n.qualifier)});
+    return;
+  }
+  auto type = std::string{req.header("X-Amz-Invocation-Type").value_or("RequestResponse")};
+  if (type != "RequestResponse" && type != "DryRun" && type != "Event") {
+    fail(invalid_parameter("invocationType", type,
+                           "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"));
+    return;
+  }
+  if (type == "Event") {
+    fail({400, "InvalidParameterValueException",
+          "InvocationType Event (asynchronous invocation) is not supported by this node yet; use "
+          "RequestResponse"});
+    return;
+  }
+  auto log_type = std::string{req.header("X-Amz-Log-Type").value_or("None")};
+  if (log_type != "None" && log_type != "Tail") {
+    fail(invalid_parameter("logType", log_type, "Member must satisfy enum value set: [None, Tail]"));
+    return;
+  }
+  bool tail = log_type == "Tail";
+  // An invocation without a payload gets the empty object, as on AWS.
+  std::string payload = req.body.empty() ? "{}" : req.body;
+  {
+    simdjson::dom::parser parser;
+    simdjson::dom::element doc;
+    if (auto err = parser.parse(payload.data(), payload.size()).get(doc)) {
+      fail({400, "InvalidRequestContentException",
+            std::string{"Could not parse request body into json: "}
+              + simdjson::error_message(err)});
+      return;
+    }
+  }
+  std::string client_context;
+  if (auto cc = req.header("X-Amz-Client-Context"); cc && !cc->empty()) {
+    auto decoded = cc->size() <= 4780 ? storage::base64_decode(*cc) : std::nullopt;
+    if (!decoded || decoded->size() > 3583) {
+      fail({400, "InvalidRequestContentException",
+            "Client context must be base64-encoded JSON of at most 3583 bytes"});
+      return;
+    }
+    client_context = std::move(*decoded);
+  }
+  auto key = std::make_pair(account, n.name);
+  // With the function's record in hand: lease, run, release.
+  auto proceed = [self, rp, start, type, tail, payload, client_context,
+                  account](function_record rec) mutable {
+    auto op = operation::invoke;
+    auto& st = self->state;
+    if (type == "DryRun") {
+      http_response res;
+      res.status = 204;
+      finish(self, rp, op, start, std::move(res));
+      return;
+    }
+    if (!st.counter || !st.assignment) {
+      finish(self, rp, op, start,
+             error_response({500, "ServiceException", "This node does not run functions"}));
+      return;
+    }
+    self->request(st.counter, std::chrono::seconds{5}, acquire_atom::value, account, rec.name)
+      .then(
+        [=](uint64_t lease) mutable {
+          auto& st = self->state;
+          ++st.invocations.concurrent;
+          auto queue_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                            std::chrono::steady_clock::now() - start)
+                            .count();
+          invoke_order order;
+          order.function = rec;
+          order.request.request_id = storage::random_uuid();
+          order.request.payload = payload;
+          order.request.client_context = client_context;
+          order.request.trace_id = "Root=1-" + storage::to_hex(storage::random_bytes(4)) + "-"
+                                   + storage::to_hex(storage::random_bytes(12))
+                                   + ";Parent=" + storage::to_hex(storage::random_bytes(8))
+                                   + ";Sampled=0";
+          auto limit = std::chrono::seconds{rec.timeout} + st.config.invoke_margin;
+          // The lease goes back however the invocation ends.
+          auto release = [self, lease] {
+            auto& st = self->state;
+            --st.invocations.concurrent;
+            self->send(st.counter, release_atom::value, lease);
+          };
+          self->request(st.assignment, limit, invoke_atom::value, std::move(order))
+            .then(
+              [=](invoke_outcome& outcome) mutable {
+                release();
+                auto& st = self->state;
+                auto& m = st.invocations;
+                ++m.invocations;
+                if (outcome.cold) {
+                  ++m.cold_starts;
+                  observe(m.init_duration, m.init_sum, m.init_count, outcome.init_us);
+                }
+                observe(m.invoke_duration, m.invoke_sum, m.invoke_count,
+                        outcome.result.duration_us);
+                if (outcome.result.outcome != "success")
+                  ++m.function_errors;
+                if (st.config.logs)
+                  st.config.logs->append(account, rec.name, outcome.result.log);
+                finish(self, rp, operation::invoke, start,
+                       invocation_response(outcome, tail, start, queue_us));
+              },
+              [=](caf::error& err) mutable {
+                release();
+                auto& st = self->state;
+                if (err == ec::init_failed) {
+                  // Lambda reports a failed INIT as a function error of the
+                  // invocation that triggered it.
+                  ++st.invocations.invocations;
+                  ++st.invocations.function_errors;
+                  invoke_outcome o;
+                  o.cold = true;
+                  o.result.outcome = "init_error";
+                  o.result.payload = error_message(err);
+                  auto text = "INIT_REPORT Status: error\n" + o.result.payload + "\n";
+                  if (st.config.logs)
+                    st.config.logs->append(account, rec.name, text);
+                  o.result.log = text;
+                  finish(self, rp, operation::invoke, start,
+                         invocation_response(o, tail, start, 0));
+                  return;
+                }
+                if (err == ec::throttled) {
+                  ++st.invocations.throttles;
+                  auto res = error_response({429, "TooManyRequestsException", "Rate Exceeded."});
+                  res.body.insert(res.body.size() - 1,
+                                  ",\"Reason\":\"" + error_message(err) + "\"");
+                  res.set_header("Retry-After", "1");
+                  finish(self, rp, operation::invoke, start, std::move(res));
+                  return;
+                }
+                finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
+              });
+        },
+        [=](caf::error& err) mutable {
+          auto& st = self->state;
+          if (err == ec::throttled) {
+            ++st.invocations.throttles;
+            auto res = error_response({429, "TooManyRequestsException", "Rate Exceeded."});
+            res.body.insert(res.body.size() - 1, ",\"Reason\":\"" + error_message(err) + "\"");
+            res.set_header("Retry-After", "1");
+            finish(self, rp, operation::invoke, start, std::move(res));
+            return;
+          }
+          finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
+        });
+  };
+  if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+    ++st.cache_hits;
+    proceed(hit->second);
+    return;
+  }
+  ++st.cache_misses;
+  self->request(st.registry, st.config.request_timeout, get_atom::value, account, n.name)
+    .then(
+      [=](function_record& rec) mutable {
+        remember(self->state, key, rec);
+        proceed(std::move(rec));
+      },
+      [=](caf::error& err) mutable {
+        finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
+      });
+}
+
 caf::result<http_response> handle(self_ptr self, http_request& req) {
   auto start = std::chrono::steady_clock::now();
   auto& st = self->state;
@@ -208,6 +484,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
                 "nimbus_frontend_metadata_cache_total{result=\"hit\"} "
                 + std::to_string(st.cache_hits) + "\nnimbus_frontend_metadata_cache_total{result=\"miss\"} "
                 + std::to_string(st.cache_misses) + "\n";
+    res.body += render_invoke_metrics(st.invocations);
     res.set_header("Content-Type", "text/plain; version=0.0.4");
     answer(std::move(res));
     return rp;
@@ -428,6 +705,77 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           });
       return rp;
     }
+    case operation::invoke:
+      handle_invoke(self, rp, start, req, r, account);
+      return rp;
+    case operation::put_function_concurrency:
+    case operation::get_function_concurrency:
+    case operation::delete_function_concurrency: {
+      auto n = resolve(st, account, r, 140);
+      if (n.error) {
+        fail(*n.error);
+        return rp;
+      }
+      auto render = [op](function_record& rec) {
+        if (op == operation::delete_function_concurrency) {
+          http_response res;
+          res.status = 204;
+          return res;
+        }
+        storage::json_writer w;
+        w.begin_object();
+        if (rec.reserved_concurrency >= 0)
+          w.key("ReservedConcurrentExecutions").value(rec.reserved_concurrency);
+        w.end_object();
+        return json_response(200, w.take());
+      };
+      if (op == operation::get_function_concurrency) {
+        ask_registry(self, rp, op, start, render, get_atom::value, account, n.name);
+        return rp;
+      }
+      int32_t value = -1;
+      if (op == operation::put_function_concurrency) {
+        simdjson::dom::parser parser;
+        simdjson::dom::element doc;
+        int64_t v = -1;
+        if (parser.parse(req.body.data(), req.body.size()).get(doc)) {
+          fail({400, "InvalidRequestContentException",
+                "Could not parse request body into json"});
+          return rp;
+        }
+        if (doc["ReservedConcurrentExecutions"].get_int64().get(v) || v < 0 || v > 1'000'000) {
+          fail(invalid_parameter("reservedConcurrentExecutions",
+                                 v < 0 ? std::string{"missing"} : std::to_string(v),
+                                 "Member must have value greater than or equal to 0"));
+          return rp;
+        }
+        value = static_cast<int32_t>(v);
+      }
+      ask_registry(self, rp, op, start, render, concurrency_atom::value, account, n.name, value);
+      return rp;
+    }
+    case operation::get_function_logs: {
+      auto n = resolve(st, account, r, 140);
+      if (n.error) {
+        fail(*n.error);
+        return rp;
+      }
+      uint64_t tail = 64 * 1024;
+      if (auto t = r.param("Tail"); t && !t->empty() && t->size() < 10
+                                     && t->find_first_not_of("0123456789") == std::string::npos)
+        tail = std::min<uint64_t>(std::stoull(*t), 16 << 20);
+      auto logs = st.config.logs;
+      ask_registry(
+        self, rp, op, start,
+        [logs, account, tail](function_record& rec) {
+          http_response res;
+          res.body = logs ? logs->tail(account, rec.name, tail) : std::string{};
+          res.set_header("Content-Type", "text/plain; charset=utf-8");
+          return res;
+        },
+        get_atom::value, account, n.name);
+      return rp;
+    }
     case operation::health:
     case operation::metrics:
     case operation::download_code:
@@ -440,9 +788,12 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
 } // namespace
 
 frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
-                                       registry_actor registry) {
+                                       registry_actor registry, counter_actor counter,
+                                       assignment_actor assignment) {
   auto& st = self->state;
   st.config = std::move(cfg);
+  st.counter = std::move(counter);
+  st.assignment = std::move(assignment);
   if (st.config.download_key.empty())
     st.config.download_key = storage::random_bytes(32);
   st.registry = std::move(registry);
@@ -467,8 +818,10 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
 }
 
 frontend_actor spawn_frontend(caf::actor_system& sys, frontend_config cfg,
-                              registry_actor registry) {
-  return sys.spawn(frontend, std::move(cfg), std::move(registry));
+                              registry_actor registry, counter_actor counter,
+                              assignment_actor assignment) {
+  return sys.spawn(frontend, std::move(cfg), std::move(registry), std::move(counter),
+                   std::move(assignment));
 }
 
 } // namespace nimbus

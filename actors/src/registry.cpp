@@ -243,6 +243,37 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
   return next;
 }
 
+caf::result<function_record> set_concurrency(self_ptr self, const std::string& account,
+                                             const std::string& name, int32_t value) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current)
+    return not_found(st, account, name);
+  if (value >= 0) {
+    uint64_t others = 0;
+    for (const auto& [n, r] : st.functions[account])
+      if (n != name && r.reserved_concurrency > 0)
+        others += static_cast<uint64_t>(r.reserved_concurrency);
+    if (others + static_cast<uint64_t>(value) + st.config.unreserved_minimum
+        > st.config.account_concurrency)
+      return make_error(ec::invalid_parameter,
+                        "Specified ReservedConcurrentExecutions for function decreases account's "
+                        "UnreservedConcurrentExecution below its minimum value of ["
+                          + std::to_string(st.config.unreserved_minimum) + "].");
+  }
+  auto next = *current;
+  next.reserved_concurrency = value;
+  if (auto s = st.store->put_function(next); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  *current = next;
+  if (st.config.counter)
+    self->send(st.config.counter, reserve_atom::value, account, name, value);
+  announce_change(self, account, name);
+  return next;
+}
+
 caf::result<bool> remove(self_ptr self, const std::string& account, const std::string& name) {
   auto& st = self->state;
   auto* current = find(st, account, name);
@@ -253,7 +284,10 @@ caf::result<bool> remove(self_ptr self, const std::string& account, const std::s
     return make_error(ec::storage_failure, "Failed to delete the function");
   }
   auto hex = current->code_sha256_hex;
+  bool had_reservation = current->reserved_concurrency >= 0;
   st.functions[account].erase(name);
+  if (had_reservation && st.config.counter)
+    self->send(st.config.counter, reserve_atom::value, account, name, int32_t{-1});
   release_code(self, hex);
   announce_change(self, account, name);
   config::logger("actors")->info("registry deleted function {} in account {}", name, account);
@@ -336,6 +370,10 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
       if (auto a = self->state.functions.find(account); a != self->state.functions.end())
         usage.function_count = a->second.size();
       return usage;
+    },
+    [=](concurrency_atom, const std::string& account, const std::string& name,
+        int32_t value) -> caf::result<function_record> {
+      return set_concurrency(self, account, name, value);
     },
     [=](subscribe_atom, metadata_listener_actor listener) {
       // A listener that goes away is forgotten.

@@ -3,7 +3,12 @@
 #include "nimbus/actors/error.hpp"
 #include "nimbus/actors/frontend.hpp"
 #include "nimbus/actors/interfaces.hpp"
+#include "nimbus/actors/assignment.hpp"
+#include "nimbus/actors/counter.hpp"
+#include "nimbus/actors/placement.hpp"
 #include "nimbus/actors/registry.hpp"
+#include "nimbus/actors/worker.hpp"
+#include "nimbus/storage/function_logs.hpp"
 #include "nimbus/config/logging.hpp"
 #include "nimbus/storage/durable_file.hpp"
 #include "nimbus/transport/http_server.hpp"
@@ -20,6 +25,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <map>
 #include <cstring>
 
 namespace nimbus {
@@ -37,6 +44,22 @@ struct actor_system_settings : caf::actor_system_config {
   }
 };
 
+// The directory of the running executable (nimbus-jail is installed beside it).
+std::string executable_dir() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string{"."} : exe.parent_path().string();
+}
+
+// 80% of the machine's memory, in MB.
+uint64_t default_memory_mb() {
+  long pages = ::sysconf(_SC_PHYS_PAGES);
+  long page = ::sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0)
+    return 1024;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / (1024 * 1024) * 8 / 10;
+}
+
 int64_t unix_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
            std::chrono::system_clock::now().time_since_epoch())
@@ -53,6 +76,10 @@ struct node::impl {
   actor_system_settings caf_config;
   std::unique_ptr<caf::actor_system> system;
   registry_actor registry;
+  counter_actor counter;
+  placement_actor placement;
+  worker_actor worker;
+  assignment_actor assignment;
   frontend_actor frontend;
   int lock_fd = -1;
   bool stopped = false;
@@ -84,8 +111,19 @@ void node::stop() {
     d.server->stop();
   if (d.system) {
     caf::anon_send_exit(d.frontend, caf::exit_reason::user_shutdown);
+    if (d.assignment)
+      caf::anon_send_exit(d.assignment, caf::exit_reason::user_shutdown);
+    if (d.worker)
+      caf::anon_send_exit(d.worker, caf::exit_reason::user_shutdown);
+    if (d.placement)
+      caf::anon_send_exit(d.placement, caf::exit_reason::user_shutdown);
+    caf::anon_send_exit(d.counter, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
     d.frontend = nullptr;
+    d.assignment = nullptr;
+    d.worker = nullptr;
+    d.placement = nullptr;
+    d.counter = nullptr;
     d.registry = nullptr;
     d.system.reset(); // waits for all actors
   }
@@ -122,16 +160,94 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
 
   // -- actors ------------------------------------------------------------------
   d.system = std::make_unique<caf::actor_system>(d.caf_config);
+  counter_config cc;
+  cc.account_limit = cfg.limits.concurrent_executions;
+  cc.unreserved_minimum = cfg.limits.unreserved_concurrency_minimum;
+  cc.scale_burst = cfg.limits.scale_burst;
+  cc.scale_refill = cfg.limits.scale_refill;
+  cc.now = [] { return std::chrono::steady_clock::now(); };
+  std::map<std::pair<std::string, std::string>, int32_t> reservations;
+  for (const auto& r : loaded)
+    if (r.reserved_concurrency >= 0)
+      reservations[{r.account_id, r.name}] = r.reserved_concurrency;
+  if (auto problem = validate(cc); !problem.empty()) {
+    error = problem;
+    return nullptr;
+  }
+  d.counter = spawn_counter(*d.system, cc, std::move(reservations));
+
   registry_config rc;
   rc.region = cfg.region;
   rc.code_size_unzipped = cfg.limits.code_size_unzipped;
   rc.total_code_size = cfg.limits.total_code_size;
   rc.now_ms = unix_ms;
+  rc.account_concurrency = cfg.limits.concurrent_executions;
+  rc.unreserved_minimum = cfg.limits.unreserved_concurrency_minimum;
+  rc.counter = d.counter;
   if (auto problem = validate(rc); !problem.empty()) {
     error = problem;
     return nullptr;
   }
   d.registry = spawn_registry(*d.system, rc, store, std::move(loaded));
+
+  // The execution-environment host: only where sandboxes can be made.
+  if (cfg.worker.enabled) {
+    std::string problem;
+    auto layout = ::geteuid() == 0
+                    ? vmm::cgroup_layout::detect("nimbus-" + cfg.node_name, problem)
+                    : std::nullopt;
+    if (::geteuid() != 0)
+      problem = "sandboxes need root";
+    if (!layout) {
+      log->warn("node {} runs no functions: {}", cfg.node_name, problem);
+    } else {
+      worker_config wc;
+      wc.host.jail_helper = cfg.worker.jail_helper.empty() ? executable_dir() + "/nimbus-jail"
+                                                           : cfg.worker.jail_helper;
+      wc.host.runtimes_dir = cfg.worker.runtimes_dir.empty() ? std::string{NIMBUS_RUNTIMES_DIR}
+                                                             : cfg.worker.runtimes_dir;
+      wc.host.jails_dir = cfg.data_dir + "/jails";
+      wc.host.code_cache_dir = cfg.data_dir + "/code-cache";
+      wc.host.code_size_unzipped = cfg.limits.code_size_unzipped;
+      wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
+      wc.host.init_timeout = cfg.worker.init_timeout;
+      wc.first_uid = cfg.worker.first_uid;
+      wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();
+      wc.registry = d.registry;
+      // Left over from a previous run: sandboxes died with it.
+      std::error_code ec;
+      std::filesystem::remove_all(wc.host.jails_dir, ec);
+      std::filesystem::remove_all(wc.host.code_cache_dir, ec);
+      for (const auto& dir : {wc.host.jails_dir, wc.host.code_cache_dir})
+        if (auto s = storage::make_directories(dir); !s.ok()) {
+          error = s.error;
+          return nullptr;
+        }
+      if (auto problem = validate(wc); !problem.empty()) {
+        error = problem;
+        return nullptr;
+      }
+      d.worker = spawn_worker(*d.system, wc);
+      placement_config pc;
+      pc.packing = cfg.worker.packing;
+      d.placement = spawn_placement(*d.system, pc);
+      caf::anon_send(d.placement, register_atom::value, d.worker);
+      assignment_config ac;
+      ac.region = cfg.region;
+      ac.keep_alive = cfg.worker.keep_alive;
+      ac.max_lifetime = cfg.worker.max_lifetime;
+      ac.counter = d.counter;
+      ac.placement = d.placement;
+      ac.registry = d.registry;
+      if (auto problem = validate(ac); !problem.empty()) {
+        error = problem;
+        return nullptr;
+      }
+      d.assignment = spawn_assignment(*d.system, ac);
+      log->info("node {} runs functions: {} MB for environments", cfg.node_name,
+                wc.memory_total_mb);
+    }
+  }
 
   frontend_config fc;
   fc.node_name = cfg.node_name;
@@ -144,11 +260,13 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   fc.limits = cfg.limits;
   fc.now = [] { return std::chrono::system_clock::now(); };
   fc.metrics = std::make_shared<transport::api_metrics>();
+  fc.logs = std::make_shared<storage::function_log_store>(cfg.data_dir + "/logs",
+                                                          cfg.worker.log_file_bytes);
   if (auto problem = validate(fc); !problem.empty()) {
     error = problem;
     return nullptr;
   }
-  d.frontend = spawn_frontend(*d.system, fc, d.registry);
+  d.frontend = spawn_frontend(*d.system, fc, d.registry, d.counter, d.assignment);
 
   // -- HTTP --------------------------------------------------------------------
   transport::http_server_options options;
@@ -182,13 +300,22 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     });
   };
   const auto control_limit = cfg.limits.control_body_bytes;
-  hooks.body_limit = [control_limit](const transport::http_request& head) -> uint64_t {
+  const auto invoke_limit = cfg.limits.invoke_payload_bytes;
+  hooks.body_limit = [control_limit, invoke_limit](const transport::http_request& head) -> uint64_t {
+    auto path = head.path();
+    if (head.method == "POST" && path.size() > 12 && path.substr(path.size() - 12) == "/invocations")
+      return invoke_limit;
     if (head.method == "POST" || head.method == "PUT")
       return control_limit;
     return 64 * 1024;
   };
   hooks.too_large = [](const transport::http_request& head, uint64_t limit) {
     auto m = transport::lambda::match(head.method, head.target);
+    if (m.matched && m.matched->op == transport::lambda::operation::invoke)
+      return transport::lambda::error_response(
+        {413, "RequestTooLargeException",
+         "Request must be smaller than " + std::to_string(limit)
+           + " bytes for the InvokeFunction operation"});
     auto op = m.matched ? std::string{transport::lambda::operation_name(m.matched->op)}
                         : std::string{"this"};
     return transport::lambda::error_response(

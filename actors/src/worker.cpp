@@ -6,6 +6,8 @@
 #include <caf/actor_system.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
+#include <sys/stat.h>
+
 namespace nimbus {
 
 std::string validate(const worker_config& cfg) {
@@ -84,19 +86,49 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
       auto host = st.config.host;
       host.uid = uid;
       host.gid = uid;
-      auto env = spawn_environment(self->system(), std::move(host), std::move(spec));
-      self->monitor(env);
       st.uids_in_use.insert(uid);
-      st.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid});
       st.memory_used_mb += memory;
       auto rp = self->make_response_promise<environment_ready>();
-      auto limit = st.config.host.init_timeout + std::chrono::seconds{15};
-      self->request(env, limit, init_atom::value)
-        .then([rp](environment_ready& ready) mutable { rp.deliver(std::move(ready)); },
-              [=](caf::error& err) mutable {
-                discard(self, id);
-                rp.deliver(std::move(err));
-              });
+      // Spawns the environment and runs its INIT, once the code is at hand.
+      auto launch = [=](environment_spec spec) mutable {
+        auto env = spawn_environment(self->system(), host, std::move(spec));
+        self->monitor(env);
+        self->state.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid});
+        auto limit = host.init_timeout + std::chrono::seconds{15};
+        self->request(env, limit, init_atom::value)
+          .then([rp](environment_ready& ready) mutable { rp.deliver(std::move(ready)); },
+                [=](caf::error& err) mutable {
+                  discard(self, id);
+                  rp.deliver(std::move(err));
+                });
+      };
+      auto give_back = [=] {
+        self->state.memory_used_mb -= memory;
+        self->state.uids_in_use.erase(uid);
+      };
+      bool cached = false;
+      if (spec.code_dir.empty() && !spec.code_sha256_hex.empty()) {
+        struct stat sb {};
+        cached = ::stat((host.code_cache_dir + "/" + spec.code_sha256_hex).c_str(), &sb) == 0;
+      }
+      if (!spec.code_dir.empty() || cached || !st.config.registry) {
+        launch(std::move(spec));
+        return rp;
+      }
+      auto account = spec.account_id;
+      auto name = spec.function_name;
+      auto hex = spec.code_sha256_hex;
+      self->request(st.config.registry, std::chrono::seconds{60}, fetch_code_atom::value, account,
+                    name, hex)
+        .then(
+          [=](std::string& zip) mutable {
+            spec.code_zip = std::move(zip);
+            launch(std::move(spec));
+          },
+          [=](caf::error& err) mutable {
+            give_back();
+            rp.deliver(std::move(err));
+          });
       return rp;
     },
     [=](invoke_atom, const std::string& id,

@@ -62,6 +62,36 @@ public:
     out = static_cast<T>(v);
   }
 
+  void boolean(std::string_view k, bool& out) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return;
+    if (!node->is_boolean()) {
+      errors_.push_back({key(k), "expected true or false"});
+      return;
+    }
+    out = *node->value<bool>();
+  }
+
+  void number(std::string_view k, double& out, double min, double max) {
+    seen_.insert(std::string{k});
+    auto node = table_.get(k);
+    if (!node)
+      return;
+    if (!node->is_number()) {
+      errors_.push_back({key(k), "expected a number"});
+      return;
+    }
+    auto v = *node->value<double>();
+    if (v < min || v > max) {
+      errors_.push_back({key(k), "must be between " + std::to_string(min) + " and "
+                                   + std::to_string(max)});
+      return;
+    }
+    out = v;
+  }
+
   template <class Duration>
   void duration(std::string_view k, Duration& out, int64_t min, int64_t max) {
     int64_t v = out.count();
@@ -135,6 +165,9 @@ void validate(node_config& cfg, std::vector<config_error>& errors) {
   if (levels.count(cfg.log.level) == 0)
     errors.push_back({"log.level", "must be one of trace, debug, info, warn, error, critical, "
                                    "off; got \"" + cfg.log.level + "\""});
+  if (cfg.limits.unreserved_concurrency_minimum > cfg.limits.concurrent_executions)
+    errors.push_back({"limits.unreserved_concurrency_minimum",
+                      "must not exceed limits.concurrent_executions"});
   if (cfg.accounts.empty())
     errors.push_back({"accounts", "at least one [[accounts]] entry is required"});
   std::set<std::string> ids, keys;
@@ -202,6 +235,24 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.integer("code_size_unzipped", l.code_size_unzipped, 1024, int64_t{1} << 40);
       r.integer("total_code_size", l.total_code_size, 1024, int64_t{1} << 50);
       r.integer("environment_bytes", l.environment_bytes, 0, 1 << 20);
+      r.integer("invoke_payload_bytes", l.invoke_payload_bytes, 1024, int64_t{1} << 30);
+      r.integer("unreserved_concurrency_minimum", l.unreserved_concurrency_minimum, 0, 1'000'000);
+      r.integer("scale_burst", l.scale_burst, 1, 1'000'000);
+      r.duration("scale_refill_ms", l.scale_refill, 1, 3'600'000);
+    }
+    if (auto t = top.table("worker")) {
+      table_reader r{*t, "worker", errors};
+      auto& w = cfg.worker;
+      r.boolean("enabled", w.enabled);
+      r.integer("memory_mb", w.memory_mb, 0, int64_t{1} << 30);
+      r.string("jail_helper", w.jail_helper);
+      r.string("runtimes_dir", w.runtimes_dir);
+      r.integer("first_uid", w.first_uid, 1000, 4'000'000'000);
+      r.duration("init_timeout_ms", w.init_timeout, 100, 900'000);
+      r.duration("keep_alive_seconds", w.keep_alive, 1, 86'400 * 7);
+      r.duration("max_lifetime_seconds", w.max_lifetime, 1, 86'400 * 7);
+      r.number("packing", w.packing, 0.0, 1.0);
+      r.integer("log_file_bytes", w.log_file_bytes, 4096, int64_t{1} << 34);
     }
     if (auto t = top.table("log")) {
       table_reader r{*t, "log", errors};

@@ -56,6 +56,7 @@ std::string to_json(const function_record& r) {
   w.key("version").value(r.version);
   w.key("state").value(r.state);
   w.key("last_update_status").value(r.last_update_status);
+  w.key("reserved_concurrency").value(r.reserved_concurrency);
   w.end_object();
   return w.take();
 }
@@ -113,6 +114,10 @@ std::optional<function_record> function_record_from_json(std::string_view json,
     error = "missing or non-boolean field has_environment";
     return std::nullopt;
   }
+  // Added after the first records were written: absent means none.
+  int64_t reserved = -1;
+  if (doc["reserved_concurrency"].get_int64().get(reserved) == simdjson::SUCCESS)
+    r.reserved_concurrency = static_cast<int32_t>(reserved);
   simdjson::dom::object env;
   if (doc["environment"].get_object().get(env)) {
     error = "missing or non-object field environment";

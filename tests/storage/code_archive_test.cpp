@@ -54,3 +54,36 @@ TEST_CASE("code archive: the unzipped size is bounded") {
   CHECK_FALSE(report.ok);
   CHECK(report.error.find("Unzipped size must be smaller than 50000 bytes") != std::string::npos);
 }
+
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+
+TEST_CASE("code archive: extraction writes files, modes and inner links") {
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/nimbus-extract-XXXXXX";
+  fs::path base = ::mkdtemp(tmpl);
+  auto target = (base / "code").string();
+  auto zip = make_zip({{"app.py", "print(1)\n"},
+                       {"bin/run", "#!/bin/sh\n", false, true},
+                       {"lib/a.py", "A = 1\n"},
+                       {"lib/link.py", "a.py", true}});
+  REQUIRE(extract_zip(zip, target, 1 << 20).empty());
+  std::ifstream in{target + "/app.py"};
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text == "print(1)\n");
+  struct stat st {};
+  REQUIRE(::stat((target + "/bin/run").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0755);
+  REQUIRE(::stat((target + "/app.py").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0644);
+  CHECK(fs::is_symlink(target + "/lib/link.py"));
+  CHECK(fs::read_symlink(target + "/lib/link.py") == "a.py");
+  // A second extraction into an existing directory is refused.
+  CHECK_FALSE(extract_zip(zip, target, 1 << 20).empty());
+  // Hostile archives leave nothing behind.
+  auto evil = (base / "evil").string();
+  CHECK_FALSE(extract_zip(make_zip({{"ok.txt", "x"}, {"../../escape", "x"}}), evil, 1 << 20).empty());
+  CHECK_FALSE(fs::exists(evil));
+  fs::remove_all(base);
+}

@@ -14,6 +14,11 @@ std::string_view operation_name(operation op) {
     case operation::update_function_code: return "UpdateFunctionCode";
     case operation::update_function_configuration: return "UpdateFunctionConfiguration";
     case operation::get_account_settings: return "GetAccountSettings";
+    case operation::invoke: return "Invoke";
+    case operation::put_function_concurrency: return "PutFunctionConcurrency";
+    case operation::get_function_concurrency: return "GetFunctionConcurrency";
+    case operation::delete_function_concurrency: return "DeleteFunctionConcurrency";
+    case operation::get_function_logs: return "GetFunctionLogs";
     case operation::health: return "Health";
     case operation::metrics: return "Metrics";
     case operation::download_code: return "DownloadCode";
@@ -84,6 +89,27 @@ match_result match(std::string_view method, std::string_view target) {
     return method == "GET" ? ok(operation::health) : fail(bad_method());
   if (seg.size() == 1 && seg[0] == "metrics")
     return method == "GET" ? ok(operation::metrics) : fail(bad_method());
+  // PUT/DELETE /2017-10-31/functions/{name}/concurrency,
+  // GET /2019-09-30/functions/{name}/concurrency.
+  if (seg.size() == 4 && (seg[0] == "2017-10-31" || seg[0] == "2019-09-30")
+      && seg[1] == "functions" && seg[3] == "concurrency") {
+    auto name = uri_decode(seg[2]);
+    if (!name || name->empty())
+      return fail({400, "InvalidParameterValueException", "Malformed function name in the path"});
+    if (seg[0] == "2017-10-31" && method == "PUT")
+      return ok(operation::put_function_concurrency, std::move(*name));
+    if (seg[0] == "2017-10-31" && method == "DELETE")
+      return ok(operation::delete_function_concurrency, std::move(*name));
+    if (seg[0] == "2019-09-30" && method == "GET")
+      return ok(operation::get_function_concurrency, std::move(*name));
+    return fail(bad_method());
+  }
+  if (seg.size() == 3 && seg[0] == "nimbus" && seg[1] == "logs") {
+    auto name = uri_decode(seg[2]);
+    if (!name || name->empty())
+      return fail(not_found());
+    return method == "GET" ? ok(operation::get_function_logs, std::move(*name)) : fail(bad_method());
+  }
   if (seg.size() == 5 && seg[0] == "nimbus" && seg[1] == "code") {
     if (method != "GET")
       return fail(bad_method());
@@ -127,6 +153,11 @@ match_result match(std::string_view method, std::string_view target) {
       return ok(operation::get_function_configuration, std::move(*name));
     if (method == "PUT")
       return ok(operation::update_function_configuration, std::move(*name));
+    return fail(bad_method());
+  }
+  if (seg.size() == 4 && seg[3] == "invocations") {
+    if (method == "POST")
+      return ok(operation::invoke, std::move(*name));
     return fail(bad_method());
   }
   if (seg.size() == 4 && seg[3] == "code") {

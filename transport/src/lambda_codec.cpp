@@ -558,6 +558,12 @@ std::string get_function_json(const storage::function_record& r, std::string_vie
     .key("Location")
     .value(code_location)
     .end_object();
+  if (r.reserved_concurrency >= 0)
+    w.key("Concurrency")
+      .begin_object()
+      .key("ReservedConcurrentExecutions")
+      .value(r.reserved_concurrency)
+      .end_object();
   w.end_object();
   return w.take();
 }

@@ -38,6 +38,10 @@ struct environment_host_config {
   std::string runtimes_dir;
   /// Directory under which each sandbox gets its (empty) root directory.
   std::string jails_dir;
+  /// Unpacked code, one directory per code hash, shared by environments.
+  std::string code_cache_dir;
+  /// Limit for unpacking.
+  uint64_t code_size_unzipped = 250ull << 20;
   /// cgroup layout of this host.
   std::shared_ptr<vmm::cgroup_layout> cgroups;
   /// Unprivileged uid/gid of the runtimes.

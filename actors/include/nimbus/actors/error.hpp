@@ -42,6 +42,9 @@ enum class ec : uint8_t {
   init_failed,
   /// The environment is not in a state to do this (busy, gone).
   environment_unavailable,
+  /// Over a concurrency or rate limit (429 TooManyRequestsException); the
+  /// context holds the AWS Reason.
+  throttled,
 };
 
 /// Renders an error code (required by CAF).

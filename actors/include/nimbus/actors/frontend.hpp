@@ -12,6 +12,7 @@
 #include "nimbus/actors/interfaces.hpp"
 #include "nimbus/config/config.hpp"
 #include "nimbus/transport/lambda_codec.hpp"
+#include "nimbus/storage/function_logs.hpp"
 #include "nimbus/transport/metrics.hpp"
 
 #include <caf/fwd.hpp>
@@ -44,6 +45,27 @@ struct frontend_config {
   std::shared_ptr<transport::api_metrics> metrics;
   /// Key for the code download links; random per process when empty.
   std::string download_key;
+  /// Where function logs go (may be null: then logs are only returned with
+  /// --log-type Tail).
+  std::shared_ptr<storage::function_log_store> logs;
+  /// Time an invocation may take on top of the function's timeout.
+  std::chrono::seconds invoke_margin{30};
+};
+
+/// Invocation metrics (Prometheus text), kept by the frontend.
+struct invoke_metrics {
+  uint64_t invocations = 0;
+  uint64_t function_errors = 0;
+  uint64_t throttles = 0;
+  uint64_t cold_starts = 0;
+  uint64_t concurrent = 0;
+  /// Histogram counts over transport::api_metrics::buckets() (seconds).
+  std::vector<uint64_t> init_duration;
+  std::vector<uint64_t> invoke_duration;
+  double init_sum = 0;
+  double invoke_sum = 0;
+  uint64_t init_count = 0;
+  uint64_t invoke_count = 0;
 };
 
 /// Checks a frontend config; returns an error text or nothing.
@@ -54,6 +76,9 @@ struct frontend_state {
   static constexpr const char* name = "frontend";
   frontend_config config;
   registry_actor registry;
+  counter_actor counter;
+  assignment_actor assignment;
+  invoke_metrics invocations;
   /// access key id -> account.
   std::map<std::string, config::account> by_access_key;
   /// The metadata cache: (account id, name) -> record, kept coherent by the
@@ -67,10 +92,12 @@ struct frontend_state {
 
 /// The FRONTEND behavior.
 frontend_actor::behavior_type frontend(frontend_actor::stateful_pointer<frontend_state> self,
-                                       frontend_config cfg, registry_actor registry);
+                                       frontend_config cfg, registry_actor registry,
+                                       counter_actor counter, assignment_actor assignment);
 
-/// Spawns the FRONTEND.
+/// Spawns the FRONTEND. Without counter and assignment, Invoke answers 500.
 frontend_actor spawn_frontend(caf::actor_system& sys, frontend_config cfg,
-                              registry_actor registry);
+                              registry_actor registry, counter_actor counter = {},
+                              assignment_actor assignment = {});
 
 } // namespace nimbus

@@ -40,6 +40,15 @@ using rt_init_error_atom = caf::atom_constant<caf::atom("rtiniterr")>;
 using sandbox_exit_atom = caf::atom_constant<caf::atom("sbxexit")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
+using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
+using release_atom = caf::atom_constant<caf::atom("release")>;
+using scale_atom = caf::atom_constant<caf::atom("scale")>;
+using reserve_atom = caf::atom_constant<caf::atom("reserve")>;
+using register_atom = caf::atom_constant<caf::atom("register")>;
+using place_atom = caf::atom_constant<caf::atom("place")>;
+using tick_atom = caf::atom_constant<caf::atom("tick")>;
+using stats_atom = caf::atom_constant<caf::atom("stats")>;
+using concurrency_atom = caf::atom_constant<caf::atom("concur")>;
 
 // -- interfaces ---------------------------------------------------------------
 
@@ -73,7 +82,10 @@ using registry_actor = caf::typed_actor<
   // Reports what an account uses.
   caf::replies_to<usage_atom, std::string>::with<account_usage>,
   // Sends the listener an invalidate for every later change of a function.
-  caf::reacts_to<subscribe_atom, metadata_listener_actor>>;
+  caf::reacts_to<subscribe_atom, metadata_listener_actor>,
+  // Sets (>= 0) or removes (-1) a function's reserved concurrency.
+  caf::replies_to<concurrency_atom, std::string, std::string, int32_t>::with<
+    storage::function_record>>;
 
 /// The FRONTEND actor interface: authenticates, routes and answers API
 /// requests handed over by the HTTP server.
@@ -107,6 +119,21 @@ using environment_actor = caf::typed_actor<
   // Internal: idle since the given invocation sequence; freeze if still so.
   caf::reacts_to<idle_atom, uint64_t>>;
 
+/// The COUNTER actor interface: concurrency leases per account and function,
+/// and the scale-rate token buckets for new environments.
+using counter_actor = caf::typed_actor<
+  // Takes a lease for one invocation (account, function); fails with
+  // ec::throttled and the AWS Reason when over a limit.
+  caf::replies_to<acquire_atom, std::string, std::string>::with<uint64_t>,
+  // Returns a lease.
+  caf::reacts_to<release_atom, uint64_t>,
+  // Takes a token to create a new environment (account, function).
+  caf::replies_to<scale_atom, std::string, std::string>::with<bool>,
+  // A function's reserved concurrency changed (-1: none).
+  caf::reacts_to<reserve_atom, std::string, std::string, int32_t>,
+  // Reports an account's figures.
+  caf::replies_to<stats_atom, std::string>::with<counter_stats>>;
+
 /// The WORKER actor interface: the execution environments of one host.
 using worker_actor = caf::typed_actor<
   // Creates an environment and runs its INIT.
@@ -117,6 +144,23 @@ using worker_actor = caf::typed_actor<
   caf::replies_to<destroy_atom, std::string>::with<bool>,
   // Reports capacity and use.
   caf::replies_to<capacity_atom>::with<worker_capacity>>;
+
+/// The PLACEMENT actor interface: chooses the worker for each new
+/// environment.
+using placement_actor = caf::typed_actor<
+  // A worker joins the pool.
+  caf::reacts_to<register_atom, worker_actor>,
+  // Chooses a worker for an environment of the given memory (MB).
+  caf::replies_to<place_atom, int32_t>::with<worker_actor>>;
+
+/// The ASSIGNMENT partition actor interface: the execution environments of
+/// the function versions hashed to it. It is also a metadata listener: a
+/// changed function's environments are retired.
+using assignment_actor = metadata_listener_actor::extend<
+  // Runs an invocation on a warm environment, or on a new one.
+  caf::replies_to<invoke_atom, invoke_order>::with<invoke_outcome>,
+  // Internal: periodic retirement of expired environments.
+  caf::reacts_to<tick_atom>>;
 
 } // namespace nimbus
 
@@ -136,6 +180,12 @@ CAF_BEGIN_TYPE_ID_BLOCK(nimbus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(nimbus, (nimbus::invocation_request))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::invocation_result))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::worker_capacity))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::invoke_order))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::invoke_outcome))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::counter_stats))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::counter_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::placement_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::assignment_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::environment_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::worker_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::metadata_listener_actor))

@@ -73,6 +73,11 @@ struct environment_spec {
   int32_t ephemeral_mb = 512;
   std::map<std::string, std::string> variables;
   std::string region = "us-east-1";
+  /// Hex SHA-256 of the code; the worker unpacks it into its code cache when
+  /// code_dir is empty.
+  std::string code_sha256_hex;
+  /// The zip itself, filled in by the worker when its cache misses.
+  std::string code_zip;
 };
 
 /// An environment that finished INIT.
@@ -119,11 +124,55 @@ struct worker_capacity {
   uint32_t environments = 0;
 };
 
+/// A function invocation handed to ASSIGNMENT.
+struct invoke_order {
+  storage::function_record function;
+  invocation_request request;
+};
+
+/// How ASSIGNMENT served an invocation.
+struct invoke_outcome {
+  invocation_result result;
+  /// True if a new environment was created for it.
+  bool cold = false;
+  std::string environment_id;
+  /// Phase timings in microseconds (0 when the phase did not happen).
+  int64_t placement_us = 0;
+  int64_t sandbox_us = 0;
+  int64_t init_us = 0;
+};
+
+/// Concurrency figures of one account.
+struct counter_stats {
+  uint32_t in_flight = 0;
+  uint32_t account_limit = 0;
+  uint32_t unreserved_limit = 0;
+  uint64_t throttles = 0;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, invoke_order& x) {
+  return f(caf::meta::type_name("invoke_order"), x.function, x.request);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, invoke_outcome& x) {
+  return f(caf::meta::type_name("invoke_outcome"), x.result, x.cold, x.environment_id,
+           x.placement_us, x.sandbox_us, x.init_us);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, counter_stats& x) {
+  return f(caf::meta::type_name("counter_stats"), x.in_flight, x.account_limit,
+           x.unreserved_limit, x.throttles);
+}
+
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, environment_spec& x) {
   return f(caf::meta::type_name("environment_spec"), x.environment_id, x.account_id,
            x.function_name, x.version, x.function_arn, x.runtime, x.handler, x.code_dir,
-           x.memory_mb, x.timeout_s, x.ephemeral_mb, x.variables, x.region);
+           x.memory_mb, x.timeout_s, x.ephemeral_mb, x.variables, x.region, x.code_sha256_hex,
+           x.code_zip);
 }
 
 template <class Inspector>
@@ -208,7 +257,7 @@ typename Inspector::result_type inspect(Inspector& f, function_record& x) {
            x.handler, x.description, x.timeout, x.memory_size, x.ephemeral_storage,
            x.environment, x.has_environment, x.architectures, x.package_type, x.code_sha256,
            x.code_sha256_hex, x.code_size, x.last_modified, x.revision_id, x.version, x.state,
-           x.last_update_status);
+           x.last_update_status, x.reserved_concurrency);
 }
 
 } // namespace nimbus::storage

@@ -32,6 +32,11 @@ struct registry_config {
   uint64_t total_code_size = 75ull * 1024 * 1024 * 1024;
   /// Wall clock in Unix milliseconds (injectable for tests).
   std::function<int64_t()> now_ms;
+  /// Concurrent executions per account, and what must stay unreserved.
+  uint32_t account_concurrency = 1000;
+  uint32_t unreserved_minimum = 100;
+  /// Told about reserved-concurrency changes (may be null).
+  counter_actor counter;
 };
 
 /// Checks a registry config; returns an error text or nothing.

@@ -30,6 +30,9 @@ struct worker_config {
   /// tenants.
   uint32_t first_uid = 10001;
   uint32_t uid_count = 10000;
+  /// Where code comes from when it is not in the cache (may be null when every
+  /// spec names a code_dir).
+  registry_actor registry;
 };
 
 /// Checks a worker config; returns an error text or nothing.

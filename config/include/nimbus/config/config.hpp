@@ -63,6 +63,36 @@ struct limits_config {
   uint64_t total_code_size = 75ull * 1024 * 1024 * 1024;
   /// Total size of a function's environment variables.
   uint32_t environment_bytes = 4 * 1024;
+  /// Largest synchronous Invoke payload.
+  uint64_t invoke_payload_bytes = 6 * 1024 * 1024;
+  /// Concurrency that must stay unreserved per account.
+  uint32_t unreserved_concurrency_minimum = 100;
+  /// New environments per function: bucket size and refill time.
+  uint32_t scale_burst = 1000;
+  std::chrono::milliseconds scale_refill{10'000};
+};
+
+/// The execution-environment host of this node.
+struct worker_settings {
+  /// Run functions on this node (needs root, namespaces and cgroups).
+  bool enabled = true;
+  /// Memory handed to environments, in MB (0: 80% of the machine's).
+  uint64_t memory_mb = 0;
+  /// The nimbus-jail helper (empty: next to nimbusd).
+  std::string jail_helper;
+  /// Nimbus's runtime bootstraps (empty: the runtimes/ folder of the source
+  /// tree nimbusd was built from).
+  std::string runtimes_dir;
+  /// First of the uids environments run as.
+  uint32_t first_uid = 10001;
+  std::chrono::milliseconds init_timeout{10'000};
+  /// Idle environments retire after this long; all after max_lifetime.
+  std::chrono::seconds keep_alive{600};
+  std::chrono::seconds max_lifetime{7200};
+  /// Placement policy: 1 packs environments densely, 0 spreads them.
+  double packing = 0.5;
+  /// Function log files rotate at this size.
+  uint64_t log_file_bytes = 1 << 20;
 };
 
 /// Log settings.
@@ -81,6 +111,7 @@ struct node_config {
   std::string region = "us-east-1";
   api_config api;
   limits_config limits;
+  worker_settings worker;
   log_config log;
   std::vector<account> accounts;
 };

@@ -30,3 +30,15 @@ struct archive_report {
 archive_report check_zip(std::string_view bytes, uint64_t max_unzipped_size);
 
 } // namespace nimbus::storage
+
+namespace nimbus::storage {
+
+/// Unpacks a zip held in memory into `directory`, which must not exist yet
+/// (it is created). Entries are checked as check_zip() does; files are
+/// created without following symlinks, readable by everyone and executable
+/// where the archive says so; symbolic links must stay inside the directory.
+/// Returns an error text, empty on success; on failure nothing is left.
+std::string extract_zip(std::string_view bytes, const std::string& directory,
+                        uint64_t max_unzipped_size);
+
+} // namespace nimbus::storage

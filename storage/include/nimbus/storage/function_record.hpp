@@ -49,6 +49,8 @@ struct function_record {
   std::string version = "$LATEST";
   std::string state = "Active";
   std::string last_update_status = "Successful";
+  /// Reserved concurrency (PutFunctionConcurrency); -1 when none is set.
+  int32_t reserved_concurrency = -1;
 };
 
 /// Serializes a record for storage.

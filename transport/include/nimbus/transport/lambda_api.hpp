@@ -22,6 +22,12 @@ enum class operation {
   update_function_code,
   update_function_configuration,
   get_account_settings,
+  invoke,
+  put_function_concurrency,
+  get_function_concurrency,
+  delete_function_concurrency,
+  /// GET /nimbus/logs/{FunctionName}?Tail=bytes: the function's stored log.
+  get_function_logs,
   health,
   metrics,
   /// GET /nimbus/code/{account}/{name}/{sha256-hex}?Expires=&Signature=: the

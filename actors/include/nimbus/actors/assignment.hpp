@@ -1,0 +1,74 @@
+#pragma once
+
+/// An ASSIGNMENT partition actor: the execution environments of the function
+/// versions hashed to it (one partition on a single node; the shape is kept
+/// for the replicated multi-node partitions of ARCHITECTURE.md §3).
+///
+/// Environments are keyed by account, function and revision: an environment
+/// never serves another function, account or revision (LAM-9), so after
+/// UpdateFunctionCode or UpdateFunctionConfiguration the old environments
+/// retire (at once when idle, after their invocation when busy). An invoke
+/// takes the most recently used idle environment of its key (warm), or asks
+/// the COUNTER for a scale token, PLACEMENT for a worker and that WORKER for a
+/// new environment (cold). States: initializing, idle, busy, retiring.
+/// Idle environments retire after `keep_alive`, all after `max_lifetime`.
+
+#include "nimbus/actors/interfaces.hpp"
+
+#include <caf/fwd.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace nimbus {
+
+/// Settings of an assignment partition.
+struct assignment_config {
+  std::string region = "us-east-1";
+  /// Idle environments retire after this long.
+  std::chrono::milliseconds keep_alive{10 * 60 * 1000};
+  /// Every environment retires after this long.
+  std::chrono::milliseconds max_lifetime{2 * 60 * 60 * 1000};
+  /// How often expiry is checked.
+  std::chrono::milliseconds sweep_interval{1000};
+  counter_actor counter;
+  placement_actor placement;
+  registry_actor registry;
+};
+
+/// Checks an assignment config; returns an error text or nothing.
+std::string validate(const assignment_config& cfg);
+
+/// State of an ASSIGNMENT partition.
+struct assignment_state {
+  static constexpr const char* name = "assignment";
+  enum class phase { initializing, idle, busy, retiring };
+  struct environment {
+    std::string id;
+    std::string key;
+    std::string account;
+    std::string function;
+    worker_actor worker;
+    phase state = phase::initializing;
+    std::chrono::steady_clock::time_point created;
+    std::chrono::steady_clock::time_point last_used;
+  };
+  assignment_config config;
+  std::map<std::string, environment> environments;
+  /// key -> idle environment ids, most recently used last.
+  std::map<std::string, std::vector<std::string>> idle;
+  uint64_t cold_starts = 0;
+  uint64_t warm_starts = 0;
+};
+
+/// The ASSIGNMENT behavior.
+assignment_actor::behavior_type
+assignment(assignment_actor::stateful_pointer<assignment_state> self, assignment_config cfg);
+
+/// Spawns an ASSIGNMENT partition (and subscribes it to registry changes).
+assignment_actor spawn_assignment(caf::actor_system& sys, assignment_config cfg);
+
+} // namespace nimbus

@@ -1,0 +1,42 @@
+#pragma once
+
+/// Function logs: each invocation's log (runtime output framed by START, END
+/// and REPORT) appended to one file per function under the data directory,
+/// bounded in size by rotation (<name>.log becomes <name>.log.1, the older
+/// .1 is dropped). Thread-safe. Logs are for the function's owner; they are
+/// never written to nimbusd's own log.
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+
+namespace nimbus::storage {
+
+/// Where function logs live.
+class function_log_store {
+public:
+  /// Keeps logs under `directory`; a file rotates when it passes `max_bytes`.
+  function_log_store(std::string directory, uint64_t max_bytes);
+
+  /// Appends one invocation's log. Failures are swallowed (and counted):
+  /// logging never fails an invocation.
+  void append(const std::string& account_id, const std::string& function, std::string_view text);
+
+  /// Returns at most the last `max_bytes` of the function's log, starting at
+  /// a line boundary (including the rotated file when needed).
+  std::string tail(const std::string& account_id, const std::string& function,
+                   uint64_t max_bytes);
+
+  /// Number of appends that failed.
+  uint64_t failures() const;
+
+private:
+  std::string path(const std::string& account_id, const std::string& function) const;
+  std::string directory_;
+  uint64_t max_bytes_;
+  mutable std::mutex mutex_;
+  uint64_t failures_ = 0;
+};
+
+} // namespace nimbus::storage
