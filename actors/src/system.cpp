@@ -254,6 +254,11 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   fc.region = cfg.region;
   fc.accounts = cfg.accounts;
   fc.clock_skew = cfg.api.clock_skew;
+  fc.authenticate = cfg.api.authenticate;
+  if (!cfg.api.authenticate)
+    log->warn("node {} does NOT verify signatures (api.authenticate = false): every request "
+              "acts as account {}",
+              cfg.node_name, cfg.accounts.front().id);
   fc.request_timeout = cfg.api.request_timeout;
   fc.codec.code_size_zipped = cfg.limits.code_size_zipped;
   fc.codec.environment_bytes = cfg.limits.environment_bytes;

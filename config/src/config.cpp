@@ -224,6 +224,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.duration("idle_timeout_ms", cfg.api.idle_timeout, 100, 3'600'000);
       r.integer("max_pipeline", cfg.api.max_pipeline, 1, 1024);
       r.duration("clock_skew_seconds", cfg.api.clock_skew, 1, 86'400);
+      r.boolean("authenticate", cfg.api.authenticate);
       r.duration("request_timeout_ms", cfg.api.request_timeout, 100, 3'600'000);
     }
     if (auto t = top.table("limits")) {

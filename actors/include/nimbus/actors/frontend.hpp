@@ -33,6 +33,8 @@ struct frontend_config {
   std::vector<config::account> accounts;
   /// Allowed SigV4 clock skew.
   std::chrono::seconds clock_skew{300};
+  /// False only in benchmark configs: requests act as the first account.
+  bool authenticate = true;
   /// Time the registry has to answer.
   std::chrono::milliseconds request_timeout{30'000};
   /// Limits the codec enforces.

@@ -45,6 +45,9 @@ struct api_config {
   uint32_t max_pipeline = 8;
   /// Allowed SigV4 clock skew.
   std::chrono::seconds clock_skew{300};
+  /// Verify SigV4 signatures. Only benchmarks switch this off: then every
+  /// request acts as the first configured account.
+  bool authenticate = true;
   /// Time an actor has to answer one API request.
   std::chrono::milliseconds request_timeout{30'000};
 };
