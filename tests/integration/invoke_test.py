@@ -214,6 +214,12 @@ class Invoke(unittest.TestCase):
         self.assertEqual(res, {"ReservedConcurrentExecutions": 0})
         rc, _, _, err = self.invoke("node", "{}", expect_ok=False)
         self.assertEqual(error_name(err), "TooManyRequestsException")
+        # With its default retry policy the CLI retries the throttle, then fails.
+        out = os.path.join(self.tmp.path, "throttled.json")
+        rc, _, err = self.node.aws("invoke", "--function-name", "node", out, retries=True)
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(error_name(err), "TooManyRequestsException")
+        self.assertIn("reached max retries", err)
         rc, res, err = self.node.aws("get-function", "--function-name", "node")
         self.assertEqual(res["Concurrency"], {"ReservedConcurrentExecutions": 0})
         rc, res, err = self.node.aws("delete-function-concurrency", "--function-name", "node")

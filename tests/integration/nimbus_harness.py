@@ -111,8 +111,10 @@ class Node:
     def endpoint(self):
         return "http://127.0.0.1:%d" % self.port
 
-    def aws(self, *args, account=DEV_ACCOUNT, secret=None):
-        """Runs `aws lambda ARGS`; returns (exit code, parsed JSON or None, stderr)."""
+    def aws(self, *args, account=DEV_ACCOUNT, secret=None, retries=False):
+        """Runs `aws lambda ARGS`; returns (exit code, parsed JSON or None, stderr).
+
+        The CLI's own retries are off unless `retries` is set."""
         env = {
             "PATH": "/usr/bin:/bin",
             "HOME": self.workdir,
@@ -121,9 +123,10 @@ class Node:
             "AWS_DEFAULT_REGION": "us-east-1",
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-            "AWS_MAX_ATTEMPTS": "1",
             "AWS_PAGER": "",
         }
+        if not retries:
+            env["AWS_MAX_ATTEMPTS"] = "1"
         cmd = [AWS, "lambda", *args, "--endpoint-url", self.endpoint, "--output", "json"]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         body = None
