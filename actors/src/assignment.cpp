@@ -93,7 +93,7 @@ void run(self_ptr self, const std::string& id, invocation_request req, int32_t t
             destroy(self, id);
           } else {
             it->second.state = phase::idle;
-            it->second.last_used = clock::now();
+            it->second.last_used = self->clock().now();
             st.idle[it->second.key].push_back(id);
           }
         }
@@ -161,7 +161,7 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
               e.account = function.account_id;
               e.function = function.name;
               e.worker = worker;
-              e.created = clock::now();
+              e.created = self->clock().now();
               e.last_used = e.created;
               self->state.environments.emplace(id, e);
               ++self->state.cold_starts;
@@ -209,7 +209,7 @@ assignment_actor::behavior_type assignment(self_ptr self, assignment_config cfg)
     },
     [=](tick_atom) {
       auto& st = self->state;
-      auto now = clock::now();
+      auto now = self->clock().now();
       std::vector<std::string> expired;
       for (auto& [id, e] : st.environments) {
         bool too_old = now - e.created > st.config.max_lifetime;

@@ -208,6 +208,7 @@ caf::error start_sandbox(self_ptr self) {
     log->error("environment {} cannot create its cgroup: {}", st.spec.environment_id, error);
     return init_failure("Sandbox.Failed", "cannot create the cgroup");
   }
+  auto t_cgroup = clock::now();
   st.root_dir = st.host.jails_dir + "/" + st.spec.environment_id;
   if (::mkdir(st.root_dir.c_str(), 0700) != 0) {
     log->error("environment {} cannot create {}: {}", st.spec.environment_id, st.root_dir,
@@ -265,6 +266,7 @@ caf::error start_sandbox(self_ptr self) {
     log->error("environment {} sandbox failed: {}", st.spec.environment_id, error);
     return init_failure("Sandbox.Failed", error);
   }
+  auto t_jail = clock::now();
   // The Runtime API listens inside the sandbox's network namespace.
   int listen_fd = vmm::listen_in_netns(st.jail->init_pid(), "127.0.0.1", 9001, error);
   if (listen_fd < 0) {
@@ -306,6 +308,12 @@ caf::error start_sandbox(self_ptr self) {
                    static_cast<int32_t>(exit ? exit->code : 9));
   }};
   st.sandbox_us = micros_since(started);
+  auto us = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
+  };
+  log->debug("environment {} sandbox phases: cgroup {} us, jail {} us, runtime api {} us",
+             st.spec.environment_id, us(started, t_cgroup), us(t_cgroup, t_jail),
+             us(t_jail, clock::now()));
   st.init_start = clock::now();
   if (!st.jail->go())
     return init_failure("Sandbox.Failed", "the sandbox did not start");

@@ -274,6 +274,15 @@ http_response invocation_response(const invoke_outcome& o, bool tail,
   return res;
 }
 
+// 429 TooManyRequestsException with the limit's Reason (in the body, as the
+// AWS model has it) and Retry-After.
+http_response throttled_response(const caf::error& err) {
+  auto res = error_response({429, "TooManyRequestsException", "Rate Exceeded."});
+  res.body.insert(res.body.size() - 1, ",\"Reason\":\"" + error_message(err) + "\"");
+  res.set_header("Retry-After", "1");
+  return res;
+}
+
 void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock::time_point start,
                    const http_request& req, const route& r, const std::string& account) {
   auto& st = self->state;
@@ -413,11 +422,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                 }
                 if (err == ec::throttled) {
                   ++st.invocations.throttles;
-                  auto res = error_response({429, "TooManyRequestsException", "Rate Exceeded."});
-                  res.body.insert(res.body.size() - 1,
-                                  ",\"Reason\":\"" + error_message(err) + "\"");
-                  res.set_header("Retry-After", "1");
-                  finish(self, rp, operation::invoke, start, std::move(res));
+                  finish(self, rp, operation::invoke, start, throttled_response(err));
                   return;
                 }
                 finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
@@ -427,10 +432,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           auto& st = self->state;
           if (err == ec::throttled) {
             ++st.invocations.throttles;
-            auto res = error_response({429, "TooManyRequestsException", "Rate Exceeded."});
-            res.body.insert(res.body.size() - 1, ",\"Reason\":\"" + error_message(err) + "\"");
-            res.set_header("Retry-After", "1");
-            finish(self, rp, operation::invoke, start, std::move(res));
+            finish(self, rp, operation::invoke, start, throttled_response(err));
             return;
           }
           finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));

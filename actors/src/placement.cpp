@@ -21,9 +21,8 @@ std::optional<placement_choice> choose_worker(const std::vector<worker_load>& wo
     if (w.memory_total_mb == 0 || w.memory_used_mb + memory_mb > w.memory_total_mb)
       continue;
     double total = static_cast<double>(w.memory_total_mb);
-    double used_after = static_cast<double>(w.memory_used_mb + memory_mb) / total;
-    double free_after = 1.0 - used_after;
-    double score = packing * used_after + (1.0 - packing) * free_after;
+    double u = static_cast<double>(w.memory_used_mb + memory_mb) / total;
+    double score = packing * u - (1.0 - packing) * u * u;
     bool better = !best || score > best->score + 1e-12
                   || (score > best->score - 1e-12 && w.environments < best_envs);
     if (better) {

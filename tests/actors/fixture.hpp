@@ -37,8 +37,9 @@ struct actor_fixture {
     sched.run();
   }
 
-  /// Sends a request, runs all actors until idle, and returns the answer (or
-  /// request_timeout if nobody answered).
+  /// Sends a request, runs all actors until idle, and returns the answer.
+  /// The request has no timeout: an actor that never answers hangs the test
+  /// (and ctest's timeout ends it), so tests only ask what must be answered.
   template <class T, class Handle, class... Ts>
   caf::expected<T> request(const Handle& hdl, Ts&&... xs) {
     auto rh = self->request(hdl, caf::infinite, std::forward<Ts>(xs)...);

@@ -2,14 +2,16 @@
 
 /// The PLACEMENT actor: chooses the worker for each new environment.
 ///
-/// Scoring policy (choose_worker): among workers with enough free memory,
-///   score = packing * used_after / total + (1 - packing) * free_after / total
-/// where used_after and free_after are the worker's memory in use and free
-/// after placing the environment. `packing` in [0, 1] trades packing density
-/// (1: fill the fullest worker first, keeping others empty for large
-/// environments and able to drain) against utilization headroom (0: spread
-/// onto the emptiest worker, leaving each room for bursts). Ties go to the
-/// worker with fewer environments, then to the earlier registered one. The
+/// Scoring policy (choose_worker): among workers with enough free memory, with
+/// u the worker's memory utilization after placing the environment (0..1),
+///   score = packing * u - (1 - packing) * u^2.
+/// The first term rewards packing density (filling workers, so that others
+/// stay empty for large environments and can be drained); the second
+/// penalizes high utilization more and more steeply (headroom for bursts).
+/// The score peaks at u* = packing / (2 (1 - packing)): packing 0 spreads
+/// onto the emptiest worker, 1 fills the fullest that fits, 0.5 fills each
+/// worker to about half before preferring emptier ones. Ties go to the worker
+/// with fewer environments, then to the earlier registered one. The
 /// reason for each decision is logged at debug level.
 
 #include "nimbus/actors/interfaces.hpp"
@@ -44,7 +46,7 @@ std::optional<placement_choice> choose_worker(const std::vector<worker_load>& wo
 
 /// Settings of placement.
 struct placement_config {
-  /// See the file comment; 0.5 balances density and headroom.
+  /// See the file comment; 0.5 fills workers to about half, then spreads.
   double packing = 0.5;
 };
 
