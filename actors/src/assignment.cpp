@@ -202,6 +202,18 @@ assignment_actor::behavior_type assignment(self_ptr self, assignment_config cfg)
     [=](invoke_atom, invoke_order& order) -> caf::result<invoke_outcome> {
       return invoke(self, order);
     },
+    [=](stats_atom) -> std::map<std::string, uint64_t> {
+      std::map<std::string, uint64_t> counts{
+        {"initializing", 0}, {"idle", 0}, {"busy", 0}, {"retiring", 0}};
+      for (const auto& [_, e] : self->state.environments)
+        switch (e.state) {
+          case phase::initializing: ++counts["initializing"]; break;
+          case phase::idle: ++counts["idle"]; break;
+          case phase::busy: ++counts["busy"]; break;
+          case phase::retiring: ++counts["retiring"]; break;
+        }
+      return counts;
+    },
     [=](invalidate_atom, const std::string& account, const std::string& function) {
       // The function changed or is gone: none of its environments may serve
       // it again.

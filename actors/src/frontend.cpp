@@ -488,7 +488,22 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
                 + std::to_string(st.cache_misses) + "\n";
     res.body += render_invoke_metrics(st.invocations);
     res.set_header("Content-Type", "text/plain; version=0.0.4");
-    answer(std::move(res));
+    if (!st.assignment) {
+      answer(std::move(res));
+      return rp;
+    }
+    // Environments by state come from the assignment partition.
+    self->request(st.assignment, std::chrono::seconds{2}, stats_atom::value)
+      .then(
+        [=](std::map<std::string, uint64_t>& counts) mutable {
+          res.body += "# HELP nimbus_environments Execution environments by state.\n"
+                      "# TYPE nimbus_environments gauge\n";
+          for (const auto& [state, n] : counts)
+            res.body += "nimbus_environments{state=\"" + state + "\"} " + std::to_string(n)
+                        + "\n";
+          finish(self, rp, operation::metrics, start, std::move(res));
+        },
+        [=](caf::error&) mutable { finish(self, rp, operation::metrics, start, std::move(res)); });
     return rp;
   }
   if (op == operation::download_code) {

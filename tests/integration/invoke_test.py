@@ -287,6 +287,8 @@ class Invoke(unittest.TestCase):
         self.assertRegex(text, r"nimbus_invocations_total [1-9]")
         self.assertRegex(text, r"nimbus_cold_starts_total [1-9]")
         self.assertIn("nimbus_invoke_duration_seconds_bucket", text)
+        self.assertRegex(text, r'nimbus_environments\{state="idle"\} [1-9]')
+        self.assertIn('nimbus_environments{state="busy"}', text)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 #include <caf/typed_actor.hpp>
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 namespace nimbus {
@@ -159,6 +160,8 @@ using placement_actor = caf::typed_actor<
 using assignment_actor = metadata_listener_actor::extend<
   // Runs an invocation on a warm environment, or on a new one.
   caf::replies_to<invoke_atom, invoke_order>::with<invoke_outcome>,
+  // Counts environments by state ("initializing", "idle", "busy", "retiring").
+  caf::replies_to<stats_atom>::with<std::map<std::string, uint64_t>>,
   // Internal: periodic retirement of expired environments.
   caf::reacts_to<tick_atom>>;
 
