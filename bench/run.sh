@@ -12,3 +12,7 @@ mkdir -p "$out"
 n="${1:-30}"
 "$build/bench/sandbox_bench" "$n" "$build/bin/nimbus-jail" "$build/bench/ready_probe" \
   "$build/tests/test_runtime" "$root/runtimes" | tee "$out/sandbox.json"
+# Invoke through the HTTP API next to nginx (and serverless-offline when npm is
+# reachable): writes invoke.json and invoke.png (see bench/README.md).
+python3 "$root/bench/invoke_bench.py" --nimbusd "$build/bin/nimbusd" \
+  --test-runtime "$build/tests/test_runtime" --out "$out"

@@ -13,6 +13,7 @@
 //   sandbox_bench <iterations> <jail-helper> <ready-probe> <test-runtime> <runtimes-dir>
 
 #include "nimbus/actors/worker.hpp"
+#include "nimbus/config/logging.hpp"
 #include "nimbus/vmm/cgroup.hpp"
 #include "nimbus/vmm/jail.hpp"
 
@@ -145,6 +146,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   int n = std::atoi(argv[1]);
+  if (getenv("BENCH_VERBOSE"))
+    nimbus::config::set_log_level("debug");
   std::string helper = argv[2];
   char tmpl[] = "/tmp/nimbus-bench-XXXXXX";
   fs::path tmp = ::mkdtemp(tmpl);

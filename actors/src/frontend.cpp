@@ -425,6 +425,15 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                   finish(self, rp, operation::invoke, start, throttled_response(err));
                   return;
                 }
+                if (err == ec::environment_unavailable) {
+                  // The node has no memory left for another environment: a
+                  // throttle the client may retry, not a service failure.
+                  ++st.invocations.throttles;
+                  finish(self, rp, operation::invoke, start,
+                         throttled_response(make_error(ec::throttled,
+                                                       "ConcurrentInvocationLimitExceeded")));
+                  return;
+                }
                 finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
               });
         },
