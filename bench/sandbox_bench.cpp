@@ -192,6 +192,8 @@ int main(int argc, char** argv) {
   wc.host.jails_dir = (tmp / "jails").string();
   fs::create_directories(tmp / "jails");
   wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
+  if (!getenv("BENCH_NO_NETNS_POOL"))
+    wc.host.netns = std::make_shared<vmm::netns_pool>((tmp / "netns").string(), 8);
   wc.memory_total_mb = 8192;
   auto worker = spawn_worker(sys, wc);
   int counter = 0;

@@ -91,6 +91,8 @@ struct environment_state {
   std::thread log_reader;
   std::thread waiter;
   std::string root_dir;
+  /// The pooled network namespace this sandbox uses (empty: its own).
+  std::string netns;
 
   clock::time_point init_start;
   int64_t sandbox_us = 0;
@@ -134,6 +136,10 @@ struct environment_state {
     if (!root_dir.empty()) {
       ::rmdir(root_dir.c_str());
       root_dir.clear();
+    }
+    if (!netns.empty()) {
+      vmm::netns_pool::release(netns);
+      netns.clear();
     }
     api.reset();
   }
@@ -242,6 +248,10 @@ caf::error start_sandbox(self_ptr self) {
   js.gid = st.host.gid;
   js.tmp_bytes = static_cast<uint64_t>(st.spec.ephemeral_mb) << 20;
   js.cgroup_procs = st.group->procs_files();
+  if (st.host.netns) {
+    st.netns = st.host.netns->take();
+    js.netns = st.netns;
+  }
   st.jail = vmm::jail_process::start(st.host.jail_helper, js, out[1], out[1],
                                      std::chrono::seconds{10}, error);
   ::close(out[1]);

@@ -10,7 +10,8 @@
 // The sequence reads top to bottom; each step says why it is there:
 //   outer (host namespaces, root):
 //     1. join the environment's cgroups, so every later process is limited;
-//     2. unshare mount, uts, ipc, net, cgroup and pid namespaces;
+//     2. join the prepared network namespace if given (see netns_pool.hpp),
+//        then unshare mount, uts, ipc, (net,) cgroup and pid namespaces;
 //     3. fork: the child is PID 1 of the new pid namespace; report its host
 //        pid, then wait for it and report how it ended.
 //   inner PID 1:
@@ -379,7 +380,16 @@ int main() {
       die("join cgroup " + procs);
     ::close(fd);
   }
-  if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP
+  // A prepared network namespace is joined; otherwise a new one is made.
+  int new_net = CLONE_NEWNET;
+  if (!spec->netns.empty()) {
+    int ns = ::open(spec->netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0 || ::setns(ns, CLONE_NEWNET) != 0)
+      die("join network namespace");
+    ::close(ns);
+    new_net = 0;
+  }
+  if (::unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | new_net | CLONE_NEWCGROUP
                 | CLONE_NEWPID)
       != 0)
     die("unshare");

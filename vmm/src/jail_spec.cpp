@@ -26,6 +26,7 @@ std::string to_json(const jail_spec& s) {
   w.key("gid").value(s.gid);
   w.key("tmp_bytes").value(s.tmp_bytes);
   w.key("nofile").value(s.nofile);
+  w.key("netns").value(s.netns);
   w.key("cgroup_procs").begin_array();
   for (const auto& p : s.cgroup_procs)
     w.value(p);
@@ -79,7 +80,7 @@ std::optional<jail_spec> jail_spec_from_json(std::string_view json, std::string&
       || !str("code_dir", s.code_dir) || !str("runtime_dir", s.runtime_dir)
       || !list("argv", s.argv) || !list("env", s.env) || !num("uid", uid) || !num("gid", gid)
       || !num("tmp_bytes", s.tmp_bytes) || !num("nofile", nofile)
-      || !list("cgroup_procs", s.cgroup_procs))
+      || !list("cgroup_procs", s.cgroup_procs) || !str("netns", s.netns))
     return std::nullopt;
   if (uid == 0 || gid == 0) {
     error = "spec must name an unprivileged uid and gid";

@@ -21,6 +21,7 @@
 
 #include "nimbus/actors/interfaces.hpp"
 #include "nimbus/vmm/cgroup.hpp"
+#include "nimbus/vmm/netns_pool.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -44,6 +45,8 @@ struct environment_host_config {
   uint64_t code_size_unzipped = 250ull << 20;
   /// cgroup layout of this host.
   std::shared_ptr<vmm::cgroup_layout> cgroups;
+  /// Prepared network namespaces (may be null).
+  std::shared_ptr<vmm::netns_pool> netns;
   /// Unprivileged uid/gid of the runtimes.
   uint32_t uid = 10001;
   uint32_t gid = 10001;

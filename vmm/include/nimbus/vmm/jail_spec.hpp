@@ -46,6 +46,9 @@ struct jail_spec {
   uint32_t nofile = 1024;
   /// cgroup.procs files the sandbox joins before it unshares anything.
   std::vector<std::string> cgroup_procs;
+  /// A prepared network namespace (file of a netns_pool) to join instead of
+  /// creating one; empty: create a new one.
+  std::string netns;
 };
 
 /// Serializes a spec to JSON.
