@@ -3,6 +3,9 @@
 //   launch:   time from "start a sandbox" to the first byte its process writes,
 //             for nimbus-jail and for bubblewrap with equivalent namespaces
 //             (pid, mount, net, ipc, uts, cgroup) and mounts, same program.
+//             nimbus: from nothing (makes and joins a cgroup, which bubblewrap
+//             does not do at all); nimbus pooled: as the cold path does it,
+//             from a helper prepared in its cgroup and a prepared netns.
 //   cold:     WORKER create -> environment ready (runtime's first /next), for a
 //             C `provided` runtime, python and node.
 //   warm:     WORKER invoke round trip on a warm C runtime environment.
@@ -16,6 +19,8 @@
 #include "nimbus/config/logging.hpp"
 #include "nimbus/vmm/cgroup.hpp"
 #include "nimbus/vmm/jail.hpp"
+#include "nimbus/vmm/netns_pool.hpp"
+#include "nimbus/vmm/sandbox_pool.hpp"
 
 #include <caf/actor_system.hpp>
 #include <caf/actor_system_config.hpp>
@@ -32,6 +37,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <thread>
 #include <vector>
 
 using namespace nimbus;
@@ -90,6 +96,42 @@ double launch_nimbus(const std::string& helper, const vmm::cgroup_layout& layout
   ::close(out[0]);
   jail.reset();
   group.reset();
+  fs::remove(root);
+  return us;
+}
+
+// The same launch as Nimbus's cold path does it: a helper prepared ahead of
+// time in its cgroup (sandbox_pool) and a prepared network namespace
+// (netns_pool); timed from taking them.
+double launch_nimbus_pooled(vmm::sandbox_pool& sandboxes, vmm::netns_pool& netns,
+                            const fs::path& tmp, const fs::path& code, int i) {
+  // Let the pools refill between samples, as they do between cold starts.
+  for (int k = 0; k < 200 && sandboxes.created() < static_cast<size_t>(i) + 5; ++k)
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  auto start = clock_type::now();
+  auto prepared = sandboxes.take();
+  if (!prepared)
+    throw std::runtime_error("sandbox pool empty");
+  if (auto problem = prepared->group.set_limits({}); !problem.empty())
+    throw std::runtime_error(problem);
+  auto root = tmp / ("proot-" + std::to_string(i));
+  fs::create_directories(root);
+  vmm::jail_spec spec;
+  spec.id = "bench";
+  spec.root_dir = root.string();
+  spec.code_dir = code.string();
+  spec.argv = {"/var/task/ready_probe"};
+  spec.netns = netns.take();
+  std::string error;
+  if (!prepared->jail->configure(spec, std::chrono::seconds{10}, error))
+    throw std::runtime_error(error);
+  prepared->jail->go();
+  wait_byte(prepared->output_fd);
+  double us = since_us(start);
+  ::close(prepared->output_fd);
+  prepared->jail.reset();
+  if (!spec.netns.empty())
+    vmm::netns_pool::release(spec.netns);
   fs::remove(root);
   return us;
 }
@@ -173,14 +215,21 @@ int main(int argc, char** argv) {
     return 1;
   }
   // Interleave the two launchers so that machine noise hits both alike.
-  std::vector<double> nimbus_launch, bwrap_launch;
+  std::vector<double> nimbus_launch, pooled_launch, bwrap_launch;
   launch_nimbus(helper, *layout, tmp, code, -1); // warm the page cache
   launch_bwrap(code);
-  for (int i = 0; i < n; ++i) {
-    nimbus_launch.push_back(launch_nimbus(helper, *layout, tmp, code, i));
-    bwrap_launch.push_back(launch_bwrap(code));
+  {
+    auto shared_layout = std::make_shared<vmm::cgroup_layout>(*layout);
+    vmm::sandbox_pool sandboxes{helper, shared_layout, 4};
+    vmm::netns_pool netns{(tmp / "launch-netns").string(), 4};
+    for (int i = 0; i < n; ++i) {
+      nimbus_launch.push_back(launch_nimbus(helper, *layout, tmp, code, i));
+      pooled_launch.push_back(launch_nimbus_pooled(sandboxes, netns, tmp, code, i));
+      bwrap_launch.push_back(launch_bwrap(code));
+    }
   }
   auto nl = summarize(nimbus_launch);
+  auto pl = summarize(pooled_launch);
   auto bl = summarize(bwrap_launch);
 
   system_config cfg;
@@ -192,8 +241,10 @@ int main(int argc, char** argv) {
   wc.host.jails_dir = (tmp / "jails").string();
   fs::create_directories(tmp / "jails");
   wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
-  if (!getenv("BENCH_NO_NETNS_POOL"))
+  if (!getenv("BENCH_NO_POOLS")) {
     wc.host.netns = std::make_shared<vmm::netns_pool>((tmp / "netns").string(), 8);
+    wc.host.sandboxes = std::make_shared<vmm::sandbox_pool>(helper, wc.host.cgroups, 4);
+  }
   wc.memory_total_mb = 8192;
   auto worker = spawn_worker(sys, wc);
   int counter = 0;
@@ -255,7 +306,11 @@ int main(int argc, char** argv) {
             << "  \"iterations\": " << n << ",\n"
             << "  \"launch_nimbus_us\": {\"p50\": " << nl.p50 << ", \"p90\": " << nl.p90 << "},\n"
             << "  \"launch_bwrap_us\": {\"p50\": " << bl.p50 << ", \"p90\": " << bl.p90 << "},\n"
+            << "  \"launch_nimbus_pooled_us\": {\"p50\": " << pl.p50 << ", \"p90\": " << pl.p90
+            << "},\n"
             << "  \"launch_ratio_nimbus_over_bwrap\": " << (bl.p50 > 0 ? nl.p50 / bl.p50 : 0)
+            << ",\n"
+            << "  \"launch_ratio_pooled_over_bwrap\": " << (bl.p50 > 0 ? pl.p50 / bl.p50 : 0)
             << ",\n"
             << "  \"cold_start_c_us\": {\"p50\": " << c_cold.p50 << ", \"p90\": " << c_cold.p90
             << "},\n"

@@ -209,10 +209,24 @@ caf::error start_sandbox(self_ptr self) {
   vmm::cgroup_limits limits;
   limits.memory_bytes = static_cast<uint64_t>(st.spec.memory_mb) << 20;
   limits.cpu_shares = vmm::cpu_shares_for_memory(limits.memory_bytes);
-  st.group = vmm::cgroup::create(*st.host.cgroups, st.spec.environment_id, limits, error);
-  if (!st.group) {
-    log->error("environment {} cannot create its cgroup: {}", st.spec.environment_id, error);
-    return init_failure("Sandbox.Failed", "cannot create the cgroup");
+  // A helper started ahead of time has joined its cgroup already (the slow
+  // part on cgroup v1); otherwise the cgroup is made now.
+  std::optional<vmm::prepared_sandbox> prepared;
+  if (st.host.sandboxes)
+    prepared = st.host.sandboxes->take();
+  if (prepared) {
+    if (auto problem = prepared->group.set_limits(limits); !problem.empty()) {
+      log->error("environment {} cannot limit its cgroup: {}", st.spec.environment_id, problem);
+      ::close(prepared->output_fd);
+      return init_failure("Sandbox.Failed", "cannot limit the cgroup");
+    }
+    st.group.emplace(std::move(prepared->group));
+  } else {
+    st.group = vmm::cgroup::create(*st.host.cgroups, st.spec.environment_id, limits, error);
+    if (!st.group) {
+      log->error("environment {} cannot create its cgroup: {}", st.spec.environment_id, error);
+      return init_failure("Sandbox.Failed", "cannot create the cgroup");
+    }
   }
   auto t_cgroup = clock::now();
   st.root_dir = st.host.jails_dir + "/" + st.spec.environment_id;
@@ -224,11 +238,15 @@ caf::error start_sandbox(self_ptr self) {
   }
   // One pipe for stdout and stderr keeps their order; a large pipe buffer
   // keeps a chatty runtime from blocking between reads.
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0)
-    return init_failure("Sandbox.Failed", "cannot create the log pipe");
-  ::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
-  st.log_read_fd = out[0];
+  int out[2] = {-1, -1};
+  if (prepared) {
+    st.log_read_fd = prepared->output_fd;
+  } else {
+    if (::pipe2(out, O_CLOEXEC) != 0)
+      return init_failure("Sandbox.Failed", "cannot create the log pipe");
+    ::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
+    st.log_read_fd = out[0];
+  }
   vmm::function_environment fn;
   fn.function_name = st.spec.function_name;
   fn.version = st.spec.version;
@@ -247,14 +265,20 @@ caf::error start_sandbox(self_ptr self) {
   js.uid = st.host.uid;
   js.gid = st.host.gid;
   js.tmp_bytes = static_cast<uint64_t>(st.spec.ephemeral_mb) << 20;
-  js.cgroup_procs = st.group->procs_files();
   if (st.host.netns) {
     st.netns = st.host.netns->take();
     js.netns = st.netns;
   }
-  st.jail = vmm::jail_process::start(st.host.jail_helper, js, out[1], out[1],
-                                     std::chrono::seconds{10}, error);
-  ::close(out[1]);
+  if (prepared) {
+    st.jail = std::move(prepared->jail);
+    if (!st.jail->configure(js, std::chrono::seconds{10}, error))
+      st.jail.reset();
+  } else {
+    js.cgroup_procs = st.group->procs_files();
+    st.jail = vmm::jail_process::start(st.host.jail_helper, js, out[1], out[1],
+                                       std::chrono::seconds{10}, error);
+    ::close(out[1]);
+  }
   auto buffer = st.logs;
   auto fd = st.log_read_fd;
   st.log_reader = std::thread{[buffer, fd] {

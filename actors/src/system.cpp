@@ -211,6 +211,8 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       wc.host.code_size_unzipped = cfg.limits.code_size_unzipped;
       wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
       wc.host.netns = std::make_shared<vmm::netns_pool>(cfg.data_dir + "/netns", 8);
+      wc.host.sandboxes = std::make_shared<vmm::sandbox_pool>(wc.host.jail_helper,
+                                                              wc.host.cgroups, 4);
       wc.host.init_timeout = cfg.worker.init_timeout;
       wc.first_uid = cfg.worker.first_uid;
       wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();

@@ -198,16 +198,8 @@ std::optional<cgroup> cgroup::create(const cgroup_layout& layout, const std::str
       return fail("mkdir " + dir + ": " + std::strerror(errno));
     g.dirs_.emplace_back("", dir);
     g.procs_files_.push_back(dir + "/cgroup.procs");
-    std::string err;
-    if (!write_file(dir + "/memory.max", std::to_string(limits.memory_bytes), &err)
-        || !write_file(dir + "/pids.max", std::to_string(limits.pids_max), &err))
+    if (auto err = g.set_limits(limits); !err.empty())
       return fail(err);
-    write_file(dir + "/memory.swap.max", "0");
-    // Kill the whole group when one task hits the limit.
-    write_file(dir + "/memory.oom.group", "1");
-    // v2 weight 1..10000, default 100 (= 1024 v1 shares).
-    auto weight = std::max<uint32_t>(1, std::min<uint32_t>(10000, limits.cpu_shares * 100 / 1024));
-    write_file(dir + "/cpu.weight", std::to_string(weight));
     return g;
   }
   for (const auto& c : v1_controllers) {
@@ -217,19 +209,46 @@ std::optional<cgroup> cgroup::create(const cgroup_layout& layout, const std::str
     g.dirs_.emplace_back(c, dir);
     g.procs_files_.push_back(dir + "/cgroup.procs");
   }
-  std::string err;
-  auto mem = g.dir("memory");
-  if (!write_file(mem + "/memory.limit_in_bytes", std::to_string(limits.memory_bytes), &err))
-    return fail(err);
-  // No swap: memory+swap limited to the same amount where swap is accounted.
-  if (exists(mem + "/memory.memsw.limit_in_bytes"))
-    write_file(mem + "/memory.memsw.limit_in_bytes", std::to_string(limits.memory_bytes));
-  write_file(mem + "/memory.swappiness", "0");
-  if (!write_file(g.dir("pids") + "/pids.max", std::to_string(limits.pids_max), &err))
-    return fail(err);
-  if (!write_file(g.dir("cpu") + "/cpu.shares", std::to_string(limits.cpu_shares), &err))
+  if (auto err = g.set_limits(limits); !err.empty())
     return fail(err);
   return g;
+}
+
+std::string cgroup::set_limits(const cgroup_limits& limits) {
+  std::string err;
+  if (unified_) {
+    auto d = dir("");
+    if (!write_file(d + "/memory.max", std::to_string(limits.memory_bytes), &err)
+        || !write_file(d + "/pids.max", std::to_string(limits.pids_max), &err))
+      return err;
+    write_file(d + "/memory.swap.max", "0");
+    // Kill the whole group when one task hits the limit.
+    write_file(d + "/memory.oom.group", "1");
+    // v2 weight 1..10000, default 100 (= 1024 v1 shares).
+    auto weight = std::max<uint32_t>(1, std::min<uint32_t>(10000, limits.cpu_shares * 100 / 1024));
+    write_file(d + "/cpu.weight", std::to_string(weight));
+    return {};
+  }
+  auto mem = dir("memory");
+  // With memsw accounted, memory+swap is limited to the same amount (no
+  // swap); the two limits must be changed in an order that keeps
+  // memory <= memory+swap.
+  bool memsw = exists(mem + "/memory.memsw.limit_in_bytes");
+  auto value = std::to_string(limits.memory_bytes);
+  if (memsw) {
+    write_file(mem + "/memory.memsw.limit_in_bytes", value);
+    if (!write_file(mem + "/memory.limit_in_bytes", value, &err))
+      return err;
+    write_file(mem + "/memory.memsw.limit_in_bytes", value);
+  } else if (!write_file(mem + "/memory.limit_in_bytes", value, &err)) {
+    return err;
+  }
+  write_file(mem + "/memory.swappiness", "0");
+  if (!write_file(dir("pids") + "/pids.max", std::to_string(limits.pids_max), &err))
+    return err;
+  if (!write_file(dir("cpu") + "/cpu.shares", std::to_string(limits.cpu_shares), &err))
+    return err;
+  return {};
 }
 
 bool cgroup::freeze() {

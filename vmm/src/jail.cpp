@@ -30,10 +30,9 @@ void close_fd(int& fd) {
 
 } // namespace
 
-std::unique_ptr<jail_process> jail_process::start(const std::string& helper,
-                                                  const jail_spec& spec, int stdout_fd,
-                                                  int stderr_fd,
-                                                  std::chrono::milliseconds timeout,
+std::unique_ptr<jail_process> jail_process::spawn(const std::string& helper,
+                                                  const std::vector<std::string>& cgroup_procs,
+                                                  int stdout_fd, int stderr_fd,
                                                   std::string& error) {
   std::unique_ptr<jail_process> j{new jail_process};
   int spec_pipe[2], status_pipe[2], control_pipe[2];
@@ -42,18 +41,6 @@ std::unique_ptr<jail_process> jail_process::start(const std::string& helper,
     error = std::string{"pipe: "} + std::strerror(errno);
     return nullptr;
   }
-  auto json = to_json(spec);
-  // The spec fits the pipe buffer (64 KiB): the environment is limited to
-  // 4 KB and the rest is paths.
-  if (json.size() > 60'000 || ::write(spec_pipe[1], json.data(), json.size())
-                                != static_cast<ssize_t>(json.size())) {
-    error = "jail spec too large";
-    for (int fd : {spec_pipe[0], spec_pipe[1], status_pipe[0], status_pipe[1], control_pipe[0],
-                   control_pipe[1]})
-      ::close(fd);
-    return nullptr;
-  }
-  ::close(spec_pipe[1]);
   // posix_spawn, not fork: the worker is multi-threaded, and between fork and
   // exec only async-signal-safe calls are allowed.
   posix_spawn_file_actions_t actions;
@@ -69,14 +56,19 @@ std::unique_ptr<jail_process> jail_process::start(const std::string& helper,
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  char* argv[] = {const_cast<char*>(helper.c_str()), nullptr};
+  // cgroup paths are no secret: they travel as arguments.
+  std::vector<char*> argv{const_cast<char*>(helper.c_str())};
+  for (const auto& p : cgroup_procs)
+    argv.push_back(const_cast<char*>(p.c_str()));
+  argv.push_back(nullptr);
   char* envp[] = {nullptr};
-  int rc = ::posix_spawn(&j->helper_pid_, helper.c_str(), &actions, &attr, argv, envp);
+  int rc = ::posix_spawn(&j->helper_pid_, helper.c_str(), &actions, &attr, argv.data(), envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(spec_pipe[0]);
   ::close(status_pipe[1]);
   ::close(control_pipe[0]);
+  j->spec_fd_ = spec_pipe[1];
   j->status_fd_ = status_pipe[0];
   j->control_fd_ = control_pipe[1];
   if (rc != 0) {
@@ -84,27 +76,64 @@ std::unique_ptr<jail_process> jail_process::start(const std::string& helper,
     error = "spawn " + helper + ": " + std::strerror(rc);
     return nullptr;
   }
+  return j;
+}
+
+bool jail_process::wait_joined(std::chrono::milliseconds timeout) {
   auto deadline = clock::now() + timeout;
-  while (!(j->ready_ && j->init_pid_ > 0) && j->error_.empty() && !j->exit_) {
+  while (!joined_ && error_.empty() && !exit_) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-    if (left.count() <= 0 || !j->read_status(left))
+    if (left.count() <= 0 || !read_status(left))
       break;
   }
-  if (!j->error_.empty()) {
-    error = j->error_;
-    return nullptr;
+  return joined_;
+}
+
+bool jail_process::configure(const jail_spec& spec, std::chrono::milliseconds timeout,
+                             std::string& error) {
+  auto json = to_json(spec);
+  // The spec fits the pipe buffer (64 KiB): the environment is limited to
+  // 4 KB and the rest is paths.
+  bool written = spec_fd_ >= 0 && json.size() <= 60'000
+                 && ::write(spec_fd_, json.data(), json.size())
+                      == static_cast<ssize_t>(json.size());
+  close_fd(spec_fd_);
+  if (!written) {
+    error = "cannot hand the spec to the sandbox helper";
+    return false;
   }
-  if (!(j->ready_ && j->init_pid_ > 0)) {
-    error = j->exit_ ? "sandbox ended during setup" : "sandbox setup timed out";
-    return nullptr;
+  auto deadline = clock::now() + timeout;
+  while (!(ready_ && init_pid_ > 0) && error_.empty() && !exit_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+    if (left.count() <= 0 || !read_status(left))
+      break;
+  }
+  if (!error_.empty()) {
+    error = error_;
+    return false;
+  }
+  if (!(ready_ && init_pid_ > 0)) {
+    error = exit_ ? "sandbox ended during setup" : "sandbox setup timed out";
+    return false;
   }
   // Signals go through a pidfd: unlike a pid, it can never name another
   // process after PID 1 has died and its pid has been reused.
-  j->init_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, j->init_pid_, 0));
-  if (j->init_pidfd_ < 0) {
+  init_pidfd_ = static_cast<int>(::syscall(SYS_pidfd_open, init_pid_, 0));
+  if (init_pidfd_ < 0) {
     error = std::string{"pidfd_open: "} + std::strerror(errno);
-    return nullptr;
+    return false;
   }
+  return true;
+}
+
+std::unique_ptr<jail_process> jail_process::start(const std::string& helper,
+                                                  const jail_spec& spec, int stdout_fd,
+                                                  int stderr_fd,
+                                                  std::chrono::milliseconds timeout,
+                                                  std::string& error) {
+  auto j = spawn(helper, {}, stdout_fd, stderr_fd, error);
+  if (!j || !j->configure(spec, timeout, error))
+    return nullptr;
   return j;
 }
 
@@ -133,6 +162,8 @@ bool jail_process::read_status(std::chrono::milliseconds timeout) {
       init_pid_ = std::atoi(line.c_str() + 4);
     else if (line == "ready")
       ready_ = true;
+    else if (line == "joined")
+      joined_ = true;
     else if (line.rfind("error ", 0) == 0)
       error_ = "sandbox setup failed: " + line.substr(6);
     else if (line.rfind("exit ", 0) == 0)
@@ -180,6 +211,8 @@ void jail_process::kill() {
 }
 
 jail_process::~jail_process() {
+  // A helper still waiting for its spec reads EOF and exits.
+  close_fd(spec_fd_);
   kill();
   if (helper_pid_ > 0) {
     // After SIGKILL to PID 1 the helper reports and exits promptly.
@@ -193,6 +226,7 @@ jail_process::~jail_process() {
   close_fd(status_fd_);
   close_fd(control_fd_);
   close_fd(init_pidfd_);
+  close_fd(spec_fd_);
 }
 
 int listen_in_netns(pid_t pid, const std::string& address, uint16_t port, std::string& error) {

@@ -22,6 +22,7 @@
 #include "nimbus/actors/interfaces.hpp"
 #include "nimbus/vmm/cgroup.hpp"
 #include "nimbus/vmm/netns_pool.hpp"
+#include "nimbus/vmm/sandbox_pool.hpp"
 
 #include <caf/fwd.hpp>
 
@@ -47,6 +48,8 @@ struct environment_host_config {
   std::shared_ptr<vmm::cgroup_layout> cgroups;
   /// Prepared network namespaces (may be null).
   std::shared_ptr<vmm::netns_pool> netns;
+  /// Sandbox helpers started ahead of time in their cgroups (may be null).
+  std::shared_ptr<vmm::sandbox_pool> sandboxes;
   /// Unprivileged uid/gid of the runtimes.
   uint32_t uid = 10001;
   uint32_t gid = 10001;

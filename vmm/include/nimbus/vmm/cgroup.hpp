@@ -77,6 +77,10 @@ public:
     return procs_files_;
   }
 
+  /// Changes the limits of an existing group. Returns an error text, empty on
+  /// success.
+  std::string set_limits(const cgroup_limits& limits);
+
   /// Stops every task of the group (freezer / cgroup.freeze).
   bool freeze();
   /// Resumes the group.

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace nimbus::vmm {
 
@@ -38,6 +39,21 @@ public:
                                              int stdout_fd, int stderr_fd,
                                              std::chrono::milliseconds timeout,
                                              std::string& error);
+
+  /// Starts nimbus-jail ahead of time: it joins `cgroup_procs` at once and
+  /// then waits for its spec (see configure()). Returns nothing (with
+  /// `error`) if it cannot be started.
+  static std::unique_ptr<jail_process> spawn(const std::string& helper,
+                                             const std::vector<std::string>& cgroup_procs,
+                                             int stdout_fd, int stderr_fd, std::string& error);
+
+  /// Waits until a spawned helper has joined its cgroups. False on failure or
+  /// timeout.
+  bool wait_joined(std::chrono::milliseconds timeout);
+
+  /// Hands a spawned helper its spec and waits until the sandbox is assembled
+  /// (as start() does). False (with `error`) on failure or timeout.
+  bool configure(const jail_spec& spec, std::chrono::milliseconds timeout, std::string& error);
 
   /// Kills the sandbox (if still running) and reaps the helper.
   ~jail_process();
@@ -66,12 +82,14 @@ private:
   jail_process() = default;
   bool read_status(std::chrono::milliseconds timeout);
   pid_t helper_pid_ = -1;
+  int spec_fd_ = -1;
   pid_t init_pid_ = -1;
   int init_pidfd_ = -1;
   std::mutex control_mutex_;
   int status_fd_ = -1;
   int control_fd_ = -1;
   bool ready_ = false;
+  bool joined_ = false;
   std::string error_;
   std::optional<jail_exit> exit_;
   std::string buffer_;
