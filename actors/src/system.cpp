@@ -201,6 +201,8 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     if (!layout) {
       log->warn("node {} runs no functions: {}", cfg.node_name, problem);
     } else {
+      if (auto n = layout->remove_leftovers(); n > 0)
+        log->info("node {} removed {} empty cgroups left by an earlier run", cfg.node_name, n);
       worker_config wc;
       wc.host.jail_helper = cfg.worker.jail_helper.empty() ? executable_dir() + "/nimbus-jail"
                                                            : cfg.worker.jail_helper;

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -167,6 +168,17 @@ std::optional<cgroup_layout> cgroup_layout::detect(const std::string& prefix,
     }
   }
   return layout;
+}
+
+size_t cgroup_layout::remove_leftovers() const {
+  size_t removed = 0;
+  for (const auto& [c, dir] : parents_) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+      if (entry.is_directory(ec) && ::rmdir(entry.path().c_str()) == 0)
+        ++removed;
+  }
+  return removed;
 }
 
 std::string cgroup_layout::parent(const std::string& controller) const {

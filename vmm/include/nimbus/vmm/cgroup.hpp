@@ -44,6 +44,10 @@ public:
     return unified_;
   }
 
+  /// Removes groups left empty by an earlier run that ended without cleaning
+  /// up (kill -9). Groups with members stay. Returns how many were removed.
+  size_t remove_leftovers() const;
+
   /// The parent directory of all Nimbus groups for one v1 controller
   /// ("memory", "pids", "cpu", "freezer") or for v2 (controller ignored).
   std::string parent(const std::string& controller) const;
