@@ -100,8 +100,16 @@ struct environment_state {
   bool first_invoke = true;
   caf::typed_response_promise<environment_ready> init_promise;
 
-  /// Sequence number of the current invocation (timers carry it).
+  /// Sequence number of the current invocation.
   uint64_t sequence = 0;
+  /// At most one invocation timer and one idle timer are pending at a time:
+  /// CAF 0.17 cannot cancel a delayed message, and one timer per invocation
+  /// would pile up thousands under load. A timer that fires early (armed for
+  /// an earlier invocation) re-arms itself for the rest.
+  clock::time_point deadline;
+  bool deadline_armed = false;
+  clock::time_point idle_since;
+  bool idle_armed = false;
   std::string request_id;
   clock::time_point invoke_start;
   caf::typed_response_promise<invocation_result> invoke_promise;
@@ -354,6 +362,16 @@ caf::error start_sandbox(self_ptr self) {
   return {};
 }
 
+// Arms the idle timer unless one is pending.
+void arm_idle(self_ptr self) {
+  auto& st = self->state;
+  st.idle_since = clock::now();
+  if (!st.idle_armed) {
+    st.idle_armed = true;
+    self->delayed_send(self, st.host.freeze_after, idle_atom::value, uint64_t{0});
+  }
+}
+
 void finish_invocation(self_ptr self, invocation_result result) {
   auto& st = self->state;
   result.request_id = st.request_id;
@@ -385,7 +403,7 @@ void finish_invocation(self_ptr self, invocation_result result) {
     st.state = environment_state::phase::idle;
     // Idle environments use no CPU until the next invocation; freezing waits
     // a moment so that back-to-back invocations skip freeze and thaw.
-    self->delayed_send(self, st.host.freeze_after, idle_atom::value, st.sequence);
+    arm_idle(self);
   }
   st.invoke_promise.deliver(std::move(result));
 }
@@ -431,7 +449,7 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
         return;
       st.init_us = micros_since(st.init_start);
       st.state = phase::idle;
-      self->delayed_send(self, st.host.freeze_after, idle_atom::value, st.sequence);
+      arm_idle(self);
       st.init_promise.deliver(environment_ready{st.spec.environment_id, st.sandbox_us, st.init_us});
     },
     [=](rt_init_error_atom, std::string& type, std::string& body) {
@@ -467,8 +485,12 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       inv.trace_id = req.trace_id;
       inv.client_context = std::move(req.client_context);
       st.api->submit(std::move(inv));
-      self->delayed_send(self, std::chrono::seconds{st.spec.timeout_s}, timeout_atom::value,
-                         st.sequence + 1);
+      st.deadline = clock::now() + std::chrono::seconds{st.spec.timeout_s};
+      if (!st.deadline_armed) {
+        st.deadline_armed = true;
+        self->delayed_send(self, std::chrono::seconds{st.spec.timeout_s}, timeout_atom::value,
+                           uint64_t{1});
+      }
       return st.invoke_promise;
     },
     [=](rt_response_atom, const std::string& id, std::string& body) {
@@ -510,7 +532,15 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
           "Runtime.InitTimeout", "Init timed out after " + std::to_string(secs) + ".00 seconds"));
         return;
       }
-      if (which != 0 && st.state == phase::busy && which == st.sequence + 1) {
+      if (which == 1)
+        st.deadline_armed = false;
+      if (which == 1 && st.state == phase::busy && clock::now() < st.deadline) {
+        // Armed for an earlier invocation: wait for the rest of this one's.
+        st.deadline_armed = true;
+        self->delayed_send(self, st.deadline - clock::now(), timeout_atom::value, uint64_t{1});
+        return;
+      }
+      if (which == 1 && st.state == phase::busy) {
         // The whole sandbox dies: nothing the function started may outlive
         // its invocation.
         lose_sandbox(self);
@@ -556,10 +586,19 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
         lose_sandbox(self);
       }
     },
-    [=](idle_atom, uint64_t since) {
+    [=](idle_atom, uint64_t) {
       auto& st = self->state;
-      if (st.state == phase::idle && since == st.sequence && !st.frozen && st.group)
-        st.frozen = st.group->freeze();
+      st.idle_armed = false;
+      if (st.state != phase::idle || st.frozen || !st.group)
+        return;
+      auto idle_for = clock::now() - st.idle_since;
+      if (idle_for < st.host.freeze_after) {
+        // Used again since the timer was armed: wait for the rest.
+        st.idle_armed = true;
+        self->delayed_send(self, st.host.freeze_after - idle_for, idle_atom::value, uint64_t{0});
+        return;
+      }
+      st.frozen = st.group->freeze();
     },
     [=](destroy_atom) -> caf::result<bool> {
       auto& st = self->state;

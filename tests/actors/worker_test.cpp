@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <thread>
 
 using namespace nimbus;
 namespace fs = std::filesystem;
@@ -366,4 +367,31 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: the official aws-lambda-ric client ru
   auto second = invoke(s.environment_id, R"({"x":2})");
   REQUIRE(second);
   CHECK(second->payload.find(R"("echo":{"x":2})") != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(worker_fixture, "worker: each invocation gets its full timeout") {
+  if (!usable)
+    return;
+  // The first invocation arms the environment's single timer; the second,
+  // started a second later, must not be cut off when that timer fires.
+  auto s = spec(128, 2);
+  REQUIRE(ask<environment_ready>(30s, create_atom::value, s));
+  REQUIRE(invoke(s.environment_id, R"({"action":"echo"})"));
+  std::this_thread::sleep_for(1s);
+  auto start = std::chrono::steady_clock::now();
+  auto r = invoke(s.environment_id, R"({"action":"sleep","ms":5000})");
+  auto took = std::chrono::steady_clock::now() - start;
+  REQUIRE(r);
+  CHECK(r->outcome == "timeout");
+  CHECK(took >= 1900ms);
+  CHECK(took < 4s);
+  // A quick invocation within its timeout after a slow one still succeeds.
+  auto t = spec(128, 2);
+  REQUIRE(ask<environment_ready>(30s, create_atom::value, t));
+  auto slow = invoke(t.environment_id, R"({"action":"sleep","ms":1500})");
+  REQUIRE(slow);
+  CHECK(slow->outcome == "success");
+  auto slow2 = invoke(t.environment_id, R"({"action":"sleep","ms":1500})");
+  REQUIRE(slow2);
+  CHECK(slow2->outcome == "success");
 }

@@ -115,9 +115,10 @@ using environment_actor = caf::typed_actor<
   caf::reacts_to<rt_init_error_atom, std::string, std::string>,
   // Internal: the sandbox ended (exited normally?, code or signal).
   caf::reacts_to<sandbox_exit_atom, bool, int32_t>,
-  // Internal: a deadline passed (0: init, else the invocation's sequence).
+  // Internal: a deadline may have passed (0: init, 1: invocation,
+  // all ones: shutdown grace).
   caf::reacts_to<timeout_atom, uint64_t>,
-  // Internal: idle since the given invocation sequence; freeze if still so.
+  // Internal: the idle timer fired; freeze if idle long enough.
   caf::reacts_to<idle_atom, uint64_t>>;
 
 /// The COUNTER actor interface: concurrency leases per account and function,
