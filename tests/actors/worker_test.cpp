@@ -193,7 +193,7 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: a runtime that exits mid-invoke is Ru
   REQUIRE(r);
   CHECK(r->outcome == "runtime_exit");
   CHECK(r->error_type == "Runtime.ExitError");
-  CHECK(r->payload.find("exit status 3") != std::string::npos);
+  CHECK_MESSAGE(r->payload.find("exit status 3") != std::string::npos, r->payload);
   CHECK(r->environment_lost);
 }
 
