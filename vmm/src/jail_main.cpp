@@ -31,6 +31,7 @@
 //        outer helper, which then reports "signal N", not "exit 128+N".
 
 #include "nimbus/vmm/jail_spec.hpp"
+#include "nimbus/vmm/netns_pool.hpp"
 #include "nimbus/vmm/seccomp_policy.hpp"
 
 #include <arpa/inet.h>
@@ -140,17 +141,8 @@ void bind_read_only(const std::string& source, const std::string& target, bool r
 
 // Step 4: loopback is the only interface, and it starts down.
 void loopback_up() {
-  int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0)
-    die("socket for loopback");
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0)
-    die("SIOCGIFFLAGS lo");
-  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-  if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
-    die("SIOCSIFFLAGS lo");
-  ::close(s);
+  if (auto error = nimbus::vmm::bring_up_loopback(); !error.empty())
+    die(error, 0);
 }
 
 // Step 5: the sandbox's file system.

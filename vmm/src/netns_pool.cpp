@@ -8,28 +8,29 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 namespace nimbus::vmm {
 
-namespace {
-
-// Brings loopback up in the calling thread's network namespace.
-bool loopback_up() {
+std::string bring_up_loopback() {
   int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (s < 0)
-    return false;
+    return std::string{"socket for loopback: "} + std::strerror(errno);
   ifreq ifr{};
   std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
-  bool ok = ::ioctl(s, SIOCGIFFLAGS, &ifr) == 0;
-  ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
-  ok = ok && ::ioctl(s, SIOCSIFFLAGS, &ifr) == 0;
+  std::string error;
+  if (::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) {
+    error = std::string{"SIOCGIFFLAGS lo: "} + std::strerror(errno);
+  } else {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0)
+      error = std::string{"SIOCSIFFLAGS lo: "} + std::strerror(errno);
+  }
   ::close(s);
-  return ok;
+  return error;
 }
-
-} // namespace
 
 netns_pool::netns_pool(std::string directory, size_t target)
   : directory_(std::move(directory)), target_(target) {
@@ -92,7 +93,7 @@ void netns_pool::refill() {
     if (fd < 0)
       return;
     ::close(fd);
-    if (::unshare(CLONE_NEWNET) != 0 || !loopback_up()
+    if (::unshare(CLONE_NEWNET) != 0 || !bring_up_loopback().empty()
         || ::mount("/proc/thread-self/ns/net", path.c_str(), nullptr, MS_BIND, nullptr) != 0) {
       // Not permitted here: leave sandboxes to create their own namespaces.
       ::unlink(path.c_str());

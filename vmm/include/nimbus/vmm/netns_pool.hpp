@@ -19,6 +19,11 @@
 
 namespace nimbus::vmm {
 
+/// Brings the loopback interface up in the calling thread's network
+/// namespace (a new namespace starts with it down). Returns an error text,
+/// empty on success.
+std::string bring_up_loopback();
+
 /// Prepared network namespaces, refilled in the background.
 class netns_pool {
 public:
