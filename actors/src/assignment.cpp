@@ -78,8 +78,11 @@ void run(self_ptr self, const std::string& id, invocation_request req, int32_t t
          caf::typed_response_promise<invoke_outcome> rp, invoke_outcome outcome) {
   auto& e = self->state.environments.at(id);
   auto worker = e.worker;
-  self->request(worker, std::chrono::seconds{timeout_s + 60}, invoke_atom::value, id,
-                std::move(req))
+  // No timeout: the worker answers every invocation (the environment
+  // enforces the function timeout), and a timeout would wake CAF's clock
+  // thread once per invocation.
+  (void) timeout_s;
+  self->request(worker, caf::infinite, invoke_atom::value, id, std::move(req))
     .then(
       [=](invocation_result& result) mutable {
         auto& st = self->state;

@@ -14,6 +14,7 @@
 #include <simdjson.h>
 
 #include <cstdio>
+#include <ctime>
 
 namespace nimbus {
 
@@ -320,9 +321,12 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   // An invocation without a payload gets the empty object, as on AWS.
   std::string payload = req.body.empty() ? "{}" : req.body;
   {
-    simdjson::dom::parser parser;
+    // One parser for the actor's lifetime: it keeps its buffers between
+    // invocations instead of allocating them per request.
+    if (!st.json)
+      st.json = std::make_shared<simdjson::dom::parser>();
     simdjson::dom::element doc;
-    if (auto err = parser.parse(payload.data(), payload.size()).get(doc)) {
+    if (auto err = st.json->parse(payload.data(), payload.size()).get(doc)) {
       fail({400, "InvalidRequestContentException",
             std::string{"Could not parse request body into json: "}
               + simdjson::error_message(err)});
@@ -356,7 +360,10 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
              error_response({500, "ServiceException", "This node does not run functions"}));
       return;
     }
-    self->request(st.counter, std::chrono::seconds{5}, acquire_atom::value, account, rec.name)
+    // Requests on the invocation path carry no timeout: each would wake
+    // CAF's clock thread, and the counter and assignment always answer (the
+    // node stops if one of them dies, see system.cpp).
+    self->request(st.counter, caf::infinite, acquire_atom::value, account, rec.name)
       .then(
         [=](uint64_t lease) mutable {
           auto& st = self->state;
@@ -366,21 +373,24 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                             .count();
           invoke_order order;
           order.function = rec;
-          order.request.request_id = storage::random_uuid();
+          order.request.request_id = storage::request_uuid();
           order.request.payload = payload;
           order.request.client_context = client_context;
-          order.request.trace_id = "Root=1-" + storage::to_hex(storage::random_bytes(4)) + "-"
-                                   + storage::to_hex(storage::random_bytes(12))
-                                   + ";Parent=" + storage::to_hex(storage::random_bytes(8))
+          // X-Ray form: Root=1-<Unix seconds, 8 hex digits>-<96 random bits>.
+          char epoch[9];
+          std::snprintf(epoch, sizeof epoch, "%08x",
+                        static_cast<unsigned>(std::time(nullptr)));
+          order.request.trace_id = std::string{"Root=1-"} + epoch + "-"
+                                   + storage::request_hex(12)
+                                   + ";Parent=" + storage::request_hex(8)
                                    + ";Sampled=0";
-          auto limit = std::chrono::seconds{rec.timeout} + st.config.invoke_margin;
           // The lease goes back however the invocation ends.
           auto release = [self, lease] {
             auto& st = self->state;
             --st.invocations.concurrent;
             self->send(st.counter, release_atom::value, lease);
           };
-          self->request(st.assignment, limit, invoke_atom::value, std::move(order))
+          self->request(st.assignment, caf::infinite, invoke_atom::value, std::move(order))
             .then(
               [=](invoke_outcome& outcome) mutable {
                 release();

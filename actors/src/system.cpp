@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -83,6 +84,8 @@ struct node::impl {
   frontend_actor frontend;
   int lock_fd = -1;
   bool stopped = false;
+  /// Set once stop() begins: core actors ending after this are expected.
+  std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
 
   ~impl() {
     if (lock_fd >= 0)
@@ -106,6 +109,7 @@ void node::stop() {
   if (d.stopped)
     return;
   d.stopped = true;
+  d.stopping->store(true);
   auto log = config::logger("actors");
   if (d.server)
     d.server->stop();
@@ -292,16 +296,38 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   transport::http_server_hooks hooks;
   auto* sys = d.system.get();
   auto frontend = d.frontend;
-  // The frontend answers within the registry timeout; the bridge waits a
-  // little longer so that the frontend's own timeout error wins.
-  auto bridge_timeout = cfg.api.request_timeout + std::chrono::seconds{5};
-  hooks.on_request = [sys, frontend, bridge_timeout](transport::http_request req,
-                                                     transport::respond_fn respond) {
+  // The core actors answer every request (the frontend bounds its registry
+  // calls by request_timeout, an invocation ends by the function timeout at
+  // the latest), and the node stops if one of them dies (below). So the
+  // bridge waits without a timeout of its own: an invocation may take up to
+  // 15 minutes, far longer than any control-plane call, and a timeout would
+  // wake CAF's clock thread once per request.
+  auto stopping = d.stopping;
+  auto fail_stop = [stopping, log](const char* name) {
+    return [stopping, log, name](const caf::error& reason) {
+      if (stopping->load() || reason == caf::exit_reason::user_shutdown)
+        return;
+      log->critical("the {} actor ended unexpectedly ({}): stopping the node so that no request "
+                    "waits forever",
+                    name, caf::to_string(reason));
+      log->flush();
+      std::_Exit(70);
+    };
+  };
+  d.frontend->attach_functor(fail_stop("frontend"));
+  d.registry->attach_functor(fail_stop("registry"));
+  d.counter->attach_functor(fail_stop("counter"));
+  if (d.assignment) {
+    d.assignment->attach_functor(fail_stop("assignment"));
+    d.worker->attach_functor(fail_stop("worker"));
+    d.placement->attach_functor(fail_stop("placement"));
+  }
+  hooks.on_request = [sys, frontend](transport::http_request req, transport::respond_fn respond) {
     // One short-lived actor per request: it never blocks an io thread, and it
     // ends after its single response handler ran.
-    sys->spawn([frontend, bridge_timeout, req = std::move(req),
+    sys->spawn([frontend, req = std::move(req),
                 respond = std::move(respond)](caf::event_based_actor* self) mutable {
-      self->request(frontend, bridge_timeout, std::move(req))
+      self->request(frontend, caf::infinite, std::move(req))
         .then([respond](transport::http_response& res) { respond(std::move(res)); },
               [respond](caf::error& err) {
                 respond(transport::lambda::error_response(

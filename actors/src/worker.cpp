@@ -62,6 +62,9 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
     for (auto& [id, e] : self->state.environments)
       if (e.handle.address() == msg.source) {
         config::logger("actors")->warn("worker lost environment {}", id);
+        if (e.pending.pending())
+          e.pending.deliver(
+            make_error(ec::environment_unavailable, "the environment stopped unexpectedly"));
         forget(self, id);
         return;
       }
@@ -137,17 +140,22 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
       if (it == self->state.environments.end())
         return make_error(ec::environment_unavailable, "no such environment: " + id);
       auto rp = self->make_response_promise<invocation_result>();
-      // The environment enforces the function timeout itself; this bound
-      // only catches an environment that stopped answering.
-      auto limit = std::chrono::seconds{it->second.timeout_s + 30};
-      self->request(it->second.handle, limit, invoke_atom::value, std::move(req))
+      // No timeout here (a timeout costs a wake-up of CAF's clock thread per
+      // invocation): the environment enforces the function timeout itself,
+      // and the down handler answers if the environment actor dies.
+      it->second.pending = rp;
+      self->request(it->second.handle, caf::infinite, invoke_atom::value, std::move(req))
         .then(
           [=](invocation_result& result) mutable {
+            if (auto e = self->state.environments.find(id); e != self->state.environments.end())
+              e->second.pending = {};
             if (result.environment_lost)
               discard(self, id);
             rp.deliver(std::move(result));
           },
           [=](caf::error& err) mutable {
+            if (auto e = self->state.environments.find(id); e != self->state.environments.end())
+              e->second.pending = {};
             discard(self, id);
             rp.deliver(std::move(err));
           });

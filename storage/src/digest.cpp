@@ -5,6 +5,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
+#include <cstring>
+#include <random>
 #include <stdexcept>
 
 namespace nimbus::storage {
@@ -126,13 +129,47 @@ std::string random_bytes(size_t n) {
   return out;
 }
 
-std::string random_uuid() {
-  auto b = random_bytes(16);
+namespace {
+
+std::string uuid_text(std::string b) {
   b[6] = static_cast<char>((b[6] & 0x0f) | 0x40);
   b[8] = static_cast<char>((b[8] & 0x3f) | 0x80);
   auto hex = to_hex(b);
   return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-"
          + hex.substr(16, 4) + "-" + hex.substr(20);
+}
+
+std::mt19937_64& id_generator() {
+  thread_local std::mt19937_64 gen{[] {
+    auto seed = random_bytes(sizeof(uint64_t) * 4);
+    std::seed_seq seq(seed.begin(), seed.end());
+    return std::mt19937_64{seq};
+  }()};
+  return gen;
+}
+
+std::string id_bytes(size_t n) {
+  auto& gen = id_generator();
+  std::string out(n, '\0');
+  for (size_t i = 0; i < n; i += 8) {
+    auto v = gen();
+    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
+  }
+  return out;
+}
+
+} // namespace
+
+std::string random_uuid() {
+  return uuid_text(random_bytes(16));
+}
+
+std::string request_uuid() {
+  return uuid_text(id_bytes(16));
+}
+
+std::string request_hex(size_t n) {
+  return to_hex(id_bytes(n));
 }
 
 } // namespace nimbus::storage

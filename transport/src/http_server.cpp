@@ -413,7 +413,7 @@ private:
       for (const auto& f : msg)
         head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
       head.remote = remote_;
-      head.request_id = storage::random_uuid();
+      head.request_id = storage::request_uuid();
 
       // Request smuggling shapes. Beast rejects some orders of these fields
       // itself, but not e.g. "Transfer-Encoding: gzip" before Content-Length,
@@ -562,7 +562,7 @@ private:
     s.version = version;
     s.keep_alive = false;
     s.close = true;
-    s.request_id = request_id.empty() ? storage::random_uuid() : std::move(request_id);
+    s.request_id = request_id.empty() ? storage::request_uuid() : std::move(request_id);
     s.response = build_response(std::move(r), s);
     queue_.push_back(std::move(s));
     ++next_seq_;

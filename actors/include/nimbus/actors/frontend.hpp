@@ -24,6 +24,10 @@
 #include <string>
 #include <vector>
 
+namespace simdjson::dom {
+class parser;
+} // namespace simdjson::dom
+
 namespace nimbus {
 
 /// Settings of the frontend.
@@ -50,8 +54,6 @@ struct frontend_config {
   /// Where function logs go (may be null: then logs are only returned with
   /// --log-type Tail).
   std::shared_ptr<storage::function_log_store> logs;
-  /// Time an invocation may take on top of the function's timeout.
-  std::chrono::seconds invoke_margin{30};
 };
 
 /// Invocation metrics (Prometheus text), kept by the frontend.
@@ -90,6 +92,8 @@ struct frontend_state {
   /// Lookups answered from the cache and from the registry.
   uint64_t cache_hits = 0;
   uint64_t cache_misses = 0;
+  /// Validates invoke payloads; kept so its buffers are reused.
+  std::shared_ptr<simdjson::dom::parser> json;
 };
 
 /// The FRONTEND behavior.

@@ -46,6 +46,10 @@ struct worker_state {
     int32_t memory_mb = 0;
     int32_t timeout_s = 3;
     uint32_t uid = 0;
+    /// The invocation in flight, answered with an error if the environment
+    /// actor ends without answering it (requests to environments carry no
+    /// timeout: the environment enforces the function timeout itself).
+    caf::typed_response_promise<invocation_result> pending;
   };
   worker_config config;
   std::map<std::string, entry> environments;

@@ -46,4 +46,13 @@ std::string random_bytes(size_t n);
 /// Returns a random RFC 4122 version 4 UUID in its 36-character text form.
 std::string random_uuid();
 
+/// Returns a version 4 UUID for identifiers that must be unique but are not
+/// secret (request ids): drawn from a per-thread generator seeded from the
+/// OS, so it costs no system call and no lock.
+std::string request_uuid();
+
+/// Returns `n` random bytes as 2n hex digits from the same per-thread
+/// generator as request_uuid(): unique, not secret (trace ids).
+std::string request_hex(size_t n);
+
 } // namespace nimbus::storage
