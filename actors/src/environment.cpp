@@ -13,7 +13,6 @@
 #include <caf/typed_event_based_actor.hpp>
 
 #include <fcntl.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,14 +38,118 @@ int64_t unix_ms_now() {
     .count();
 }
 
-/// Output of the runtime, filled by a reader thread, drained per invocation.
-struct log_buffer {
+/// Output of the runtime: the read end of the pipe its stdout and stderr go
+/// to, and what was read from it. Pumped by an fd_watch on the io threads
+/// while output arrives, and right when the runtime answers (on the io thread
+/// that received the answer), so everything written before the answer is in
+/// the buffer by the time the environment frames the invocation's log.
+struct log_pipe {
+  explicit log_pipe(int read_fd) : fd(read_fd) {
+    ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  }
+  ~log_pipe() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+  log_pipe(const log_pipe&) = delete;
+  log_pipe& operator=(const log_pipe&) = delete;
+
+  /// Reads whatever is in the pipe. False once the pipe is closed.
+  bool pump() {
+    std::lock_guard<std::mutex> guard{mutex};
+    char chunk[16384];
+    for (;;) {
+      auto n = ::read(fd, chunk, sizeof chunk);
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0)
+        return errno == EAGAIN || errno == EWOULDBLOCK;
+      if (n == 0)
+        return false;
+      auto room = text.size() < limit ? limit - text.size() : 0;
+      auto take = std::min(room, static_cast<size_t>(n));
+      text.append(chunk, take);
+      dropped += static_cast<size_t>(n) - take;
+    }
+  }
+
+  /// Takes what the runtime wrote so far.
+  std::string take() {
+    pump();
+    std::lock_guard<std::mutex> guard{mutex};
+    std::string out = std::move(text);
+    text.clear();
+    if (dropped > 0) {
+      out += "[nimbus: " + std::to_string(dropped) + " bytes of output dropped]\n";
+      dropped = 0;
+    }
+    return out;
+  }
+
+  int fd = -1;
   std::mutex mutex;
   std::string text;
-  /// Output beyond this is dropped until the next drain (a chatty function
+  /// Output beyond this is dropped until the next take (a chatty function
   /// must not exhaust the worker's memory).
   size_t limit = 1 << 20;
   size_t dropped = 0;
+};
+
+/// Everything one sandbox is made of. Built on a helper thread, then owned by
+/// the actor, and torn down on a helper thread again (or in the actor's
+/// destructor at node shutdown).
+struct sandbox {
+  std::shared_ptr<transport::io_runner> runner;
+  std::optional<vmm::cgroup> group;
+  std::shared_ptr<vmm::jail_process> jail;
+  std::shared_ptr<transport::runtime_api> api;
+  std::unique_ptr<transport::http_server> server;
+  std::shared_ptr<log_pipe> logs;
+  std::unique_ptr<transport::fd_watch> log_watch;
+  std::unique_ptr<transport::fd_watch> exit_watch;
+  std::string root_dir;
+  /// The pooled network namespace this sandbox uses (empty: its own).
+  std::string netns;
+  int64_t sandbox_us = 0;
+
+  /// Ends the sandbox and releases everything; blocking, idempotent.
+  void teardown() {
+    if (exit_watch)
+      exit_watch->stop();
+    if (log_watch)
+      log_watch->stop();
+    // Kill first: the runtime's connections then close at once, and the
+    // server stops without waiting out its grace period.
+    if (jail)
+      jail->kill();
+    if (group)
+      group->kill_all();
+    if (server) {
+      server->stop(std::chrono::milliseconds{100});
+      server.reset();
+    }
+    jail.reset();
+    if (group) {
+      group->remove();
+      group.reset();
+    }
+    exit_watch.reset();
+    log_watch.reset();
+    logs.reset();
+    if (!root_dir.empty()) {
+      ::rmdir(root_dir.c_str());
+      root_dir.clear();
+    }
+    if (!netns.empty()) {
+      vmm::netns_pool::release(netns);
+      netns.clear();
+    }
+    api.reset();
+  }
+
+  ~sandbox() {
+    teardown();
+  }
 };
 
 std::string error_json(std::string_view type, std::string_view message) {
@@ -82,17 +185,10 @@ struct environment_state {
   environment_spec spec;
   phase state = phase::created;
 
-  std::optional<vmm::cgroup> group;
-  std::unique_ptr<vmm::jail_process> jail;
-  std::unique_ptr<transport::runtime_api> api;
-  std::unique_ptr<transport::http_server> server;
-  std::shared_ptr<log_buffer> logs = std::make_shared<log_buffer>();
-  int log_read_fd = -1;
-  std::thread log_reader;
-  std::thread waiter;
-  std::string root_dir;
-  /// The pooled network namespace this sandbox uses (empty: its own).
-  std::string netns;
+  /// The sandbox; null until built, and while a helper thread builds it.
+  std::shared_ptr<sandbox> box;
+  /// A helper thread is building the sandbox: do not touch `box`.
+  bool building = false;
 
   clock::time_point init_start;
   int64_t sandbox_us = 0;
@@ -118,61 +214,17 @@ struct environment_state {
   /// True while the cgroup is frozen.
   bool frozen = false;
 
-  /// Ends the sandbox and releases everything; blocking, idempotent.
-  void teardown() {
-    if (server) {
-      server->stop(std::chrono::milliseconds{100});
-      server.reset();
-    }
-    if (jail)
-      jail->kill();
-    if (group)
-      group->kill_all();
-    if (waiter.joinable())
-      waiter.join();
-    jail.reset();
-    if (group) {
-      group->remove();
-      group.reset();
-    }
-    if (log_reader.joinable())
-      log_reader.join();
-    if (log_read_fd >= 0) {
-      ::close(log_read_fd);
-      log_read_fd = -1;
-    }
-    if (!root_dir.empty()) {
-      ::rmdir(root_dir.c_str());
-      root_dir.clear();
-    }
-    if (!netns.empty()) {
-      vmm::netns_pool::release(netns);
-      netns.clear();
-    }
-    api.reset();
-  }
-
   ~environment_state() {
-    teardown();
+    // Node shutdown (or a crash of the actor): remove the sandbox now. A
+    // helper thread that is still building keeps its own reference and tears
+    // the sandbox down when it finds nobody to hand it to.
+    if (box && !building)
+      box->teardown();
   }
 
-  /// Takes what the runtime wrote so far. Waits briefly until the pipe is
-  /// empty, so output written just before the answer is not cut off.
+  /// Takes what the runtime wrote so far.
   std::string drain_logs() {
-    for (int i = 0; i < 50 && log_read_fd >= 0; ++i) {
-      int pending = 0;
-      if (::ioctl(log_read_fd, FIONREAD, &pending) != 0 || pending == 0)
-        break;
-      std::this_thread::sleep_for(std::chrono::microseconds{200});
-    }
-    std::lock_guard<std::mutex> guard{logs->mutex};
-    std::string out = std::move(logs->text);
-    logs->text.clear();
-    if (logs->dropped > 0) {
-      out += "[nimbus: " + std::to_string(logs->dropped) + " bytes of output dropped]\n";
-      logs->dropped = 0;
-    }
-    return out;
+    return box && box->logs ? box->logs->take() : std::string{};
   }
 };
 
@@ -184,24 +236,27 @@ caf::error init_failure(std::string_view type, std::string_view message) {
   return make_error(ec::init_failed, error_json(type, message));
 }
 
-// Starts the sandbox; on success the runtime is running and INIT has begun.
-caf::error start_sandbox(self_ptr self) {
-  auto& st = self->state;
+// Makes the sandbox (blocking; runs on a helper thread). On success the
+// runtime is assembled and waits for go(); the actor lets it start.
+caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
+                         const environment_spec& spec, std::string code_zip,
+                         environment_actor me) {
   auto log = config::logger("actors");
   auto started = clock::now();
-  auto runtime = vmm::find_runtime(st.spec.runtime);
+  auto runtime = vmm::find_runtime(spec.runtime);
   if (!runtime)
-    return init_failure("Runtime.InvalidRuntime", "Unsupported runtime " + st.spec.runtime);
-  if (st.spec.code_dir.empty()) {
+    return init_failure("Runtime.InvalidRuntime", "Unsupported runtime " + spec.runtime);
+  auto code_dir = spec.code_dir;
+  if (code_dir.empty()) {
     // Unpack into the shared cache: into a private directory first, then
     // rename, so a concurrent environment never sees a half-written tree.
-    auto target = st.host.code_cache_dir + "/" + st.spec.code_sha256_hex;
-    struct stat sb {};
-    if (::stat(target.c_str(), &sb) != 0) {
-      auto temp = st.host.code_cache_dir + "/.unpack-" + st.spec.environment_id;
-      auto problem = storage::extract_zip(st.spec.code_zip, temp, st.host.code_size_unzipped);
+    auto target = host.code_cache_dir + "/" + spec.code_sha256_hex;
+    struct stat sb_stat {};
+    if (::stat(target.c_str(), &sb_stat) != 0) {
+      auto temp = host.code_cache_dir + "/.unpack-" + spec.environment_id;
+      auto problem = storage::extract_zip(code_zip, temp, host.code_size_unzipped);
       if (!problem.empty()) {
-        log->error("environment {} cannot unpack its code: {}", st.spec.environment_id, problem);
+        log->error("environment {} cannot unpack its code: {}", spec.environment_id, problem);
         return init_failure("Runtime.InvalidEntrypoint", "cannot unpack the function code");
       }
       if (::rename(temp.c_str(), target.c_str()) != 0) {
@@ -210,156 +265,170 @@ caf::error start_sandbox(self_ptr self) {
         std::filesystem::remove_all(temp, ec);
       }
     }
-    st.spec.code_zip.clear();
-    st.spec.code_dir = target;
+    code_zip.clear();
+    code_dir = target;
   }
   std::string error;
   vmm::cgroup_limits limits;
-  limits.memory_bytes = static_cast<uint64_t>(st.spec.memory_mb) << 20;
+  limits.memory_bytes = static_cast<uint64_t>(spec.memory_mb) << 20;
   limits.cpu_shares = vmm::cpu_shares_for_memory(limits.memory_bytes);
   // A helper started ahead of time has joined its cgroup already (the slow
   // part on cgroup v1); otherwise the cgroup is made now.
   std::optional<vmm::prepared_sandbox> prepared;
-  if (st.host.sandboxes)
-    prepared = st.host.sandboxes->take();
+  if (host.sandboxes)
+    prepared = host.sandboxes->take();
   if (prepared) {
     if (auto problem = prepared->group.set_limits(limits); !problem.empty()) {
-      log->error("environment {} cannot limit its cgroup: {}", st.spec.environment_id, problem);
+      log->error("environment {} cannot limit its cgroup: {}", spec.environment_id, problem);
       ::close(prepared->output_fd);
       return init_failure("Sandbox.Failed", "cannot limit the cgroup");
     }
-    st.group.emplace(std::move(prepared->group));
+    sb.group.emplace(std::move(prepared->group));
   } else {
-    st.group = vmm::cgroup::create(*st.host.cgroups, st.spec.environment_id, limits, error);
-    if (!st.group) {
-      log->error("environment {} cannot create its cgroup: {}", st.spec.environment_id, error);
+    sb.group = vmm::cgroup::create(*host.cgroups, spec.environment_id, limits, error);
+    if (!sb.group) {
+      log->error("environment {} cannot create its cgroup: {}", spec.environment_id, error);
       return init_failure("Sandbox.Failed", "cannot create the cgroup");
     }
   }
   auto t_cgroup = clock::now();
-  st.root_dir = st.host.jails_dir + "/" + st.spec.environment_id;
-  if (::mkdir(st.root_dir.c_str(), 0700) != 0) {
-    log->error("environment {} cannot create {}: {}", st.spec.environment_id, st.root_dir,
+  sb.root_dir = host.jails_dir + "/" + spec.environment_id;
+  if (::mkdir(sb.root_dir.c_str(), 0700) != 0) {
+    log->error("environment {} cannot create {}: {}", spec.environment_id, sb.root_dir,
                std::strerror(errno));
-    st.root_dir.clear();
+    sb.root_dir.clear();
     return init_failure("Sandbox.Failed", "cannot create the sandbox root");
   }
   // One pipe for stdout and stderr keeps their order; a large pipe buffer
   // keeps a chatty runtime from blocking between reads.
   int out[2] = {-1, -1};
   if (prepared) {
-    st.log_read_fd = prepared->output_fd;
+    sb.logs = std::make_shared<log_pipe>(prepared->output_fd);
   } else {
     if (::pipe2(out, O_CLOEXEC) != 0)
       return init_failure("Sandbox.Failed", "cannot create the log pipe");
     ::fcntl(out[0], F_SETPIPE_SZ, 1 << 20);
-    st.log_read_fd = out[0];
+    sb.logs = std::make_shared<log_pipe>(out[0]);
   }
   vmm::function_environment fn;
-  fn.function_name = st.spec.function_name;
-  fn.version = st.spec.version;
-  fn.handler = st.spec.handler;
-  fn.region = st.spec.region;
-  fn.memory_mb = st.spec.memory_mb;
-  fn.log_stream = log_stream_name(st.spec.version, st.spec.environment_id);
-  fn.variables = st.spec.variables;
+  fn.function_name = spec.function_name;
+  fn.version = spec.version;
+  fn.handler = spec.handler;
+  fn.region = spec.region;
+  fn.memory_mb = spec.memory_mb;
+  fn.log_stream = log_stream_name(spec.version, spec.environment_id);
+  fn.variables = spec.variables;
   vmm::jail_spec js;
-  js.id = st.spec.environment_id;
-  js.root_dir = st.root_dir;
-  js.code_dir = st.spec.code_dir;
-  js.runtime_dir = st.host.runtimes_dir;
+  js.id = spec.environment_id;
+  js.root_dir = sb.root_dir;
+  js.code_dir = code_dir;
+  js.runtime_dir = host.runtimes_dir;
   js.argv = vmm::runtime_command(*runtime);
   js.env = vmm::runtime_environment(*runtime, fn);
-  js.uid = st.host.uid;
-  js.gid = st.host.gid;
-  js.tmp_bytes = static_cast<uint64_t>(st.spec.ephemeral_mb) << 20;
-  if (st.host.netns) {
-    st.netns = st.host.netns->take();
-    js.netns = st.netns;
+  js.uid = host.uid;
+  js.gid = host.gid;
+  js.tmp_bytes = static_cast<uint64_t>(spec.ephemeral_mb) << 20;
+  if (host.netns) {
+    sb.netns = host.netns->take();
+    js.netns = sb.netns;
   }
   if (prepared) {
-    st.jail = std::move(prepared->jail);
-    if (!st.jail->configure(js, std::chrono::seconds{10}, error))
-      st.jail.reset();
+    sb.jail = std::move(prepared->jail);
+    if (!sb.jail->configure(js, std::chrono::seconds{10}, error))
+      sb.jail.reset();
   } else {
-    js.cgroup_procs = st.group->procs_files();
-    st.jail = vmm::jail_process::start(st.host.jail_helper, js, out[1], out[1],
+    js.cgroup_procs = sb.group->procs_files();
+    sb.jail = vmm::jail_process::start(host.jail_helper, js, out[1], out[1],
                                        std::chrono::seconds{10}, error);
     ::close(out[1]);
   }
-  auto buffer = st.logs;
-  auto fd = st.log_read_fd;
-  st.log_reader = std::thread{[buffer, fd] {
-    char chunk[16384];
-    while (true) {
-      auto n = ::read(fd, chunk, sizeof chunk);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n <= 0)
-        return;
-      std::lock_guard<std::mutex> guard{buffer->mutex};
-      auto room = buffer->text.size() < buffer->limit ? buffer->limit - buffer->text.size() : 0;
-      auto take = std::min(room, static_cast<size_t>(n));
-      buffer->text.append(chunk, take);
-      buffer->dropped += static_cast<size_t>(n) - take;
-    }
-  }};
-  if (!st.jail) {
-    log->error("environment {} sandbox failed: {}", st.spec.environment_id, error);
+  if (!sb.jail) {
+    log->error("environment {} sandbox failed: {}", spec.environment_id, error);
     return init_failure("Sandbox.Failed", error);
   }
+  // The output pipe and the helper's status pipe are watched on the shared
+  // io threads (each watch owns a duplicate of its descriptor).
+  auto logs = sb.logs;
+  int log_dup = ::fcntl(logs->fd, F_DUPFD_CLOEXEC, 0);
+  int status_dup = ::fcntl(sb.jail->status_fd(), F_DUPFD_CLOEXEC, 0);
+  if (log_dup < 0 || status_dup < 0) {
+    if (log_dup >= 0)
+      ::close(log_dup);
+    if (status_dup >= 0)
+      ::close(status_dup);
+    return init_failure("Sandbox.Failed", "cannot watch the sandbox");
+  }
+  sb.log_watch = std::make_unique<transport::fd_watch>(sb.runner, log_dup,
+                                                       [logs] { return logs->pump(); });
+  auto jail = sb.jail;
+  sb.exit_watch = std::make_unique<transport::fd_watch>(sb.runner, status_dup, [jail, me] {
+    auto exit = jail->poll_exit();
+    if (!exit)
+      return true; // other news, or a partial line: keep watching
+    caf::anon_send(me, sandbox_exit_atom::value, exit->exited,
+                   static_cast<int32_t>(exit->code));
+    return false;
+  });
   auto t_jail = clock::now();
   // The Runtime API listens inside the sandbox's network namespace.
-  int listen_fd = vmm::listen_in_netns(st.jail->init_pid(), "127.0.0.1", 9001, error);
+  int listen_fd = vmm::listen_in_netns(sb.jail->init_pid(), "127.0.0.1", 9001, error);
   if (listen_fd < 0) {
-    log->error("environment {} cannot listen in its namespace: {}", st.spec.environment_id,
-               error);
+    log->error("environment {} cannot listen in its namespace: {}", spec.environment_id, error);
     return init_failure("Sandbox.Failed", "cannot start the Runtime API");
   }
-  auto me = caf::actor_cast<environment_actor>(self);
+  // Answers and errors pump the output pipe first, on the io thread that
+  // received them: the runtime wrote its output before it answered.
   transport::runtime_api_callbacks callbacks;
   callbacks.on_ready = [me] { caf::anon_send(me, rt_ready_atom::value); };
-  callbacks.on_response = [me](const std::string& id, std::string body) {
+  callbacks.on_response = [me, logs](const std::string& id, std::string body) {
+    logs->pump();
     caf::anon_send(me, rt_response_atom::value, id, std::move(body));
   };
-  callbacks.on_error = [me](const std::string& id, std::string type, std::string body) {
+  callbacks.on_error = [me, logs](const std::string& id, std::string type, std::string body) {
+    logs->pump();
     caf::anon_send(me, rt_error_atom::value, id, std::move(type), std::move(body));
   };
-  callbacks.on_init_error = [me](std::string type, std::string body) {
+  callbacks.on_init_error = [me, logs](std::string type, std::string body) {
+    logs->pump();
     caf::anon_send(me, rt_init_error_atom::value, std::move(type), std::move(body));
   };
-  st.api = std::make_unique<transport::runtime_api>(std::move(callbacks));
+  sb.api = std::make_shared<transport::runtime_api>(std::move(callbacks));
   transport::http_server_options options;
   options.listen_fd = listen_fd;
-  options.io_threads = 1;
+  options.runner = sb.runner;
   options.max_pipeline = 2;
   // /next may wait for minutes between invocations.
   options.idle_timeout = std::chrono::hours{24};
   options.body_deadline = std::chrono::seconds{60};
   try {
-    st.server = std::make_unique<transport::http_server>(options, st.api->hooks());
+    sb.server = std::make_unique<transport::http_server>(
+      options, transport::runtime_api::hooks(sb.api));
   } catch (const std::exception& e) {
     ::close(listen_fd);
     return init_failure("Sandbox.Failed", std::string{"Runtime API: "} + e.what());
   }
-  // The waiter reports when the sandbox ends, however it ends.
-  auto* jail = st.jail.get();
-  st.waiter = std::thread{[jail, me] {
-    auto exit = jail->wait(std::chrono::hours{24 * 365});
-    caf::anon_send(me, sandbox_exit_atom::value, exit ? exit->exited : false,
-                   static_cast<int32_t>(exit ? exit->code : 9));
-  }};
-  st.sandbox_us = micros_since(started);
+  sb.sandbox_us = micros_since(started);
   auto us = [](clock::time_point a, clock::time_point b) {
     return std::chrono::duration_cast<std::chrono::microseconds>(b - a).count();
   };
   log->debug("environment {} sandbox phases: cgroup {} us, jail {} us, runtime api {} us",
-             st.spec.environment_id, us(started, t_cgroup), us(t_cgroup, t_jail),
+             spec.environment_id, us(started, t_cgroup), us(t_cgroup, t_jail),
              us(t_jail, clock::now()));
-  st.init_start = clock::now();
-  if (!st.jail->go())
-    return init_failure("Sandbox.Failed", "the sandbox did not start");
   return {};
+}
+
+// Hands the sandbox to a helper thread that removes it, then tells the actor
+// (which may be gone by then: the message is dropped).
+void retire_sandbox(self_ptr self) {
+  auto& st = self->state;
+  if (!st.box || st.building)
+    return;
+  auto me = caf::actor_cast<environment_actor>(self);
+  st.host.sandbox_threads->post([box = std::move(st.box), me]() mutable {
+    box->teardown();
+    box.reset();
+    caf::anon_send(me, stopped_atom::value);
+  });
 }
 
 // Arms the idle timer unless one is pending.
@@ -376,7 +445,8 @@ void finish_invocation(self_ptr self, invocation_result result) {
   auto& st = self->state;
   result.request_id = st.request_id;
   result.duration_us = micros_since(st.invoke_start);
-  result.max_memory_bytes = st.group ? st.group->peak_memory() : 0;
+  result.max_memory_bytes =
+    st.box && !st.building && st.box->group ? st.box->group->peak_memory() : 0;
   if (st.first_invoke) {
     result.init_duration_us = st.init_us;
     st.first_invoke = false;
@@ -408,14 +478,17 @@ void finish_invocation(self_ptr self, invocation_result result) {
   st.invoke_promise.deliver(std::move(result));
 }
 
-// The sandbox is gone for good: kill whatever remains and mark it dead.
+// The sandbox is gone for good: kill whatever remains and mark it dead (the
+// owner destroys the actor, which removes the rest).
 void lose_sandbox(self_ptr self) {
   auto& st = self->state;
-  if (st.jail)
-    st.jail->kill();
-  if (st.group) {
-    st.group->thaw();
-    st.group->kill_all();
+  if (st.box && !st.building) {
+    if (st.box->jail)
+      st.box->jail->kill();
+    if (st.box->group) {
+      st.box->group->thaw();
+      st.box->group->kill_all();
+    }
   }
   st.frozen = false;
   st.state = environment_state::phase::dead;
@@ -434,14 +507,47 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       if (st.state != phase::created)
         return make_error(ec::environment_unavailable, "environment already initialized");
       st.state = phase::initializing;
-      if (auto err = start_sandbox(self)) {
-        st.teardown();
-        st.state = phase::dead;
-        return err;
-      }
+      st.box = std::make_shared<sandbox>();
+      st.box->runner = st.host.runtime_io;
+      st.building = true;
+      // Making a sandbox blocks for milliseconds (fork, mounts, cgroup
+      // files): a sandbox thread does it, so the scheduler keeps serving
+      // warm invocations meanwhile.
+      st.host.sandbox_threads->post([box = st.box, host = st.host, spec = st.spec,
+                                     zip = std::move(st.spec.code_zip),
+                                     me = caf::actor_cast<environment_actor>(self)]() mutable {
+        auto err = build_sandbox(*box, host, spec, std::move(zip), me);
+        box.reset();
+        caf::anon_send(me, built_atom::value, std::move(err));
+      });
       st.init_promise = self->make_response_promise<environment_ready>();
       self->delayed_send(self, st.host.init_timeout, timeout_atom::value, uint64_t{0});
       return st.init_promise;
+    },
+    [=](built_atom, caf::error& err) {
+      auto& st = self->state;
+      st.building = false;
+      if (st.state != phase::initializing) {
+        // Timed out or destroyed while being made.
+        retire_sandbox(self);
+        if (st.destroy_pending) {
+          st.destroy_pending = false;
+          st.destroy_promise.deliver(true);
+          self->quit();
+        }
+        return;
+      }
+      if (!err) {
+        st.sandbox_us = st.box->sandbox_us;
+        st.init_start = clock::now();
+        if (!st.box->jail->go())
+          err = init_failure("Sandbox.Failed", "the sandbox did not start");
+      }
+      if (err) {
+        retire_sandbox(self);
+        st.state = phase::dead;
+        st.init_promise.deliver(std::move(err));
+      }
     },
     [=](rt_ready_atom) {
       auto& st = self->state;
@@ -473,8 +579,8 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       // invocation's; init output goes with the first invocation.
       if (!st.first_invoke)
         st.drain_logs();
-      if (st.frozen && st.group) {
-        st.group->thaw();
+      if (st.frozen) {
+        st.box->group->thaw();
         st.frozen = false;
       }
       transport::runtime_invocation inv;
@@ -484,7 +590,7 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       inv.invoked_function_arn = st.spec.function_arn;
       inv.trace_id = req.trace_id;
       inv.client_context = std::move(req.client_context);
-      st.api->submit(std::move(inv));
+      st.box->api->submit(std::move(inv));
       st.deadline = clock::now() + std::chrono::seconds{st.spec.timeout_s};
       if (!st.deadline_armed) {
         st.deadline_armed = true;
@@ -516,11 +622,11 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       auto& st = self->state;
       if (which == ~uint64_t{0}) {
         // Shutdown grace is over: kill; sandbox_exit completes the destroy.
-        if (st.state == phase::stopping) {
-          if (st.jail)
-            st.jail->kill();
-          if (st.group)
-            st.group->kill_all();
+        if (st.state == phase::stopping && st.box) {
+          if (st.box->jail)
+            st.box->jail->kill();
+          if (st.box->group)
+            st.box->group->kill_all();
         }
         return;
       }
@@ -558,7 +664,7 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       auto& st = self->state;
       auto how = exited ? "exit status " + std::to_string(code)
                         : "signal " + std::to_string(code);
-      bool oom = st.group && st.group->oom_kills() > 0;
+      bool oom = st.box && !st.building && st.box->group && st.box->group->oom_kills() > 0;
       if (st.state == phase::initializing) {
         lose_sandbox(self);
         st.init_promise.deliver(
@@ -575,21 +681,24 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
         r.environment_lost = true;
         finish_invocation(self, std::move(r));
       } else if (st.state == phase::stopping) {
-        st.teardown();
+        retire_sandbox(self);
         st.state = phase::dead;
-        if (st.destroy_pending) {
-          st.destroy_pending = false;
-          st.destroy_promise.deliver(true);
-        }
-        self->quit();
       } else {
         lose_sandbox(self);
+      }
+    },
+    [=](stopped_atom) {
+      auto& st = self->state;
+      if (st.destroy_pending) {
+        st.destroy_pending = false;
+        st.destroy_promise.deliver(true);
+        self->quit();
       }
     },
     [=](idle_atom, uint64_t) {
       auto& st = self->state;
       st.idle_armed = false;
-      if (st.state != phase::idle || st.frozen || !st.group)
+      if (st.state != phase::idle || st.frozen || !st.box || !st.box->group)
         return;
       auto idle_for = clock::now() - st.idle_since;
       if (idle_for < st.host.freeze_after) {
@@ -598,25 +707,36 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
         self->delayed_send(self, st.host.freeze_after - idle_for, idle_atom::value, uint64_t{0});
         return;
       }
-      st.frozen = st.group->freeze();
+      st.frozen = st.box->group->freeze();
     },
     [=](destroy_atom) -> caf::result<bool> {
       auto& st = self->state;
-      if (st.state == phase::stopping)
+      if (st.state == phase::stopping || st.destroy_pending)
         return make_error(ec::environment_unavailable, "already stopping");
-      if (!st.jail || st.state == phase::dead || st.state == phase::created) {
-        st.teardown();
+      if (st.init_promise.pending())
+        st.init_promise.deliver(
+          make_error(ec::environment_unavailable, "the environment was destroyed during INIT"));
+      if (st.building) {
+        // The helper thread is still making the sandbox: finish when it
+        // reports (the built handler removes it).
+        st.state = phase::dead;
+        st.destroy_pending = true;
+        st.destroy_promise = self->make_response_promise<bool>();
+        return st.destroy_promise;
+      }
+      if (!st.box || !st.box->jail || st.state == phase::dead || st.state == phase::created) {
+        retire_sandbox(self);
         st.state = phase::dead;
         self->quit();
         return true;
       }
       // Graceful: SIGTERM to the runtime, SIGKILL after the grace period
-      // (the sandbox_exit handler finishes the job).
+      // (the sandbox_exit handler removes the sandbox, stopped answers).
       st.state = phase::stopping;
-      if (st.group)
-        st.group->thaw();
+      if (st.box->group)
+        st.box->group->thaw();
       st.frozen = false;
-      st.jail->terminate();
+      st.box->jail->terminate();
       st.destroy_pending = true;
       st.destroy_promise = self->make_response_promise<bool>();
       self->delayed_send(self, st.host.shutdown_grace, timeout_atom::value, ~uint64_t{0});
@@ -627,7 +747,11 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
 
 environment_actor spawn_environment(caf::actor_system& sys, environment_host_config host,
                                     environment_spec spec) {
-  return sys.spawn<caf::detached>(environment, std::move(host), std::move(spec));
+  if (!host.runtime_io)
+    host.runtime_io = transport::io_runner::start(1);
+  if (!host.sandbox_threads)
+    host.sandbox_threads = transport::io_runner::start(2);
+  return sys.spawn(environment, std::move(host), std::move(spec));
 }
 
 } // namespace nimbus

@@ -23,7 +23,7 @@ std::string validate(const worker_config& cfg) {
 }
 
 worker_state::~worker_state() {
-  // Environments run on their own threads; tell them to end (their state
+  // Environments are actors of their own; tell them to end (their state
   // tears the sandbox down).
   for (auto& [_, e] : environments)
     caf::anon_send_exit(e.handle, caf::exit_reason::user_shutdown);
@@ -182,6 +182,13 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
 }
 
 worker_actor spawn_worker(caf::actor_system& sys, worker_config cfg) {
+  // One io thread serves the Runtime APIs of all environments: under load
+  // it handles many connections per wake-up instead of one thread per
+  // environment waking for each message.
+  if (!cfg.host.runtime_io)
+    cfg.host.runtime_io = transport::io_runner::start(1);
+  if (!cfg.host.sandbox_threads)
+    cfg.host.sandbox_threads = transport::io_runner::start(2);
   return sys.spawn(worker, std::move(cfg));
 }
 

@@ -69,8 +69,10 @@ class Invoke(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = TempDir()
+        # A short control-plane timeout (it follows the [api] listen line),
+        # to show that invocations are bounded by the function's timeout only.
         cls.node = Node(NIMBUSD, cls.tmp.path,
-                        extra="[worker]\nkeep_alive_seconds = 3\n")
+                        extra="request_timeout_ms = 1500\n[worker]\nkeep_alive_seconds = 3\n")
         cls.node.start()
         cls.files = {}
         for name, data in {
@@ -278,6 +280,14 @@ class Invoke(unittest.TestCase):
         time.sleep(5)  # keep_alive_seconds = 3, swept every second
         _, _, body, _ = self.invoke("node", '{"w": 3}')
         self.assertEqual(body["calls"], 1)
+
+    def test_invocation_longer_than_the_api_request_timeout(self):
+        # api.request_timeout_ms is 1.5 s: it bounds control-plane calls, never
+        # an invocation, which may run up to the function's timeout (30 s).
+        t0 = time.time()
+        _, _, body, _ = self.invoke("py", '{"sleep": 7}')
+        self.assertGreaterEqual(time.time() - t0, 7)
+        self.assertGreaterEqual(body["end"] - body["start"], 7)
 
     def test_metrics_count_invocations(self):
         self.invoke("c", '{"action": "echo"}')

@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -653,4 +654,124 @@ TEST_CASE("http server: binding a port in use throws std::system_error") {
   options.port = first.port();
   // SO_REUSEADDR does not allow two listeners on one port.
   CHECK_THROWS_AS(http_server(options, hooks), std::system_error);
+}
+
+// -- shared io threads (io_runner) ---------------------------------------------
+
+TEST_CASE("http server: servers on one io_runner share it, and one stops without the other") {
+  auto runner = io_runner::start(1);
+  auto make = [&](std::string name) {
+    auto hooks = test_hooks();
+    hooks.on_request = [name](http_request, respond_fn respond) { respond(text(name)); };
+    auto o = test_options();
+    o.runner = runner;
+    return std::make_unique<http_server>(o, hooks);
+  };
+  auto a = make("a");
+  auto b = make("b");
+  REQUIRE(a->port() != b->port());
+  client ca(a->port());
+  client cb(b->port());
+  REQUIRE(ca.send(get("/x")));
+  REQUIRE(cb.send(get("/x")));
+  auto ra = ca.read_response();
+  auto rb = cb.read_response();
+  REQUIRE(ra);
+  REQUIRE(rb);
+  CHECK(ra->body == "a");
+  CHECK(rb->body == "b");
+  // Stopping one closes its connections at once (they are idle) and leaves
+  // the shared threads serving the other.
+  auto t0 = steady::now();
+  a->stop(2000ms);
+  CHECK(ms_since(t0) < 1500);
+  CHECK(ca.wait_closed());
+  REQUIRE(cb.send(get("/y")));
+  rb = cb.read_response();
+  REQUIRE(rb);
+  CHECK(rb->body == "b");
+  a.reset();
+  b.reset();
+}
+
+TEST_CASE("io runner: a held request answered after its server stopped is dropped safely") {
+  auto runner = io_runner::start(1);
+  held_requests held;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    held.add(std::move(req), std::move(respond));
+  };
+  auto o = test_options();
+  o.runner = runner;
+  auto server = std::make_unique<http_server>(o, hooks);
+  client c(server->port());
+  REQUIRE(c.send(get("/long-poll")));
+  REQUIRE(held.wait_for(1));
+  server->stop(100ms);
+  server.reset();
+  // The respond function outlives the server; calling it must do nothing.
+  held.take(0).second(text("late"));
+  CHECK(c.wait_closed());
+}
+
+TEST_CASE("io runner: fd_watch calls back while readable and closes its descriptor") {
+  auto runner = io_runner::start(1);
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+  std::mutex m;
+  std::condition_variable cv;
+  std::string got;
+  bool eof = false;
+  int calls = 0;
+  {
+    fd_watch watch(runner, p[0], [&] {
+      char buf[64];
+      auto n = ::read(p[0], buf, sizeof buf);
+      std::lock_guard lk(m);
+      ++calls;
+      if (n > 0)
+        got.append(buf, static_cast<size_t>(n));
+      if (n == 0)
+        eof = true;
+      cv.notify_all();
+      return n != 0; // stop at end of file
+    });
+    REQUIRE(::write(p[1], "one", 3) == 3);
+    {
+      std::unique_lock lk(m);
+      REQUIRE(cv.wait_for(lk, 2s, [&] { return got == "one"; }));
+    }
+    REQUIRE(::write(p[1], "two", 3) == 3);
+    {
+      std::unique_lock lk(m);
+      REQUIRE(cv.wait_for(lk, 2s, [&] { return got == "onetwo"; }));
+    }
+    ::close(p[1]);
+    std::unique_lock lk(m);
+    REQUIRE(cv.wait_for(lk, 2s, [&] { return eof; }));
+  }
+  // The watch owned the read end: it is closed once the io thread got to it.
+  auto deadline = steady::now() + 2s;
+  while (::fcntl(p[0], F_GETFD) >= 0 && steady::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  CHECK(::fcntl(p[0], F_GETFD) == -1);
+  std::lock_guard lk(m);
+  CHECK(calls >= 3);
+}
+
+TEST_CASE("io runner: a stopped fd_watch never calls back") {
+  auto runner = io_runner::start(1);
+  int p[2];
+  REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
+  std::atomic<int> calls{0};
+  auto watch = std::make_unique<fd_watch>(runner, p[0], [&] {
+    ++calls;
+    return true;
+  });
+  watch->stop();
+  REQUIRE(::write(p[1], "x", 1) == 1);
+  std::this_thread::sleep_for(50ms);
+  CHECK(calls.load() == 0);
+  watch.reset();
+  ::close(p[1]);
 }

@@ -902,10 +902,16 @@ private:
 struct http_server::impl {
   impl(http_server_options options, http_server_hooks hooks)
       : state(std::make_shared<server_state>(std::move(options), std::move(hooks))),
-        ioc(static_cast<int>(std::max<size_t>(1, state->options.io_threads))),
-        work(net::make_work_guard(ioc)),
+        runner(state->options.runner),
+        own_ioc(runner ? nullptr
+                       : std::make_unique<net::io_context>(
+                           static_cast<int>(std::max<size_t>(1, state->options.io_threads)))),
+        ioc(runner ? runner->context() : *own_ioc),
         accept(std::make_shared<listener>(ioc, state)) {
     accept->start();
+    if (runner)
+      return;
+    work.emplace(net::make_work_guard(ioc));
     size_t n = std::max<size_t>(1, state->options.io_threads);
     threads.reserve(n);
     for (size_t i = 0; i < n; ++i)
@@ -947,6 +953,18 @@ struct http_server::impl {
       state->wait_no_sessions(steady::now() + force_close_wait);
     }
 
+    if (runner) {
+      // Shared io threads keep running for others: sessions that are still
+      // alive close on their strands; respond calls after this are dropped
+      // (the io_context lives on, so posting would be safe, but there is no
+      // one left to answer).
+      std::lock_guard lk(state->respond_mutex);
+      state->accepting_responses = false;
+      for (auto& s : state->live_sessions())
+        net::post(s->executor(), [s] { s->abandon(); });
+      return;
+    }
+
     // 4. From here on respond calls are dropped, so nothing posts onto an
     //    io_context that is stopped or destroyed.
     {
@@ -968,7 +986,10 @@ struct http_server::impl {
   std::mutex stop_mutex;
   bool stopped = false;
   std::shared_ptr<server_state> state;
-  net::io_context ioc;
+  /// The shared io threads, or none (then own_ioc and threads are used).
+  std::shared_ptr<io_runner> runner;
+  std::unique_ptr<net::io_context> own_ioc;
+  net::io_context& ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::shared_ptr<listener> accept;
   std::vector<std::thread> threads;

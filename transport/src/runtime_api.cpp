@@ -197,14 +197,16 @@ http_response runtime_api::too_large(const http_request& head, uint64_t limit) {
   return runtime_error(413, "RequestEntityTooLarge", message);
 }
 
-http_server_hooks runtime_api::hooks() {
+http_server_hooks runtime_api::hooks(std::shared_ptr<runtime_api> api) {
+  // The hooks share ownership: on shared io threads a connection may still
+  // be handled for a moment after its server stopped.
   http_server_hooks h;
-  h.on_request = [this](http_request req, respond_fn respond) {
-    handle(std::move(req), std::move(respond));
+  h.on_request = [api](http_request req, respond_fn respond) {
+    api->handle(std::move(req), std::move(respond));
   };
-  h.body_limit = [this](const http_request& head) { return body_limit(head); };
-  h.too_large = [this](const http_request& head, uint64_t limit) {
-    return too_large(head, limit);
+  h.body_limit = [api](const http_request& head) { return api->body_limit(head); };
+  h.too_large = [api](const http_request& head, uint64_t limit) {
+    return api->too_large(head, limit);
   };
   h.bad_request = [](std::string_view reason, int status) {
     return runtime_error(status, "InvalidRequest", reason);

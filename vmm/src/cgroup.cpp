@@ -322,14 +322,36 @@ void cgroup::kill_all() {
     std::this_thread::sleep_for(std::chrono::milliseconds{2});
 }
 
-uint64_t cgroup::peak_memory() const {
-  auto text = unified_ ? read_file(dir("") + "/memory.peak")
-                       : read_file(dir("memory") + "/memory.max_usage_in_bytes");
-  try {
-    return text.empty() ? 0 : std::stoull(text);
-  } catch (...) {
-    return 0;
+cgroup::owned_fd& cgroup::owned_fd::operator=(owned_fd&& other) noexcept {
+  if (this != &other) {
+    if (fd >= 0)
+      ::close(fd);
+    fd = std::exchange(other.fd, -1);
   }
+  return *this;
+}
+
+cgroup::owned_fd::~owned_fd() {
+  if (fd >= 0)
+    ::close(fd);
+}
+
+uint64_t cgroup::peak_memory() const {
+  if (dirs_.empty())
+    return 0;
+  if (peak_fd_.fd < 0) {
+    auto file = unified_ ? dir("") + "/memory.peak"
+                         : dir("memory") + "/memory.max_usage_in_bytes";
+    peak_fd_.fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (peak_fd_.fd < 0)
+      return 0;
+  }
+  char buf[32];
+  auto n = ::pread(peak_fd_.fd, buf, sizeof buf - 1, 0);
+  if (n <= 0)
+    return 0;
+  buf[n] = '\0';
+  return std::strtoull(buf, nullptr, 10);
 }
 
 uint64_t cgroup::oom_kills() const {
@@ -339,6 +361,7 @@ uint64_t cgroup::oom_kills() const {
 }
 
 void cgroup::remove() {
+  peak_fd_ = owned_fd{};
   if (dirs_.empty())
     return;
   kill_all();

@@ -195,6 +195,18 @@ std::optional<jail_exit> jail_process::wait(std::chrono::milliseconds timeout) {
   return exit_;
 }
 
+std::optional<jail_exit> jail_process::poll_exit() {
+  if (!exit_)
+    read_status(std::chrono::milliseconds{0});
+  if (exit_ && helper_pid_ > 0) {
+    // The helper exits right after its report.
+    int status;
+    ::waitpid(helper_pid_, &status, 0);
+    helper_pid_ = -1;
+  }
+  return exit_;
+}
+
 void jail_process::terminate() {
   if (init_pidfd_ >= 0)
     ::syscall(SYS_pidfd_send_signal, init_pidfd_, SIGTERM, nullptr, 0);

@@ -15,11 +15,16 @@
 /// invocation. SHUTDOWN sends SIGTERM,
 /// waits 2 s, kills, and removes the cgroup.
 ///
-/// The actor runs detached: sandbox creation and teardown block. Output of
-/// the runtime is read by a thread into a buffer and framed per invocation
-/// with START, END and REPORT lines.
+/// The actor runs on the scheduler and never blocks there: making and
+/// removing the sandbox run on the worker's sandbox threads, and the Runtime
+/// API server, the runtime's output pipe and the sandbox's exit are served by
+/// the worker's shared io threads (host.runtime_io). Output is framed per
+/// invocation with START, END and REPORT lines; what the runtime wrote before
+/// it answered is read at the moment the answer arrives, so it is never cut
+/// off and no invocation waits for a reader.
 
 #include "nimbus/actors/interfaces.hpp"
+#include "nimbus/transport/io_runner.hpp"
 #include "nimbus/vmm/cgroup.hpp"
 #include "nimbus/vmm/netns_pool.hpp"
 #include "nimbus/vmm/sandbox_pool.hpp"
@@ -50,6 +55,13 @@ struct environment_host_config {
   std::shared_ptr<vmm::netns_pool> netns;
   /// Sandbox helpers started ahead of time in their cgroups (may be null).
   std::shared_ptr<vmm::sandbox_pool> sandboxes;
+  /// io threads shared by the Runtime APIs, log pipes and exit watches of
+  /// all environments of the worker (one is started when null).
+  std::shared_ptr<transport::io_runner> runtime_io;
+  /// Long-lived threads for the blocking work of making and removing
+  /// sandboxes (one set is started when null). Long-lived on purpose: a
+  /// sandbox helper dies with the thread that started it (PDEATHSIG).
+  std::shared_ptr<transport::io_runner> sandbox_threads;
   /// Unprivileged uid/gid of the runtimes.
   uint32_t uid = 10001;
   uint32_t gid = 10001;
@@ -69,7 +81,7 @@ environment_actor::behavior_type
 environment(environment_actor::stateful_pointer<environment_state> self,
             environment_host_config host, environment_spec spec);
 
-/// Spawns an ENVIRONMENT (detached).
+/// Spawns an ENVIRONMENT.
 environment_actor spawn_environment(caf::actor_system& sys, environment_host_config host,
                                     environment_spec spec);
 

@@ -39,6 +39,8 @@ using rt_response_atom = caf::atom_constant<caf::atom("rtresponse")>;
 using rt_error_atom = caf::atom_constant<caf::atom("rterror")>;
 using rt_init_error_atom = caf::atom_constant<caf::atom("rtiniterr")>;
 using sandbox_exit_atom = caf::atom_constant<caf::atom("sbxexit")>;
+using built_atom = caf::atom_constant<caf::atom("built")>;
+using stopped_atom = caf::atom_constant<caf::atom("stopped")>;
 using timeout_atom = caf::atom_constant<caf::atom("timeout")>;
 using idle_atom = caf::atom_constant<caf::atom("idle")>;
 using acquire_atom = caf::atom_constant<caf::atom("acquire")>;
@@ -95,8 +97,8 @@ using frontend_actor = metadata_listener_actor::extend<
   caf::replies_to<transport::http_request>::with<transport::http_response>>;
 
 /// The ENVIRONMENT actor interface: one sandbox with one runtime in it. It
-/// runs detached (its own thread), because starting and ending sandboxes are
-/// blocking system calls.
+/// runs on the scheduler; the blocking work of making and removing a sandbox
+/// runs on a helper thread that reports back with `built` and `stopped`.
 using environment_actor = caf::typed_actor<
   // Starts the sandbox and the runtime; answers when the runtime first asks
   // for work (INIT done) or fails with the init error.
@@ -115,6 +117,10 @@ using environment_actor = caf::typed_actor<
   caf::reacts_to<rt_init_error_atom, std::string, std::string>,
   // Internal: the sandbox ended (exited normally?, code or signal).
   caf::reacts_to<sandbox_exit_atom, bool, int32_t>,
+  // Internal: the helper thread made the sandbox (or failed: the init error).
+  caf::reacts_to<built_atom, caf::error>,
+  // Internal: the helper thread removed the sandbox.
+  caf::reacts_to<stopped_atom>,
   // Internal: a deadline may have passed (0: init, 1: invocation,
   // all ones: shutdown grace).
   caf::reacts_to<timeout_atom, uint64_t>,

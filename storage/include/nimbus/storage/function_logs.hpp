@@ -7,6 +7,7 @@
 /// never written to nimbusd's own log.
 
 #include <cstdint>
+#include <map>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -31,12 +32,32 @@ public:
   /// Number of appends that failed.
   uint64_t failures() const;
 
+  /// Closes the files kept open for appending.
+  ~function_log_store();
+
+  function_log_store(const function_log_store&) = delete;
+  function_log_store& operator=(const function_log_store&) = delete;
+
 private:
+  /// A log file kept open for appending (invocations append often: no
+  /// open, stat and close per invocation) and its size.
+  struct open_file {
+    int fd = -1;
+    uint64_t size = 0;
+    uint64_t last_use = 0;
+  };
+  /// At most this many files stay open; the least recently used closes.
+  static constexpr size_t max_open_files = 256;
+
   std::string path(const std::string& account_id, const std::string& function) const;
+  open_file* open_for_append(const std::string& file, const std::string& account_id);
+  void close_file(const std::string& file);
   std::string directory_;
   uint64_t max_bytes_;
   mutable std::mutex mutex_;
   uint64_t failures_ = 0;
+  uint64_t uses_ = 0;
+  std::map<std::string, open_file> open_;
 };
 
 } // namespace nimbus::storage

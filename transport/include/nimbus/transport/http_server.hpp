@@ -11,6 +11,7 @@
 /// queue of pipelined requests whose responses go out in request order.
 
 #include "nimbus/transport/http_types.hpp"
+#include "nimbus/transport/io_runner.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -37,6 +38,9 @@ struct http_server_options {
   int listen_fd = -1;
   /// Number of io threads.
   size_t io_threads = 2;
+  /// Shared io threads to run on instead of starting `io_threads` of its
+  /// own (the Runtime APIs of all environments of a worker share one).
+  std::shared_ptr<io_runner> runner;
   /// Maximum size of the request line plus all header fields.
   uint32_t max_header_bytes = 16 * 1024;
   /// Total time allowed to receive the complete header block of a request

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -71,8 +72,9 @@ public:
   /// else on its next /next. Only one invocation may be outstanding.
   void submit(runtime_invocation inv);
 
-  /// Builds the hooks that connect an http_server to this object.
-  http_server_hooks hooks();
+  /// Builds the hooks that connect an http_server to `api` (they keep it
+  /// alive).
+  static http_server_hooks hooks(std::shared_ptr<runtime_api> api);
 
 private:
   http_response next_response(const runtime_invocation& inv) const;

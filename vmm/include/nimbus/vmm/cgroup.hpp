@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nimbus::vmm {
@@ -101,8 +102,20 @@ public:
   void remove();
 
 private:
+  /// A descriptor that closes itself and moves with the group.
+  struct owned_fd {
+    int fd = -1;
+    owned_fd() = default;
+    owned_fd(owned_fd&& other) noexcept : fd(std::exchange(other.fd, -1)) {
+    }
+    owned_fd& operator=(owned_fd&& other) noexcept;
+    ~owned_fd();
+  };
+
   cgroup() = default;
   bool unified_ = false;
+  /// The peak-memory file, kept open: it is read after every invocation.
+  mutable owned_fd peak_fd_;
   /// v1: controller -> dir; v2: "" -> dir.
   std::vector<std::pair<std::string, std::string>> dirs_;
   std::vector<std::string> procs_files_;

@@ -66,11 +66,21 @@ public:
     return init_pid_;
   }
 
+  /// The pipe on which the helper reports (readable when there is news,
+  /// such as the sandbox's end); for event loops that call wait() then.
+  int status_fd() const {
+    return status_fd_;
+  }
+
   /// Lets the sandbox start its runtime.
   bool go();
 
   /// Waits up to `timeout` for the sandbox to end.
   std::optional<jail_exit> wait(std::chrono::milliseconds timeout);
+
+  /// Reads what the helper reported without waiting; returns how the
+  /// sandbox ended once it has (for event loops watching status_fd()).
+  std::optional<jail_exit> poll_exit();
 
   /// Asks the runtime to stop (SIGTERM, forwarded by PID 1).
   void terminate();
