@@ -35,7 +35,29 @@ std::string validate(const frontend_config& cfg) {
 namespace {
 
 using self_ptr = frontend_actor::stateful_pointer<frontend_state>;
-using response_promise = caf::typed_response_promise<http_response>;
+/// Where a request's answer goes: the CAF response promise of a request
+/// message, or the HTTP server's respond function (http_exchange).
+class response_promise {
+public:
+  explicit response_promise(caf::typed_response_promise<http_response> promise)
+      : promise_(std::move(promise)) {
+  }
+  explicit response_promise(std::shared_ptr<std::function<void(http_response)>> respond)
+      : respond_(std::move(respond)) {
+  }
+  void deliver(http_response res) {
+    if (respond_) {
+      auto respond = std::move(respond_);
+      (*respond)(std::move(res));
+    } else {
+      promise_.deliver(std::move(res));
+    }
+  }
+
+private:
+  caf::typed_response_promise<http_response> promise_;
+  std::shared_ptr<std::function<void(http_response)>> respond_;
+};
 
 /// How long a GetFunction code link stays valid (as on AWS).
 constexpr std::chrono::minutes download_link_lifetime{10};
@@ -474,15 +496,14 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
       });
 }
 
-caf::result<http_response> handle(self_ptr self, http_request& req) {
+void handle(self_ptr self, http_request& req, response_promise rp) {
   auto start = std::chrono::steady_clock::now();
   auto& st = self->state;
-  auto rp = self->make_response_promise<http_response>();
   auto m = match(req.method, req.target);
   if (!m.matched) {
     finish(self, rp, "Unknown", start,
            error_response({m.error.status, m.error.type, m.error.message}));
-    return rp;
+    return;
   }
   auto& r = *m.matched;
   auto op = r.op;
@@ -494,7 +515,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
     storage::json_writer w;
     w.begin_object().key("status").value("ok").key("node").value(st.config.node_name).end_object();
     answer(json_response(200, w.take()));
-    return rp;
+    return;
   }
   if (op == operation::metrics) {
     http_response res;
@@ -509,7 +530,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
     res.set_header("Content-Type", "text/plain; version=0.0.4");
     if (!st.assignment) {
       answer(std::move(res));
-      return rp;
+      return;
     }
     // Environments by state come from the assignment partition.
     self->request(st.assignment, std::chrono::seconds{2}, stats_atom::value)
@@ -523,7 +544,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           finish(self, rp, operation::metrics, start, std::move(res));
         },
         [=](caf::error&) mutable { finish(self, rp, operation::metrics, start, std::move(res)); });
-    return rp;
+    return;
   }
   if (op == operation::download_code) {
     auto expires = r.param("Expires").value_or("");
@@ -541,7 +562,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
                    signature, download_signature(st, account, name, hex, expires));
     if (!valid) {
       fail({403, "AccessDeniedException", "The code link is invalid or has expired"});
-      return rp;
+      return;
     }
     self->request(st.registry, st.config.request_timeout, fetch_code_atom::value, account, name, hex)
       .then(
@@ -554,7 +575,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
         [=](caf::error& err) mutable {
           finish(self, rp, op, start, error_response(to_api_error(err)));
         });
-    return rp;
+    return;
   }
 
   // -- authentication ---------------------------------------------------------
@@ -572,7 +593,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
       config::logger("actors")->info("frontend rejected a request from {}: {}", req.remote,
                                      verified.message);
       fail(auth_failure(verified));
-      return rp;
+      return;
     }
     account = st.by_access_key.at(verified.access_key_id).id;
   } else {
@@ -591,23 +612,23 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
       auto p = parse_create_function(req.body, st.config.codec);
       if (!p.value) {
         fail(p.error);
-        return rp;
+        return;
       }
       ask_registry(self, rp, op, start, render_config(201), create_atom::value, account,
                    std::move(*p.value));
-      return rp;
+      return;
     }
     case operation::get_function:
     case operation::get_function_configuration: {
       auto n = resolve(st, account, r, 170);
       if (n.error) {
         fail(*n.error);
-        return rp;
+        return;
       }
       if (n.qualifier && *n.qualifier != "$LATEST") {
         fail({404, "ResourceNotFoundException",
               "Function not found: " + function_arn(region, account, n.name, *n.qualifier)});
-        return rp;
+        return;
       }
       std::function<http_response(function_record&)> render = render_config(200);
       if (op == operation::get_function) {
@@ -621,7 +642,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
       if (auto hit = st.cache.find(key); hit != st.cache.end()) {
         ++st.cache_hits;
         answer(render(hit->second));
-        return rp;
+        return;
       }
       ++st.cache_misses;
       ask_registry(
@@ -631,7 +652,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           return render(rec);
         },
         get_atom::value, account, n.name);
-      return rp;
+      return;
     }
     case operation::list_functions: {
       int32_t max_items = 50;
@@ -640,7 +661,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
             || std::stoi(*mi) < 1 || std::stoi(*mi) > 10000) {
           fail(invalid_parameter("maxItems", *mi,
                                  "Member must have value between 1 and 10000"));
-          return rp;
+          return;
         }
         // AWS returns at most 50 functions per page whatever MaxItems says.
         max_items = std::min(std::stoi(*mi), 50);
@@ -650,7 +671,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
         auto decoded = storage::base64_decode(*mk);
         if (!decoded || !valid_function_name(*decoded)) {
           fail({400, "InvalidParameterValueException", "Invalid Marker"});
-          return rp;
+          return;
         }
         marker = *decoded;
       }
@@ -666,13 +687,13 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           [=](caf::error& err) mutable {
             finish(self, rp, op, start, error_response(to_api_error(err)));
           });
-      return rp;
+      return;
     }
     case operation::delete_function: {
       auto n = resolve(st, account, r, 140);
       if (n.error) {
         fail(*n.error);
-        return rp;
+        return;
       }
       if (n.qualifier) {
         if (*n.qualifier == "$LATEST")
@@ -681,7 +702,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
         else
           fail({404, "ResourceNotFoundException",
                 "Function not found: " + function_arn(region, account, n.name, *n.qualifier)});
-        return rp;
+        return;
       }
       self->request(st.registry, st.config.request_timeout, delete_atom::value, account, n.name)
         .then(
@@ -693,25 +714,25 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           [=](caf::error& err) mutable {
             finish(self, rp, op, start, error_response(to_api_error(err)));
           });
-      return rp;
+      return;
     }
     case operation::update_function_code:
     case operation::update_function_configuration: {
       auto n = resolve(st, account, r, 140);
       if (n.error) {
         fail(*n.error);
-        return rp;
+        return;
       }
       if (n.qualifier && *n.qualifier != "$LATEST") {
         fail({400, "InvalidParameterValueException",
               "Only $LATEST can be updated; a qualifier must not be given"});
-        return rp;
+        return;
       }
       if (op == operation::update_function_code) {
         auto p = parse_update_code(req.body, st.config.codec);
         if (!p.value) {
           fail(p.error);
-          return rp;
+          return;
         }
         ask_registry(self, rp, op, start, render_config(200), update_code_atom::value, account,
                      n.name, std::move(*p.value));
@@ -719,12 +740,12 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
         auto p = parse_update_configuration(req.body, st.config.codec);
         if (!p.value) {
           fail(p.error);
-          return rp;
+          return;
         }
         ask_registry(self, rp, op, start, render_config(200), update_config_atom::value,
                      account, n.name, std::move(*p.value));
       }
-      return rp;
+      return;
     }
     case operation::get_account_settings: {
       const auto limits = st.config.limits;
@@ -744,18 +765,18 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           [=](caf::error& err) mutable {
             finish(self, rp, op, start, error_response(to_api_error(err)));
           });
-      return rp;
+      return;
     }
     case operation::invoke:
       handle_invoke(self, rp, start, req, r, account);
-      return rp;
+      return;
     case operation::put_function_concurrency:
     case operation::get_function_concurrency:
     case operation::delete_function_concurrency: {
       auto n = resolve(st, account, r, 140);
       if (n.error) {
         fail(*n.error);
-        return rp;
+        return;
       }
       auto render = [op](function_record& rec) {
         if (op == operation::delete_function_concurrency) {
@@ -772,7 +793,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
       };
       if (op == operation::get_function_concurrency) {
         ask_registry(self, rp, op, start, render, get_atom::value, account, n.name);
-        return rp;
+        return;
       }
       int32_t value = -1;
       if (op == operation::put_function_concurrency) {
@@ -782,24 +803,24 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
         if (parser.parse(req.body.data(), req.body.size()).get(doc)) {
           fail({400, "InvalidRequestContentException",
                 "Could not parse request body into json"});
-          return rp;
+          return;
         }
         if (doc["ReservedConcurrentExecutions"].get_int64().get(v) || v < 0 || v > 1'000'000) {
           fail(invalid_parameter("reservedConcurrentExecutions",
                                  v < 0 ? std::string{"missing"} : std::to_string(v),
                                  "Member must have value greater than or equal to 0"));
-          return rp;
+          return;
         }
         value = static_cast<int32_t>(v);
       }
       ask_registry(self, rp, op, start, render, concurrency_atom::value, account, n.name, value);
-      return rp;
+      return;
     }
     case operation::get_function_logs: {
       auto n = resolve(st, account, r, 140);
       if (n.error) {
         fail(*n.error);
-        return rp;
+        return;
       }
       uint64_t tail = 64 * 1024;
       if (auto t = r.param("Tail"); t && !t->empty() && t->size() < 10
@@ -815,7 +836,7 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
           return res;
         },
         get_atom::value, account, n.name);
-      return rp;
+      return;
     }
     case operation::health:
     case operation::metrics:
@@ -823,7 +844,17 @@ caf::result<http_response> handle(self_ptr self, http_request& req) {
       break;
   }
   fail({500, "ServiceException", "Unhandled operation"});
-  return rp;
+  return;
+}
+
+// Exceptions would kill the actor in CAF 0.17; contain them here.
+void handle_safely(self_ptr self, http_request& req, response_promise rp) {
+  try {
+    handle(self, req, rp);
+  } catch (const std::exception& e) {
+    config::logger("actors")->error("frontend failed on a request: {}", e.what());
+    rp.deliver(error_response({500, "ServiceException", "Internal service error"}));
+  }
 }
 
 } // namespace
@@ -847,14 +878,11 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
       self->state.cache.erase(std::make_pair(account, name));
     },
     [=](http_request& req) -> caf::result<http_response> {
-      // Exceptions would kill the actor in CAF 0.17; contain them here.
-      try {
-        return handle(self, req);
-      } catch (const std::exception& e) {
-        config::logger("actors")->error("frontend failed on a request: {}", e.what());
-        return error_response({500, "ServiceException", "Internal service error"});
-      }
+      auto promise = self->make_response_promise<http_response>();
+      handle_safely(self, req, response_promise{promise});
+      return promise;
     },
+    [=](http_exchange& x) { handle_safely(self, x.request, response_promise{x.respond}); },
   };
 }
 

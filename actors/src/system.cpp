@@ -294,7 +294,6 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   options.max_pipeline = cfg.api.max_pipeline;
 
   transport::http_server_hooks hooks;
-  auto* sys = d.system.get();
   auto frontend = d.frontend;
   // The core actors answer every request (the frontend bounds its registry
   // calls by request_timeout, an invocation ends by the function timeout at
@@ -322,18 +321,12 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     d.worker->attach_functor(fail_stop("worker"));
     d.placement->attach_functor(fail_stop("placement"));
   }
-  hooks.on_request = [sys, frontend](transport::http_request req, transport::respond_fn respond) {
-    // One short-lived actor per request: it never blocks an io thread, and it
-    // ends after its single response handler ran.
-    sys->spawn([frontend, req = std::move(req),
-                respond = std::move(respond)](caf::event_based_actor* self) mutable {
-      self->request(frontend, caf::infinite, std::move(req))
-        .then([respond](transport::http_response& res) { respond(std::move(res)); },
-              [respond](caf::error& err) {
-                respond(transport::lambda::error_response(
-                  {500, "ServiceException", "The request failed: " + error_message(err)}));
-              });
-    });
+  hooks.on_request = [frontend](transport::http_request req, transport::respond_fn respond) {
+    // The request goes to the frontend with its respond function: no actor
+    // and no reply message per request, and the io thread never blocks.
+    caf::anon_send(frontend,
+                   http_exchange{std::move(req), std::make_shared<transport::respond_fn>(
+                                                   std::move(respond))});
   };
   const auto control_limit = cfg.limits.control_body_bytes;
   const auto invoke_limit = cfg.limits.invoke_payload_bytes;

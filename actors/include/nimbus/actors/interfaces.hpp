@@ -94,7 +94,10 @@ using registry_actor = caf::typed_actor<
 /// requests handed over by the HTTP server.
 using frontend_actor = metadata_listener_actor::extend<
   // Answers one HTTP request.
-  caf::replies_to<transport::http_request>::with<transport::http_response>>;
+  caf::replies_to<transport::http_request>::with<transport::http_response>,
+  // Answers one HTTP request through its respond function (the HTTP server's
+  // path: no reply message).
+  caf::reacts_to<http_exchange>>;
 
 /// The ENVIRONMENT actor interface: one sandbox with one runtime in it. It
 /// runs on the scheduler; the blocking work of making and removing a sandbox

@@ -9,6 +9,7 @@
 #include "nimbus/transport/http_types.hpp"
 #include "nimbus/transport/lambda_codec.hpp"
 
+#include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/error.hpp>
 #include <caf/meta/load_callback.hpp>
 #include <caf/meta/type_name.hpp>
@@ -16,6 +17,8 @@
 #include <caf/optional.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <map>
 #include <optional>
 #include <string>
@@ -209,7 +212,18 @@ typename Inspector::result_type inspect(Inspector& f, account_usage& x) {
   return f(caf::meta::type_name("account_usage"), x.total_code_size, x.function_count);
 }
 
+/// An HTTP request handed to the FRONTEND together with the function that
+/// answers it (the HTTP server's respond function). This saves the bridge
+/// actor and the reply message per request; it never leaves the process, so
+/// it is an unsafe (not serializable) message type.
+struct http_exchange {
+  transport::http_request request;
+  std::shared_ptr<std::function<void(transport::http_response)>> respond;
+};
+
 } // namespace nimbus
+
+CAF_ALLOW_UNSAFE_MESSAGE_TYPE(nimbus::http_exchange)
 
 namespace nimbus::transport {
 
