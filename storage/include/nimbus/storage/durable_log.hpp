@@ -1,0 +1,152 @@
+#pragma once
+
+/// The durable log under the async queues (and, later, the assignment
+/// journal): an append-only sequence of records in segment files, each record
+/// checksummed and numbered, made durable with group commit (many appends,
+/// one fsync), recovered after a crash by truncating a torn tail, and
+/// trimmed from the front once its records are no longer needed.
+///
+/// On-disk format (little endian), one segment file per range of sequence
+/// numbers, named `<first seq, 20 digits>.seg`:
+///
+///   record := magic u32 | length u32 | crc u32 | seq u64 | epoch u64 |
+///             type u8 | payload[length]
+///
+/// `crc` is CRC-32C over seq, epoch, type and payload. Sequence numbers
+/// start at 1 and increase by one across segments.
+///
+/// Recovery: in the last segment, an incomplete record or a record with a bad
+/// checksum at the end (with nothing valid after it) is a torn write and is
+/// truncated. Damage anywhere else (a bad record followed by valid ones, any
+/// bad record in an earlier segment, a gap in sequence numbers) is
+/// corruption: open() fails and says where, instead of skipping records.
+///
+/// Failure: once a write or fsync fails, the log is failed for good (no
+/// retry of fsync: the kernel may have dropped the dirty pages). Every
+/// pending and later append fails; nothing more is acknowledged.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nimbus::storage {
+
+/// The file operations the log uses. The real one is posix_log_fs(); tests
+/// substitute layers that lose unsynced writes or fail fsync.
+class log_fs {
+public:
+  virtual ~log_fs() = default;
+  /// Opens (optionally creating) a file for reading and writing; returns a
+  /// handle >= 0 or -1 (errno set).
+  virtual int open(const std::string& path, bool create) = 0;
+  virtual int close(int handle) = 0;
+  virtual int64_t pread(int handle, void* data, size_t size, uint64_t offset) = 0;
+  virtual int64_t pwrite(int handle, const void* data, size_t size, uint64_t offset) = 0;
+  virtual int fsync(int handle) = 0;
+  virtual int truncate(int handle, uint64_t size) = 0;
+  /// Size of the file in bytes, or -1.
+  virtual int64_t size(int handle) = 0;
+  /// Names (not paths) of the entries of a directory.
+  virtual std::vector<std::string> list(const std::string& dir) = 0;
+  virtual int remove(const std::string& path) = 0;
+  /// Makes the directory's entries (created and removed files) durable.
+  virtual int sync_dir(const std::string& dir) = 0;
+  virtual int make_dir(const std::string& dir) = 0;
+};
+
+/// The real file system (POSIX calls, fsync and fdatasync as written).
+std::shared_ptr<log_fs> posix_log_fs();
+
+/// One record.
+struct log_record {
+  uint64_t seq = 0;
+  uint64_t epoch = 0;
+  uint8_t type = 0;
+  std::string payload;
+};
+
+/// Settings of a durable log.
+struct durable_log_options {
+  /// Directory of the segment files (created if missing).
+  std::string dir;
+  /// A segment is closed (fsynced) and a new one begun past this size.
+  uint64_t segment_bytes = 64ull << 20;
+  /// Largest payload accepted.
+  uint64_t max_record_bytes = 8ull << 20;
+  /// File operations (posix_log_fs() when null).
+  std::shared_ptr<log_fs> fs;
+};
+
+/// What recovery found.
+struct log_recovery {
+  /// Records in the log, oldest first.
+  std::vector<log_record> records;
+  /// Bytes cut off the end of the last segment (a torn write).
+  uint64_t truncated_bytes = 0;
+};
+
+/// An open durable log. Thread-safe. Appends are made durable by one writer
+/// thread that batches everything pending into one write per segment and one
+/// fsync (group commit).
+class durable_log {
+public:
+  /// Called once an append is durable (`error` empty, `seq` assigned) or
+  /// failed (`error` says why, nothing was acknowledged). Runs on the
+  /// writer thread: keep it short (send a message, signal a waiter).
+  using append_callback = std::function<void(uint64_t seq, const std::string& error)>;
+
+  /// Opens or creates the log and recovers it. On corruption (see above),
+  /// or when the directory cannot be used, returns null with `error`.
+  static std::unique_ptr<durable_log> open(durable_log_options options, log_recovery& recovered,
+                                           std::string& error);
+
+  /// Stops the writer thread after the pending appends are durable (or
+  /// failed).
+  ~durable_log();
+
+  durable_log(const durable_log&) = delete;
+  durable_log& operator=(const durable_log&) = delete;
+
+  /// Queues a record; `done` is called once it is durable or failed.
+  /// Records become durable in the order they were appended.
+  void append(uint8_t type, std::string payload, append_callback done);
+
+  /// Appends and waits until the record is durable. Returns the sequence
+  /// number, or 0 with `error` set.
+  uint64_t append_sync(uint8_t type, std::string payload, std::string& error);
+
+  /// The epoch stamped on later records (replication; 0 on one node).
+  void set_epoch(uint64_t epoch);
+
+  /// Removes whole segments whose records all have seq < `seq` (never the
+  /// segment being written). Returns the number of segments removed.
+  size_t trim_before(uint64_t seq);
+
+  /// True once a write or fsync failed (see above).
+  bool failed() const;
+
+  /// The last sequence number assigned (0 when empty).
+  uint64_t last_seq() const;
+
+  /// Counters for metrics and benchmarks.
+  struct stats {
+    uint64_t appends = 0;
+    uint64_t fsyncs = 0;
+    uint64_t segments = 0;
+    uint64_t bytes = 0;
+  };
+  stats statistics() const;
+
+private:
+  durable_log();
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// CRC-32C (Castagnoli) of `data`, continuing from `crc`.
+uint32_t crc32c(std::string_view data, uint32_t crc = 0);
+
+} // namespace nimbus::storage
