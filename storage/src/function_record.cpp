@@ -57,6 +57,23 @@ std::string to_json(const function_record& r) {
   w.key("state").value(r.state);
   w.key("last_update_status").value(r.last_update_status);
   w.key("reserved_concurrency").value(r.reserved_concurrency);
+  if (r.event_invoke) {
+    const auto& e = *r.event_invoke;
+    w.key("event_invoke")
+      .begin_object()
+      .key("maximum_retry_attempts")
+      .value(e.maximum_retry_attempts)
+      .key("maximum_event_age_seconds")
+      .value(e.maximum_event_age_seconds)
+      .key("on_success")
+      .value(e.on_success)
+      .key("on_failure")
+      .value(e.on_failure)
+      .key("last_modified_ms")
+      .value(e.last_modified_ms)
+      .end_object();
+  }
+  w.key("dead_letter_target").value(r.dead_letter_target);
   w.end_object();
   return w.take();
 }
@@ -118,6 +135,36 @@ std::optional<function_record> function_record_from_json(std::string_view json,
   int64_t reserved = -1;
   if (doc["reserved_concurrency"].get_int64().get(reserved) == simdjson::SUCCESS)
     r.reserved_concurrency = static_cast<int32_t>(reserved);
+  // Also added later; a present but malformed object is corruption, not
+  // "none", so it fails the load like any other bad field.
+  simdjson::dom::element invoke;
+  if (doc["event_invoke"].get(invoke) == simdjson::SUCCESS && !invoke.is_null()) {
+    event_invoke_config e;
+    int64_t retries = 0, age = 0;
+    std::string_view on_success, on_failure;
+    if (invoke["maximum_retry_attempts"].get_int64().get(retries)
+        || invoke["maximum_event_age_seconds"].get_int64().get(age)
+        || invoke["on_success"].get_string().get(on_success)
+        || invoke["on_failure"].get_string().get(on_failure)
+        || invoke["last_modified_ms"].get_int64().get(e.last_modified_ms)) {
+      error = "malformed field event_invoke";
+      return std::nullopt;
+    }
+    e.maximum_retry_attempts = static_cast<int32_t>(retries);
+    e.maximum_event_age_seconds = static_cast<int32_t>(age);
+    e.on_success = std::string{on_success};
+    e.on_failure = std::string{on_failure};
+    r.event_invoke = std::move(e);
+  }
+  simdjson::dom::element dead_letter;
+  if (doc["dead_letter_target"].get(dead_letter) == simdjson::SUCCESS) {
+    std::string_view target;
+    if (dead_letter.get_string().get(target)) {
+      error = "non-string field dead_letter_target";
+      return std::nullopt;
+    }
+    r.dead_letter_target = std::string{target};
+  }
   simdjson::dom::object env;
   if (doc["environment"].get_object().get(env)) {
     error = "missing or non-object field environment";

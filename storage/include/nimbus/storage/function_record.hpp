@@ -4,6 +4,8 @@
 ///
 /// On disk a record is one JSON object (format_version 1) holding exactly the
 /// fields below; the code itself is stored apart, named by code_sha256_hex.
+/// Fields added after the first records were written (reserved_concurrency,
+/// event_invoke, dead_letter_target) may be absent: absent means none.
 
 #include <cstdint>
 #include <map>
@@ -13,6 +15,24 @@
 #include <vector>
 
 namespace nimbus::storage {
+
+/// How a function's asynchronous invocations are handled
+/// (Put/UpdateFunctionEventInvokeConfig). AWS reports only the settings that
+/// were given, so "not set" (-1, empty) is kept apart from the defaults that
+/// apply: retries `maximum_retry_attempts < 0 ? 2 : value`, age
+/// `maximum_event_age_seconds < 0 ? 21600 : value`.
+struct event_invoke_config {
+  /// Retries after a function error, 0-2; -1 = not set (AWS default 2 applies).
+  int32_t maximum_retry_attempts = 2;
+  /// Oldest event still run, 60-21600 s; -1 = not set (default 21600 applies).
+  int32_t maximum_event_age_seconds = 21600;
+  /// Destination ARN for successful invocations; empty = none.
+  std::string on_success;
+  /// Destination ARN for failed invocations; empty = none.
+  std::string on_failure;
+  /// Unix time of the last Put/Update in milliseconds.
+  int64_t last_modified_ms = 0;
+};
 
 /// One function's configuration and code reference.
 struct function_record {
@@ -51,6 +71,11 @@ struct function_record {
   std::string last_update_status = "Successful";
   /// Reserved concurrency (PutFunctionConcurrency); -1 when none is set.
   int32_t reserved_concurrency = -1;
+  /// Asynchronous invocation options of $LATEST; none until a Put. Changing
+  /// them keeps `revision_id` (as on AWS), so warm environments stay.
+  std::optional<event_invoke_config> event_invoke;
+  /// DeadLetterConfig.TargetArn (a queue ARN); empty = none.
+  std::string dead_letter_target;
 };
 
 /// Serializes a record for storage.
