@@ -99,3 +99,41 @@ TEST_CASE("lambda api: arns") {
   CHECK(function_arn("us-east-1", "123456789012", "f", "$LATEST")
         == "arn:aws:lambda:us-east-1:123456789012:function:f:$LATEST");
 }
+
+TEST_CASE("lambda api: routes the event invoke config operations") {
+  struct row {
+    const char* method;
+    const char* target;
+    operation op;
+  };
+  for (auto r : std::vector<row>{
+         {"PUT", "/2019-09-25/functions/f1/event-invoke-config",
+          operation::put_function_event_invoke_config},
+         {"POST", "/2019-09-25/functions/f1/event-invoke-config",
+          operation::update_function_event_invoke_config},
+         {"GET", "/2019-09-25/functions/f1/event-invoke-config?Qualifier=%24LATEST",
+          operation::get_function_event_invoke_config},
+         {"DELETE", "/2019-09-25/functions/f1/event-invoke-config",
+          operation::delete_function_event_invoke_config},
+         {"GET", "/2019-09-25/functions/f1/event-invoke-config/list?MaxItems=1",
+          operation::list_function_event_invoke_configs},
+       }) {
+    auto m = match(r.method, r.target);
+    REQUIRE_MESSAGE(m.matched, r.target);
+    CHECK_MESSAGE(m.matched->op == r.op, r.method, " ", r.target);
+    CHECK(m.matched->function_name == "f1");
+  }
+  CHECK(operation_name(operation::put_function_event_invoke_config)
+        == "PutFunctionEventInvokeConfig");
+  CHECK(operation_name(operation::list_function_event_invoke_configs)
+        == "ListFunctionEventInvokeConfigs");
+  auto arn = match("GET", "/2019-09-25/functions/arn%3Aaws%3Alambda%3Aus-east-1%3A123456789012"
+                          "%3Afunction%3Af1%3A%24LATEST/event-invoke-config");
+  REQUIRE(arn.matched);
+  CHECK(arn.matched->function_name == "arn:aws:lambda:us-east-1:123456789012:function:f1:$LATEST");
+  CHECK(match("PATCH", "/2019-09-25/functions/f1/event-invoke-config").error.status == 405);
+  CHECK(match("PUT", "/2019-09-25/functions/f1/event-invoke-config/list").error.status == 405);
+  CHECK(match("GET", "/2019-09-25/functions/f1/event-invoke-config/other").error.status == 404);
+  // The API version is part of the path: the old one does not have it.
+  CHECK(match("GET", "/2015-03-31/functions/f1/event-invoke-config").error.status == 404);
+}

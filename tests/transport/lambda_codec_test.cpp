@@ -174,3 +174,168 @@ TEST_CASE("lambda codec: configuration JSON carries the AWS fields") {
   CHECK(err.header("x-amzn-ErrorType") == "ResourceNotFoundException");
   CHECK(err.body == R"({"Type":"User","Message":"Function not found: x","message":"Function not found: x"})");
 }
+
+TEST_CASE("lambda codec: Put and Update event invoke config bodies") {
+  auto put = parse_event_invoke_config(
+    R"({"MaximumRetryAttempts":0,"MaximumEventAgeInSeconds":3600,"DestinationConfig":{"OnSuccess":{"Destination":"arn:aws:sqs:us-east-1:123456789012:done"},"OnFailure":{}}})",
+    true);
+  REQUIRE_MESSAGE(put.value, put.error.message);
+  CHECK(put.value->replace);
+  CHECK(put.value->maximum_retry_attempts == 0);
+  CHECK(put.value->maximum_event_age_seconds == 3600);
+  CHECK(put.value->on_success == "arn:aws:sqs:us-east-1:123456789012:done");
+  // OnFailure given without Destination: no failure destination.
+  CHECK(put.value->on_failure == "");
+
+  auto update = parse_event_invoke_config(R"({"MaximumEventAgeInSeconds":60})", false);
+  REQUIRE_MESSAGE(update.value, update.error.message);
+  CHECK_FALSE(update.value->replace);
+  CHECK_FALSE(update.value->maximum_retry_attempts);
+  CHECK(update.value->maximum_event_age_seconds == 60);
+  // Absent destinations are absent (Update keeps them), not empty.
+  CHECK_FALSE(update.value->on_success);
+  CHECK_FALSE(update.value->on_failure);
+
+  // A DestinationConfig alone is a setting (AWS accepts {"OnSuccess": {}}).
+  CHECK(parse_event_invoke_config(R"({"DestinationConfig":{"OnSuccess":{}}})", true).value);
+  // Both limits are inclusive.
+  CHECK(parse_event_invoke_config(R"({"MaximumRetryAttempts":2,"MaximumEventAgeInSeconds":21600})", true).value);
+  auto lambda_dest = parse_event_invoke_config(
+    R"({"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:lambda:us-east-1:123456789012:function:sink:$LATEST"}}})",
+    true);
+  REQUIRE_MESSAGE(lambda_dest.value, lambda_dest.error.message);
+  CHECK(lambda_dest.value->on_failure == "arn:aws:lambda:us-east-1:123456789012:function:sink:$LATEST");
+}
+
+TEST_CASE("lambda codec: invalid event invoke configs name the problem") {
+  struct row {
+    std::string body;
+    std::string type;
+    std::string fragment;
+  };
+  const std::string ipv = "InvalidParameterValueException";
+  for (const auto& r : std::vector<row>{
+         {"{}", ipv, "You must specify at least one of error handling or destination setting."},
+         {"", ipv, "You must specify at least one of error handling or destination setting."},
+         {R"({"MaximumRetryAttempts":3})", ipv,
+          "Value '3' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have "
+          "value less than or equal to 2"},
+         {R"({"MaximumRetryAttempts":-1})", ipv, "greater than or equal to 0"},
+         {R"({"MaximumEventAgeInSeconds":59})", ipv,
+          "Value '59' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must "
+          "have value greater than or equal to 60"},
+         {R"({"MaximumEventAgeInSeconds":21601})", ipv, "less than or equal to 21600"},
+         {R"({"MaximumRetryAttempts":"1"})", ipv, "MaximumRetryAttempts must be an integer"},
+         {R"({"DestinationConfig":[]})", ipv, "DestinationConfig must be an object"},
+         {R"({"DestinationConfig":{"OnSuccess":{"Destination":7}}})", ipv,
+          "Destination must be a string"},
+         {R"({"DestinationConfig":{"OnSuccess":{"Destination":"arn:aws:sns:us-east-1:123456789012:topic"}}})",
+          ipv, "The destination ARN arn:aws:sns:us-east-1:123456789012:topic is invalid. Nimbus delivers to"},
+         {R"({"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:lambda:us-east-1:123456789012:function:f:1"}}})",
+          ipv, "is invalid"},
+         {R"({"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:sqs:us-east-1:123456789012:bad.name"}}})",
+          ipv, "is invalid"},
+         {R"({"DestinationConfig":{"OnFailure":{"Destination":"not an arn"}}})", ipv, "is invalid"},
+         {R"({"DestinationConfig":{"OnFailure":{"Destination":"arn:aws:sqs:us-east-1:123456789012:)"
+            + std::string(330, 'q') + "\"}}}",
+          ipv, "at 'destinationConfig.onFailure.destination' failed to satisfy constraint: Member must have length less than or equal to 350"},
+         {"{not json", "InvalidRequestContentException", "Could not parse request body into json"},
+       }) {
+    auto p = parse_event_invoke_config(r.body, true);
+    CHECK_MESSAGE(!p.value, r.body.substr(0, 80));
+    CHECK(p.error.status == 400);
+    CHECK(p.error.type == r.type);
+    CHECK_MESSAGE(p.error.message.find(r.fragment) != std::string::npos, p.error.message);
+  }
+}
+
+TEST_CASE("lambda codec: delivery targets Nimbus accepts") {
+  auto q = parse_delivery_target("arn:aws:sqs:eu-west-1:123456789012:my_queue-1");
+  REQUIRE(q);
+  CHECK(q->type == delivery_target::kind::queue);
+  CHECK(q->region == "eu-west-1");
+  CHECK(q->account_id == "123456789012");
+  CHECK(q->name == "my_queue-1");
+  auto f = parse_delivery_target("arn:aws:lambda:eu-west-1:123456789012:function:sink");
+  REQUIRE(f);
+  CHECK(f->type == delivery_target::kind::function);
+  CHECK(f->name == "sink");
+  CHECK(parse_delivery_target("arn:aws:lambda:eu-west-1:123456789012:function:sink:$LATEST"));
+  CHECK(parse_delivery_target("arn:aws:sqs:eu-west-1:123456789012:" + std::string(80, 'q')));
+  for (const auto& bad : std::vector<std::string>{"", "arn:aws:sqs:eu-west-1:123456789012:", "arn:aws:sqs:eu-west-1:12345:q",
+                          "arn:aws:sqs:eu-west-1:123456789012:q:extra", "arn:aws:sqs::123456789012:q",
+                          "arn:aws-cn:sqs:eu-west-1:123456789012:q",
+                          "arn:aws:sns:eu-west-1:123456789012:t",
+                          "arn:aws:events:eu-west-1:123456789012:event-bus/default",
+                          "arn:aws:lambda:eu-west-1:123456789012:function:sink:1",
+                          "arn:aws:lambda:eu-west-1:123456789012:function:bad.name",
+                          "arn:aws:lambda:eu-west-1:123456789012:layer:l",
+                          "arn:aws:sqs:eu-west-1:123456789012:" + std::string(81, 'q')})
+    CHECK_MESSAGE(!parse_delivery_target(bad), bad);
+}
+
+TEST_CASE("lambda codec: DeadLetterConfig on CreateFunction and UpdateFunctionConfiguration") {
+  auto p = parse_create_function(
+    create_body(R"(,"DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq"})"), limits);
+  REQUIRE_MESSAGE(p.value, p.error.message);
+  CHECK(p.value->dead_letter_target == "arn:aws:sqs:us-east-1:123456789012:dlq");
+  CHECK(parse_create_function(create_body(), limits).value->dead_letter_target.empty());
+  auto sns = parse_create_function(
+    create_body(R"(,"DeadLetterConfig":{"TargetArn":"arn:aws:sns:us-east-1:123456789012:t"})"), limits);
+  CHECK_FALSE(sns.value);
+  CHECK(sns.error.type == "InvalidParameterValueException");
+  CHECK(sns.error.message.find("dead-letter target ARN arn:aws:sns:us-east-1:123456789012:t is invalid")
+        != std::string::npos);
+
+  auto set = parse_update_configuration(
+    R"({"DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq"}})", limits);
+  REQUIRE_MESSAGE(set.value, set.error.message);
+  CHECK(set.value->dead_letter_target == "arn:aws:sqs:us-east-1:123456789012:dlq");
+  // An empty TargetArn removes it; no DeadLetterConfig leaves it alone.
+  auto clear = parse_update_configuration(R"({"DeadLetterConfig":{"TargetArn":""}})", limits);
+  REQUIRE(clear.value);
+  CHECK(clear.value->dead_letter_target == "");
+  CHECK_FALSE(parse_update_configuration(R"({"Timeout":5})", limits).value->dead_letter_target);
+  auto lambda_target = parse_update_configuration(
+    R"({"DeadLetterConfig":{"TargetArn":"arn:aws:lambda:us-east-1:123456789012:function:f"}})", limits);
+  CHECK_FALSE(lambda_target.value);
+  CHECK(parse_update_configuration(R"({"DeadLetterConfig":{"TargetArn":1}})", limits).error.message
+        == "Field TargetArn must be a string");
+}
+
+TEST_CASE("lambda codec: event invoke config and DeadLetterConfig JSON as AWS renders them") {
+  nimbus::storage::event_invoke_config c;
+  c.maximum_retry_attempts = 0;
+  c.maximum_event_age_seconds = -1;
+  c.on_failure = "arn:aws:sqs:us-east-1:123456789012:failed";
+  c.last_modified_ms = 1573686021479;
+  auto arn = "arn:aws:lambda:us-east-1:123456789012:function:f1:$LATEST";
+  CHECK(event_invoke_config_json(arn, c)
+        == R"({"LastModified":1573686021.479,"FunctionArn":"arn:aws:lambda:us-east-1:123456789012:function:f1:$LATEST",)"
+           R"("MaximumRetryAttempts":0,"DestinationConfig":{"OnSuccess":{},"OnFailure":{"Destination":"arn:aws:sqs:us-east-1:123456789012:failed"}}})");
+  c.last_modified_ms = 1573686021005;
+  c.maximum_retry_attempts = -1;
+  c.maximum_event_age_seconds = 60;
+  auto json = event_invoke_config_json(arn, c);
+  simdjson::dom::parser parser;
+  auto doc = parser.parse(json);
+  REQUIRE_FALSE(doc.error());
+  CHECK(double(doc.value()["LastModified"]) == doctest::Approx(1573686021.005));
+  CHECK(doc.value()["MaximumRetryAttempts"].error() == simdjson::NO_SUCH_FIELD);
+  CHECK(int64_t(doc.value()["MaximumEventAgeInSeconds"]) == 60);
+
+  CHECK(list_event_invoke_configs_json({}, "") == R"({"FunctionEventInvokeConfigs":[]})");
+  auto list = list_event_invoke_configs_json({{arn, c}}, "bWFya2Vy");
+  auto ldoc = parser.parse(list);
+  REQUIRE_FALSE(ldoc.error());
+  CHECK(std::string_view(ldoc.value()["FunctionEventInvokeConfigs"].at(0)["FunctionArn"]) == arn);
+  CHECK(std::string_view(ldoc.value()["NextMarker"]) == "bWFya2Vy");
+
+  nimbus::storage::function_record r;
+  r.account_id = "123456789012";
+  r.name = "f1";
+  CHECK(configuration_json(r, "us-east-1").find("DeadLetterConfig") == std::string::npos);
+  r.dead_letter_target = "arn:aws:sqs:us-east-1:123456789012:dlq";
+  CHECK(configuration_json(r, "us-east-1").find(R"("DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq"})")
+        != std::string::npos);
+}

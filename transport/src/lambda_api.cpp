@@ -18,6 +18,11 @@ std::string_view operation_name(operation op) {
     case operation::put_function_concurrency: return "PutFunctionConcurrency";
     case operation::get_function_concurrency: return "GetFunctionConcurrency";
     case operation::delete_function_concurrency: return "DeleteFunctionConcurrency";
+    case operation::put_function_event_invoke_config: return "PutFunctionEventInvokeConfig";
+    case operation::update_function_event_invoke_config: return "UpdateFunctionEventInvokeConfig";
+    case operation::get_function_event_invoke_config: return "GetFunctionEventInvokeConfig";
+    case operation::delete_function_event_invoke_config: return "DeleteFunctionEventInvokeConfig";
+    case operation::list_function_event_invoke_configs: return "ListFunctionEventInvokeConfigs";
     case operation::get_function_logs: return "GetFunctionLogs";
     case operation::health: return "Health";
     case operation::metrics: return "Metrics";
@@ -102,6 +107,26 @@ match_result match(std::string_view method, std::string_view target) {
       return ok(operation::delete_function_concurrency, std::move(*name));
     if (seg[0] == "2019-09-30" && method == "GET")
       return ok(operation::get_function_concurrency, std::move(*name));
+    return fail(bad_method());
+  }
+  // PUT/POST/GET/DELETE /2019-09-25/functions/{name}/event-invoke-config,
+  // GET /2019-09-25/functions/{name}/event-invoke-config/list.
+  if ((seg.size() == 4 || (seg.size() == 5 && seg[4] == "list")) && seg[0] == "2019-09-25"
+      && seg[1] == "functions" && seg[3] == "event-invoke-config") {
+    auto name = uri_decode(seg[2]);
+    if (!name || name->empty())
+      return fail({400, "InvalidParameterValueException", "Malformed function name in the path"});
+    if (seg.size() == 5)
+      return method == "GET" ? ok(operation::list_function_event_invoke_configs, std::move(*name))
+                             : fail(bad_method());
+    if (method == "PUT")
+      return ok(operation::put_function_event_invoke_config, std::move(*name));
+    if (method == "POST")
+      return ok(operation::update_function_event_invoke_config, std::move(*name));
+    if (method == "GET")
+      return ok(operation::get_function_event_invoke_config, std::move(*name));
+    if (method == "DELETE")
+      return ok(operation::delete_function_event_invoke_config, std::move(*name));
     return fail(bad_method());
   }
   if (seg.size() == 3 && seg[0] == "nimbus" && seg[1] == "logs") {

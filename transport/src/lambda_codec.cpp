@@ -6,6 +6,8 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <set>
 
 namespace nimbus::transport::lambda {
@@ -341,7 +343,124 @@ std::optional<std::string> read_zip(object_reader& r, dom::object code_or_body,
   return zip;
 }
 
+bool digits(std::string_view s, size_t n) {
+  if (s.size() != n)
+    return false;
+  for (char c : s)
+    if (c < '0' || c > '9')
+      return false;
+  return true;
+}
+
+bool region_valid(std::string_view r) {
+  if (r.empty() || r.size() > 32)
+    return false;
+  for (char c : r)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+      return false;
+  return true;
+}
+
+bool queue_name_valid(std::string_view q) {
+  if (q.empty() || q.size() > 80)
+    return false;
+  for (char c : q)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'
+          || c == '_'))
+      return false;
+  return true;
+}
+
+// The forms a destination may take, for error messages.
+constexpr std::string_view destination_forms
+  = "Nimbus delivers to a Lambda function of the same account and region "
+    "(arn:aws:lambda:<region>:<account>:function:<name>, optionally with :$LATEST) or to a "
+    "Nimbus queue (arn:aws:sqs:<region>:<account>:<queue-name>, 1-80 characters of "
+    "[A-Za-z0-9_-]).";
+
+// DeadLetterConfig: {"TargetArn": "<queue ARN>" | ""}. Absent: nothing;
+// present without TargetArn or with "": remove the dead-letter queue.
+std::optional<std::string> read_dead_letter(object_reader& r) {
+  auto dlc = r.object("DeadLetterConfig");
+  if (!dlc)
+    return std::nullopt;
+  std::optional<api_error> err;
+  object_reader dr{*dlc, err};
+  auto target = dr.string("TargetArn").value_or("");
+  if (err) {
+    r.fail(*err);
+    return std::nullopt;
+  }
+  if (!target.empty()) {
+    auto t = parse_delivery_target(target);
+    if (!t || t->type != delivery_target::kind::queue) {
+      r.fail(invalid("The dead-letter target ARN " + target
+                     + " is invalid. Nimbus sends dead letters to a Nimbus queue of the same "
+                       "account and region (arn:aws:sqs:<region>:<account>:<queue-name>, 1-80 "
+                       "characters of [A-Za-z0-9_-]); SNS topics are not supported."));
+      return std::nullopt;
+    }
+  }
+  return target;
+}
+
+// One of DestinationConfig's OnSuccess / OnFailure: {"Destination": ARN}.
+// Absent: nothing; present without Destination or with "": no destination.
+std::optional<std::string> read_destination(object_reader& r, std::string_view key,
+                                            std::string_view field) {
+  auto on = r.object(key);
+  if (!on)
+    return std::nullopt;
+  std::optional<api_error> err;
+  object_reader dr{*on, err};
+  auto arn = dr.string("Destination").value_or("");
+  if (err) {
+    r.fail(*err);
+    return std::nullopt;
+  }
+  if (arn.size() > 350)
+    r.fail(invalid_parameter(field, arn, "Member must have length less than or equal to 350"));
+  else if (!arn.empty() && !parse_delivery_target(arn))
+    r.fail(
+      invalid("The destination ARN " + arn + " is invalid. " + std::string{destination_forms}));
+  return arn;
+}
+
 } // namespace
+
+std::optional<delivery_target> parse_delivery_target(std::string_view arn) {
+  std::vector<std::string_view> parts;
+  while (true) {
+    auto pos = arn.find(':');
+    parts.push_back(arn.substr(0, pos));
+    if (pos == std::string_view::npos)
+      break;
+    arn.remove_prefix(pos + 1);
+  }
+  if (parts.size() < 6 || parts[0] != "arn" || parts[1] != "aws" || !region_valid(parts[3])
+      || !digits(parts[4], 12))
+    return std::nullopt;
+  delivery_target t;
+  t.region = std::string{parts[3]};
+  t.account_id = std::string{parts[4]};
+  if (parts[2] == "sqs") {
+    if (parts.size() != 6 || !queue_name_valid(parts[5]))
+      return std::nullopt;
+    t.type = delivery_target::kind::queue;
+    t.name = std::string{parts[5]};
+    return t;
+  }
+  if (parts[2] == "lambda") {
+    // Only $LATEST exists on this node, so it is the only qualifier.
+    if (parts.size() < 7 || parts.size() > 8 || parts[5] != "function"
+        || !valid_function_name(parts[6]) || (parts.size() == 8 && parts[7] != "$LATEST"))
+      return std::nullopt;
+    t.type = delivery_target::kind::function;
+    t.name = std::string{parts[6]};
+    return t;
+  }
+  return std::nullopt;
+}
 
 parsed<function_spec> parse_create_function(std::string_view body, const codec_limits& limits) {
   parsed<function_spec> out;
@@ -400,6 +519,7 @@ parsed<function_spec> parse_create_function(std::string_view body, const codec_l
     }
   }
   auto env = read_environment(r, limits);
+  auto dead_letter = read_dead_letter(r);
   reject_unsupported(r);
   if (!r.failed() && !role)
     r.fail(invalid("Role is required"));
@@ -429,6 +549,7 @@ parsed<function_spec> parse_create_function(std::string_view body, const codec_l
     spec.environment = std::move(*env);
     spec.has_environment = true;
   }
+  spec.dead_letter_target = dead_letter.value_or("");
   spec.zip = std::move(*zip);
   out.value = std::move(spec);
   return out;
@@ -447,6 +568,7 @@ parsed<configuration_patch> parse_update_configuration(std::string_view body,
   read_common(r, patch.runtime, patch.role, patch.handler, patch.description, patch.timeout,
               patch.memory_size, patch.ephemeral_storage);
   patch.environment = read_environment(r, limits);
+  patch.dead_letter_target = read_dead_letter(r);
   patch.revision_id = r.string("RevisionId");
   reject_unsupported(r);
   if (err) {
@@ -487,6 +609,47 @@ parsed<code_update> parse_update_code(std::string_view body, const codec_limits&
   return out;
 }
 
+parsed<event_invoke_update> parse_event_invoke_config(std::string_view body, bool replace) {
+  parsed<event_invoke_update> out;
+  dom::parser parser;
+  dom::object obj;
+  // SDKs send "{}" for a request without body members; accept nothing as
+  // the same so that the answer names the missing settings.
+  if (!parse_object(parser, body.empty() ? std::string_view{"{}"} : body, obj, out.error))
+    return out;
+  std::optional<api_error> err;
+  object_reader r{obj, err};
+  event_invoke_update update;
+  update.replace = replace;
+  auto retries = r.integer("MaximumRetryAttempts");
+  check_range(r, "maximumRetryAttempts", retries, 0, 2);
+  auto age = r.integer("MaximumEventAgeInSeconds");
+  check_range(r, "maximumEventAgeInSeconds", age, 60, 21600);
+  auto destinations = r.object("DestinationConfig");
+  if (destinations) {
+    std::optional<api_error> derr;
+    object_reader dr{*destinations, derr};
+    update.on_success
+      = read_destination(dr, "OnSuccess", "destinationConfig.onSuccess.destination");
+    update.on_failure
+      = read_destination(dr, "OnFailure", "destinationConfig.onFailure.destination");
+    if (derr)
+      r.fail(*derr);
+  }
+  if (!r.failed() && !retries && !age && !destinations)
+    r.fail(invalid("You must specify at least one of error handling or destination setting."));
+  if (err) {
+    out.error = *err;
+    return out;
+  }
+  if (retries)
+    update.maximum_retry_attempts = static_cast<int32_t>(*retries);
+  if (age)
+    update.maximum_event_age_seconds = static_cast<int32_t>(*age);
+  out.value = std::move(update);
+  return out;
+}
+
 namespace {
 
 void write_configuration(json_writer& w, const storage::function_record& r,
@@ -510,6 +673,12 @@ void write_configuration(json_writer& w, const storage::function_record& r,
       w.key(k).value(v);
     w.end_object().end_object();
   }
+  if (!r.dead_letter_target.empty())
+    w.key("DeadLetterConfig")
+      .begin_object()
+      .key("TargetArn")
+      .value(r.dead_letter_target)
+      .end_object();
   w.key("TracingConfig").begin_object().key("Mode").value("PassThrough").end_object();
   w.key("RevisionId").value(r.revision_id);
   w.key("State").value(r.state);
@@ -537,7 +706,59 @@ void write_configuration(json_writer& w, const storage::function_record& r,
   w.end_object();
 }
 
+// FunctionEventInvokeConfig as AWS renders it: the settings that were given,
+// and DestinationConfig always, with empty objects for unset destinations.
+void write_event_invoke_config(json_writer& w, std::string_view function_arn,
+                               const storage::event_invoke_config& c) {
+  // LastModified is a timestamp, which the REST-JSON protocol sends as epoch
+  // seconds with a fraction, e.g. 1573686021.479.
+  auto ms = std::max<int64_t>(c.last_modified_ms, 0);
+  char seconds[32];
+  std::snprintf(seconds, sizeof seconds, "%lld.%03lld", static_cast<long long>(ms / 1000),
+                static_cast<long long>(ms % 1000));
+  w.begin_object();
+  w.key("LastModified").raw(seconds);
+  w.key("FunctionArn").value(function_arn);
+  if (c.maximum_retry_attempts >= 0)
+    w.key("MaximumRetryAttempts").value(c.maximum_retry_attempts);
+  if (c.maximum_event_age_seconds >= 0)
+    w.key("MaximumEventAgeInSeconds").value(c.maximum_event_age_seconds);
+  w.key("DestinationConfig").begin_object();
+  w.key("OnSuccess").begin_object();
+  if (!c.on_success.empty())
+    w.key("Destination").value(c.on_success);
+  w.end_object();
+  w.key("OnFailure").begin_object();
+  if (!c.on_failure.empty())
+    w.key("Destination").value(c.on_failure);
+  w.end_object();
+  w.end_object();
+  w.end_object();
+}
+
 } // namespace
+
+std::string event_invoke_config_json(std::string_view function_arn,
+                                     const storage::event_invoke_config& config) {
+  json_writer w;
+  write_event_invoke_config(w, function_arn, config);
+  return w.take();
+}
+
+std::string list_event_invoke_configs_json(
+  const std::vector<std::pair<std::string, storage::event_invoke_config>>& page,
+  std::string_view next_marker) {
+  json_writer w;
+  w.begin_object();
+  w.key("FunctionEventInvokeConfigs").begin_array();
+  for (const auto& [arn, config] : page)
+    write_event_invoke_config(w, arn, config);
+  w.end_array();
+  if (!next_marker.empty())
+    w.key("NextMarker").value(next_marker);
+  w.end_object();
+  return w.take();
+}
 
 std::string configuration_json(const storage::function_record& r, std::string_view region) {
   json_writer w;

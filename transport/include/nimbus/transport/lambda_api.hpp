@@ -26,6 +26,11 @@ enum class operation {
   put_function_concurrency,
   get_function_concurrency,
   delete_function_concurrency,
+  put_function_event_invoke_config,
+  update_function_event_invoke_config,
+  get_function_event_invoke_config,
+  delete_function_event_invoke_config,
+  list_function_event_invoke_configs,
   /// GET /nimbus/logs/{FunctionName}?Tail=bytes: the function's stored log.
   get_function_logs,
   health,

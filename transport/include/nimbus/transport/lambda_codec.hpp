@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace nimbus::transport::lambda {
@@ -43,6 +44,8 @@ struct function_spec {
   bool has_environment = false;
   std::vector<std::string> architectures{"x86_64"};
   std::string package_type = "Zip";
+  /// DeadLetterConfig.TargetArn (a queue ARN); empty = none.
+  std::string dead_letter_target;
   /// The decoded zip.
   std::string zip;
 };
@@ -57,7 +60,36 @@ struct configuration_patch {
   std::optional<int32_t> memory_size;
   std::optional<int32_t> ephemeral_storage;
   std::optional<std::map<std::string, std::string>> environment;
+  /// DeadLetterConfig.TargetArn; an empty string removes the dead-letter queue.
+  std::optional<std::string> dead_letter_target;
   std::optional<std::string> revision_id;
+};
+
+/// A validated Put/UpdateFunctionEventInvokeConfig request.
+struct event_invoke_update {
+  /// Put (true) replaces the whole config, so absent settings are removed;
+  /// Update (false) changes only the settings present.
+  bool replace = true;
+  std::optional<int32_t> maximum_retry_attempts;
+  std::optional<int32_t> maximum_event_age_seconds;
+  /// Present when DestinationConfig has OnSuccess / OnFailure; an empty
+  /// string (no Destination) removes that destination.
+  std::optional<std::string> on_success;
+  std::optional<std::string> on_failure;
+};
+
+/// Where Nimbus delivers asynchronous invocation records (destinations) and
+/// dead letters, parsed from an ARN:
+///   arn:aws:lambda:<region>:<account>:function:<name>[:$LATEST]
+///   arn:aws:sqs:<region>:<account>:<queue-name>  (a Nimbus queue; the name is
+///   1-80 characters of [A-Za-z0-9_-])
+struct delivery_target {
+  enum class kind : uint8_t { function, queue };
+  kind type = kind::queue;
+  std::string region;
+  std::string account_id;
+  /// The function or queue name.
+  std::string name;
 };
 
 /// A validated UpdateFunctionCode request.
@@ -84,6 +116,25 @@ parsed<configuration_patch> parse_update_configuration(std::string_view body,
 
 /// Parses and validates an UpdateFunctionCode body.
 parsed<code_update> parse_update_code(std::string_view body, const codec_limits& limits);
+
+/// Parses and validates a PutFunctionEventInvokeConfig (`replace`) or
+/// UpdateFunctionEventInvokeConfig body. Destinations must have one of the
+/// delivery_target forms; whether they belong to the caller is the
+/// registry's check.
+parsed<event_invoke_update> parse_event_invoke_config(std::string_view body, bool replace);
+
+/// Parses an ARN in one of the forms Nimbus delivers to; nothing otherwise.
+std::optional<delivery_target> parse_delivery_target(std::string_view arn);
+
+/// Renders a FunctionEventInvokeConfig for the qualified function ARN.
+std::string event_invoke_config_json(std::string_view function_arn,
+                                     const storage::event_invoke_config& config);
+
+/// Renders a ListFunctionEventInvokeConfigs page of (qualified function ARN,
+/// config) pairs.
+std::string list_event_invoke_configs_json(
+  const std::vector<std::pair<std::string, storage::event_invoke_config>>& page,
+  std::string_view next_marker);
 
 /// Renders a FunctionConfiguration object.
 std::string configuration_json(const storage::function_record& r, std::string_view region);
