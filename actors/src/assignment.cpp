@@ -26,8 +26,14 @@ using self_ptr = assignment_actor::stateful_pointer<assignment_state>;
 using phase = assignment_state::phase;
 using clock = std::chrono::steady_clock;
 
+// Environments are keyed by revision: a new RevisionId never reuses them.
+std::string key_of(const std::string& account, const std::string& name,
+                   const std::string& revision) {
+  return account + "/" + name + "/" + revision;
+}
+
 std::string key_of(const storage::function_record& f) {
-  return f.account_id + "/" + f.name + "/" + f.revision_id;
+  return key_of(f.account_id, f.name, f.revision_id);
 }
 
 int64_t micros_since(clock::time_point t) {
@@ -217,10 +223,13 @@ assignment_actor::behavior_type assignment(self_ptr self, assignment_config cfg)
         }
       return counts;
     },
-    [=](invalidate_atom, const std::string& account, const std::string& function) {
-      // The function changed or is gone: none of its environments may serve
-      // it again.
-      retire_function(self, account, function, "");
+    [=](invalidate_atom, const std::string& account, const std::string& function,
+        const std::string& revision) {
+      // The function is gone (no revision) or changed: environments of any
+      // other revision may not serve it again. A change that keeps the
+      // revision (concurrency, event invoke config) keeps them warm.
+      retire_function(self, account, function,
+                      revision.empty() ? std::string{} : key_of(account, function, revision));
     },
     [=](tick_atom) {
       auto& st = self->state;

@@ -874,7 +874,8 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
   self->send(st.registry, subscribe_atom::value,
              metadata_listener_actor{caf::actor_cast<frontend_actor>(self)});
   return {
-    [=](invalidate_atom, const std::string& account, const std::string& name) {
+    [=](invalidate_atom, const std::string& account, const std::string& name,
+        const std::string&) {
       self->state.cache.erase(std::make_pair(account, name));
     },
     [=](http_request& req) -> caf::result<http_response> {

@@ -96,12 +96,14 @@ void discard_new_code(self_ptr self, const std::string& hex) {
       config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
 }
 
-// Tells every subscribed cache that a function changed. Actor messages between
-// two actors arrive in order, so a cache that asked for the old record before
-// the change gets the answer first and the invalidate second.
-void announce_change(self_ptr self, const std::string& account, const std::string& name) {
+// Tells every subscribed cache that a function changed; `revision` is its
+// RevisionId now (empty when it was deleted). Actor messages between two
+// actors arrive in order, so a cache that asked for the old record before the
+// change gets the answer first and the invalidate second.
+void announce_change(self_ptr self, const std::string& account, const std::string& name,
+                     const std::string& revision) {
   for (const auto& listener : self->state.listeners)
-    self->send(listener, invalidate_atom::value, account, name);
+    self->send(listener, invalidate_atom::value, account, name, revision);
 }
 
 std::string new_timestamp(const registry_state& st) {
@@ -143,7 +145,7 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
     return make_error(ec::storage_failure, "Failed to store the function");
   }
   ++st.code_refs[r.code_sha256_hex];
-  announce_change(self, account, r.name);
+  announce_change(self, account, r.name, r.revision_id);
   config::logger("actors")->info("registry created function {} in account {}", r.name, account);
   return fns.emplace(r.name, r).first->second;
 }
@@ -201,7 +203,7 @@ caf::result<function_record> update_code(self_ptr self, const std::string& accou
   auto old = current->code_sha256_hex;
   *current = next;
   release_code(self, old);
-  announce_change(self, account, name);
+  announce_change(self, account, name, next.revision_id);
   config::logger("actors")->info("registry updated code of function {} in account {}", name,
                                  account);
   return next;
@@ -237,7 +239,7 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     return make_error(ec::storage_failure, "Failed to store the function");
   }
   *current = next;
-  announce_change(self, account, name);
+  announce_change(self, account, name, next.revision_id);
   config::logger("actors")->info("registry updated configuration of function {} in account {}",
                                  name, account);
   return next;
@@ -270,7 +272,7 @@ caf::result<function_record> set_concurrency(self_ptr self, const std::string& a
   *current = next;
   if (st.config.counter)
     self->send(st.config.counter, reserve_atom::value, account, name, value);
-  announce_change(self, account, name);
+  announce_change(self, account, name, next.revision_id);
   return next;
 }
 
@@ -289,7 +291,7 @@ caf::result<bool> remove(self_ptr self, const std::string& account, const std::s
   if (had_reservation && st.config.counter)
     self->send(st.config.counter, reserve_atom::value, account, name, int32_t{-1});
   release_code(self, hex);
-  announce_change(self, account, name);
+  announce_change(self, account, name, std::string{});
   config::logger("actors")->info("registry deleted function {} in account {}", name, account);
   return true;
 }

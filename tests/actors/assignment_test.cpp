@@ -521,9 +521,9 @@ TEST_CASE_FIXTURE(assignment_fixture, "assignment: invalidate retires idle at on
   auto busy_env = log->held[1].environment_id;
   deliver(idle_env);
   REQUIRE(p1.done());
-  // The registry tells its subscriber that A's f changed.
+  // The registry tells its subscriber that A's f changed to a new revision.
   self->send(log->subscribers[0], invalidate_atom::value, std::string{account_a},
-             std::string{"f"});
+             std::string{"f"}, std::string{"rev-2"});
   sched.run();
   CHECK(destroyed(idle_env));
   CHECK_FALSE(destroyed(busy_env));
@@ -534,9 +534,9 @@ TEST_CASE_FIXTURE(assignment_fixture, "assignment: invalidate retires idle at on
   CHECK((**p2.result)->result.outcome == "success");
   CHECK(destroyed(busy_env));
   CHECK(log->destroys.size() == 2);
-  // f starts cold again; g and B's f are untouched and warm.
+  // f's new revision starts cold; g and B's f are untouched and warm.
   log->hold = false;
-  auto next = invoke(f);
+  auto next = invoke(fn(account_a, "f", "rev-2"));
   REQUIRE(next);
   CHECK(next->cold);
   CHECK(next->environment_id != idle_env);
@@ -549,6 +549,30 @@ TEST_CASE_FIXTURE(assignment_fixture, "assignment: invalidate retires idle at on
   REQUIRE(b_again);
   CHECK_FALSE(b_again->cold);
   CHECK(b_again->environment_id == b_same_name->environment_id);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: a change that keeps the revision keeps environments warm") {
+  start();
+  REQUIRE(log->subscribers.size() == 1);
+  auto f = fn(account_a, "f");
+  auto first = invoke(f);
+  REQUIRE(first);
+  REQUIRE(first->cold);
+  // E.g. PutFunctionEventInvokeConfig or PutFunctionConcurrency: the registry
+  // announces the change with the unchanged RevisionId.
+  self->send(log->subscribers[0], invalidate_atom::value, std::string{account_a},
+             std::string{"f"}, std::string{"rev-1"});
+  sched.run();
+  CHECK(log->destroys.empty());
+  auto again = invoke(f);
+  REQUIRE(again);
+  CHECK_FALSE(again->cold);
+  CHECK(again->environment_id == first->environment_id);
+  // Deleted (no revision): nothing of it stays.
+  self->send(log->subscribers[0], invalidate_atom::value, std::string{account_a},
+             std::string{"f"}, std::string{});
+  sched.run();
+  CHECK(destroyed(first->environment_id));
 }
 
 TEST_CASE_FIXTURE(assignment_fixture, "assignment: idle environments retire after the keep-alive") {

@@ -56,10 +56,13 @@ using concurrency_atom = caf::atom_constant<caf::atom("concur")>;
 // -- interfaces ---------------------------------------------------------------
 
 /// The METADATA LISTENER actor interface: whoever caches function metadata
-/// (frontends) and must hear when a function changes.
+/// (frontends) or runs functions (assignment) and must hear when a function
+/// changes.
 using metadata_listener_actor = caf::typed_actor<
-  // Drops cached metadata of one function (account id, name).
-  caf::reacts_to<invalidate_atom, std::string, std::string>>;
+  // Drops cached metadata of one function (account id, name, its RevisionId
+  // after the change: empty when it was deleted). Changes that keep the
+  // RevisionId (concurrency, event invoke config) leave environments warm.
+  caf::reacts_to<invalidate_atom, std::string, std::string, std::string>>;
 
 /// The REGISTRY actor interface: the single source of truth for functions and
 /// their code. All handlers take the caller's account id first; a function is

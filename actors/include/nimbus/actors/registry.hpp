@@ -5,8 +5,11 @@
 /// It keeps every function in memory and writes each change through the
 /// function store before it answers, so an acknowledged change survives a
 /// crash and a failed write changes nothing. After every change it tells the
-/// subscribed metadata listeners (frontend caches) to drop that function. Code is shared by content hash;
-/// the registry counts references and deletes code that nothing uses.
+/// subscribed metadata listeners (frontend caches, the assignment) to drop that
+/// function, with its RevisionId after the change: changes that keep it (reserved
+/// concurrency, the event invoke config) leave warm environments alone. Code is
+/// shared by content hash; the registry counts references and deletes code that
+/// nothing uses.
 
 #include "nimbus/actors/interfaces.hpp"
 #include "nimbus/storage/function_store.hpp"
