@@ -496,6 +496,162 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
       });
 }
 
+// Looks a function up in the metadata cache, else asks the registry (and
+// caches the answer), and answers with `render`. A missing function is
+// answered with `missing`: AWS words "not found" differently per operation.
+template <class Render>
+void with_function(self_ptr self, response_promise rp, operation op,
+                   std::chrono::steady_clock::time_point start, const std::string& account,
+                   const std::string& name, api_error missing, Render render) {
+  auto& st = self->state;
+  auto key = std::make_pair(account, name);
+  if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+    ++st.cache_hits;
+    finish(self, rp, op, start, render(hit->second));
+    return;
+  }
+  ++st.cache_misses;
+  self->request(st.registry, st.config.request_timeout, get_atom::value, account, name)
+    .then(
+      [=](function_record& rec) mutable {
+        remember(self->state, key, rec);
+        finish(self, rp, op, start, render(rec));
+      },
+      [=](caf::error& err) mutable {
+        finish(self, rp, op, start,
+               error_response(err == ec::resource_not_found ? missing : to_api_error(err)));
+      });
+}
+
+// Put/Update/Get/DeleteFunctionEventInvokeConfig and
+// ListFunctionEventInvokeConfigs. Only $LATEST exists on this node, so it is
+// the only qualifier that can have a config.
+void handle_event_invoke_config(self_ptr self, response_promise rp,
+                                std::chrono::steady_clock::time_point start,
+                                const http_request& req, const route& r,
+                                const std::string& account) {
+  auto& st = self->state;
+  const auto op = r.op;
+  auto fail = [&](const api_error& e) { finish(self, rp, op, start, error_response(e)); };
+  auto n = resolve(st, account, r, 140);
+  if (n.error) {
+    fail(*n.error);
+    return;
+  }
+  const auto region = st.config.region;
+  const auto qualifier = n.qualifier.value_or("$LATEST");
+  const bool latest = qualifier == "$LATEST";
+  // The two ways AWS says "not found" here: Put, Update and List name no ARN;
+  // Get and Delete (and Update without a config) name the qualified one.
+  const api_error no_function{404, "ResourceNotFoundException", "The function doesn't exist."};
+  const api_error no_config{404, "ResourceNotFoundException",
+                            "The function " + function_arn(region, account, n.name, qualifier)
+                              + " doesn't have an EventInvokeConfig"};
+  auto render_config = [region](function_record& rec) {
+    if (!rec.event_invoke)
+      // The registry only answers with a config; this is a defect, not a 404.
+      return error_response({500, "ServiceException", "The event invoke config is missing"});
+    return json_response(200, event_invoke_config_json(function_arn(region, rec.account_id,
+                                                                    rec.name, "$LATEST"),
+                                                       *rec.event_invoke));
+  };
+  switch (op) {
+    case operation::put_function_event_invoke_config:
+    case operation::update_function_event_invoke_config: {
+      auto p = parse_event_invoke_config(req.body,
+                                         op == operation::put_function_event_invoke_config);
+      if (!p.value) {
+        fail(p.error);
+        return;
+      }
+      if (!latest) {
+        fail(no_function);
+        return;
+      }
+      ask_registry(self, rp, op, start, render_config, event_config_atom::value, account, n.name,
+                   std::move(*p.value));
+      return;
+    }
+    case operation::delete_function_event_invoke_config: {
+      if (!latest) {
+        fail(no_config);
+        return;
+      }
+      ask_registry(
+        self, rp, op, start,
+        [](function_record&) {
+          http_response res;
+          res.status = 204;
+          return res;
+        },
+        event_config_atom::value, delete_atom::value, account, n.name);
+      return;
+    }
+    case operation::get_function_event_invoke_config: {
+      if (!latest) {
+        fail(no_config);
+        return;
+      }
+      with_function(self, rp, op, start, account, n.name, no_config,
+                    [no_config, render_config](function_record& rec) {
+                      return rec.event_invoke ? render_config(rec) : error_response(no_config);
+                    });
+      return;
+    }
+    case operation::list_function_event_invoke_configs: {
+      if (!latest) {
+        fail(no_function);
+        return;
+      }
+      int32_t max_items = 50;
+      if (auto mi = r.param("MaxItems")) {
+        if (mi->empty() || mi->size() > 5
+            || mi->find_first_not_of("0123456789") != std::string::npos || std::stoi(*mi) < 1
+            || std::stoi(*mi) > 50) {
+          fail(invalid_parameter("maxItems", *mi, "Member must have value between 1 and 50"));
+          return;
+        }
+        max_items = std::stoi(*mi);
+      }
+      // The marker is the base64 of the last qualifier listed; configs are
+      // listed in qualifier order.
+      std::string after;
+      if (auto mk = r.param("Marker"); mk && !mk->empty()) {
+        auto decoded = storage::base64_decode(*mk);
+        if (!decoded || decoded->empty()) {
+          fail({400, "InvalidParameterValueException", "Invalid Marker"});
+          return;
+        }
+        after = *decoded;
+      }
+      with_function(self, rp, op, start, account, n.name, no_function,
+                    [region, max_items, after](function_record& rec) {
+                      std::vector<std::pair<std::string, storage::event_invoke_config>> all;
+                      if (rec.event_invoke)
+                        all.emplace_back("$LATEST", *rec.event_invoke);
+                      std::vector<std::pair<std::string, storage::event_invoke_config>> page;
+                      std::string next;
+                      for (auto& [q, config] : all) {
+                        if (!after.empty() && q <= after)
+                          continue;
+                        if (static_cast<int32_t>(page.size()) == max_items) {
+                          next = storage::base64_encode(page.back().first);
+                          break;
+                        }
+                        page.emplace_back(q, config);
+                      }
+                      for (auto& entry : page)
+                        entry.first = function_arn(region, rec.account_id, rec.name, entry.first);
+                      return json_response(200, list_event_invoke_configs_json(page, next));
+                    });
+      return;
+    }
+    default:
+      break;
+  }
+  fail({500, "ServiceException", "Unhandled operation"});
+}
+
 void handle(self_ptr self, http_request& req, response_promise rp) {
   auto start = std::chrono::steady_clock::now();
   auto& st = self->state;
@@ -816,6 +972,13 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
       ask_registry(self, rp, op, start, render, concurrency_atom::value, account, n.name, value);
       return;
     }
+    case operation::put_function_event_invoke_config:
+    case operation::update_function_event_invoke_config:
+    case operation::get_function_event_invoke_config:
+    case operation::delete_function_event_invoke_config:
+    case operation::list_function_event_invoke_configs:
+      handle_event_invoke_config(self, rp, start, req, r, account);
+      return;
     case operation::get_function_logs: {
       auto n = resolve(st, account, r, 140);
       if (n.error) {

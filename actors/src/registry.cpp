@@ -18,6 +18,8 @@ namespace nimbus {
 using storage::function_record;
 using transport::lambda::code_update;
 using transport::lambda::configuration_patch;
+using transport::lambda::delivery_target;
+using transport::lambda::event_invoke_update;
 using transport::lambda::function_spec;
 
 std::string validate(const registry_config& cfg) {
@@ -110,6 +112,22 @@ std::string new_timestamp(const registry_state& st) {
   return storage::format_last_modified(st.config.now_ms());
 }
 
+// The codec checked the form of a dead-letter target; here it must belong
+// to the function's own account and region (a queue elsewhere is not ours to
+// write to).
+caf::error check_dead_letter(const registry_state& st, const std::string& account,
+                             const std::string& target) {
+  if (target.empty())
+    return {};
+  auto t = transport::lambda::parse_delivery_target(target);
+  if (!t || t->account_id != account || t->region != st.config.region)
+    return make_error(ec::invalid_parameter,
+                      "The dead-letter target ARN " + target
+                        + " is invalid: it must be a queue of the function's own account ("
+                        + account + ") and region (" + st.config.region + ").");
+  return {};
+}
+
 caf::result<function_record> create(self_ptr self, const std::string& account,
                                     function_spec& spec) {
   auto& st = self->state;
@@ -118,6 +136,8 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
     return make_error(ec::resource_conflict, "Function already exist: " + spec.name);
   if (!vmm::find_runtime(spec.runtime))
     return runtime_unsupported(spec.runtime);
+  if (auto err = check_dead_letter(st, account, spec.dead_letter_target))
+    return err;
   if (account_code_size(st, account) + spec.zip.size() > st.config.total_code_size)
     return make_error(ec::code_storage_exceeded, "Code storage limit exceeded.");
   function_record r;
@@ -136,6 +156,7 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
   r.has_environment = spec.has_environment;
   r.architectures = spec.architectures;
   r.package_type = spec.package_type;
+  r.dead_letter_target = spec.dead_letter_target;
   r.code_size = static_cast<int64_t>(spec.zip.size());
   r.last_modified = new_timestamp(st);
   r.revision_id = storage::random_uuid();
@@ -220,6 +241,9 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     return err;
   if (patch.runtime && !vmm::find_runtime(*patch.runtime))
     return runtime_unsupported(*patch.runtime);
+  if (patch.dead_letter_target)
+    if (auto err = check_dead_letter(st, account, *patch.dead_letter_target))
+      return err;
   auto next = *current;
   if (patch.runtime) next.runtime = *patch.runtime;
   if (patch.role) next.role = *patch.role;
@@ -232,6 +256,7 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     next.environment = *patch.environment;
     next.has_environment = true;
   }
+  if (patch.dead_letter_target) next.dead_letter_target = *patch.dead_letter_target;
   next.last_modified = new_timestamp(st);
   next.revision_id = storage::random_uuid();
   if (auto s = st.store->put_function(next); !s.ok()) {
@@ -273,6 +298,104 @@ caf::result<function_record> set_concurrency(self_ptr self, const std::string& a
   if (st.config.counter)
     self->send(st.config.counter, reserve_atom::value, account, name, value);
   announce_change(self, account, name, next.revision_id);
+  return next;
+}
+
+// AWS's answer when a function has no event invoke config (also when the
+// function itself does not exist, for Get and Delete).
+caf::error no_event_invoke_config(const registry_state& st, const std::string& account,
+                                  const std::string& name) {
+  return make_error(ec::resource_not_found,
+                    "The function "
+                      + transport::lambda::function_arn(st.config.region, account, name, "$LATEST")
+                      + " doesn't have an EventInvokeConfig");
+}
+
+// A destination must be of the function's own account and region and, for a
+// function, exist and not be the function itself (as AWS checks).
+caf::error check_destination(registry_state& st, const std::string& account,
+                             const std::string& name, const std::string& arn) {
+  if (arn.empty())
+    return {};
+  auto t = transport::lambda::parse_delivery_target(arn);
+  if (!t || t->account_id != account || t->region != st.config.region)
+    return make_error(ec::invalid_parameter,
+                      "The destination ARN " + arn
+                        + " is invalid: it must be in the function's own account (" + account
+                        + ") and region (" + st.config.region + ").");
+  if (t->type == delivery_target::kind::function) {
+    if (t->name == name)
+      return make_error(ec::invalid_parameter,
+                        "You can't specify the function as a destination for itself.");
+    if (!find(st, account, t->name))
+      return make_error(ec::invalid_parameter, "The destination ARN " + arn + " is invalid.");
+  }
+  return {};
+}
+
+caf::result<function_record> put_event_invoke(self_ptr self, const std::string& account,
+                                              const std::string& name,
+                                              const event_invoke_update& update) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current)
+    return make_error(ec::resource_not_found, "The function doesn't exist.");
+  if (!update.replace && !current->event_invoke)
+    return no_event_invoke_config(st, account, name);
+  for (const auto& arn : {update.on_success, update.on_failure})
+    if (arn)
+      if (auto err = check_destination(st, account, name, *arn))
+        return err;
+  storage::event_invoke_config settings;
+  if (update.replace) {
+    // Put: what the request leaves out is not set.
+    settings.maximum_retry_attempts = -1;
+    settings.maximum_event_age_seconds = -1;
+  } else {
+    settings = *current->event_invoke;
+  }
+  if (update.maximum_retry_attempts)
+    settings.maximum_retry_attempts = *update.maximum_retry_attempts;
+  if (update.maximum_event_age_seconds)
+    settings.maximum_event_age_seconds = *update.maximum_event_age_seconds;
+  if (update.on_success)
+    settings.on_success = *update.on_success;
+  if (update.on_failure)
+    settings.on_failure = *update.on_failure;
+  settings.last_modified_ms = st.config.now_ms();
+  // LastModified and RevisionId of the function stay: AWS keeps them for
+  // event invoke config changes, and the assignment keys warm environments
+  // by RevisionId.
+  auto next = *current;
+  next.event_invoke = settings;
+  if (auto s = st.store->put_function(next); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  *current = next;
+  announce_change(self, account, name, next.revision_id);
+  config::logger("actors")->info("registry {} the event invoke config of function {} in account {}",
+                                 update.replace ? "put" : "updated", name, account);
+  return next;
+}
+
+caf::result<function_record> delete_event_invoke(self_ptr self, const std::string& account,
+                                                 const std::string& name) {
+  auto& st = self->state;
+  auto* current = find(st, account, name);
+  if (!current || !current->event_invoke)
+    return no_event_invoke_config(st, account, name);
+  auto next = *current;
+  next.event_invoke.reset();
+  if (auto s = st.store->put_function(next); !s.ok()) {
+    config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+    return make_error(ec::storage_failure, "Failed to store the function");
+  }
+  *current = next;
+  announce_change(self, account, name, next.revision_id);
+  config::logger("actors")->info("registry deleted the event invoke config of function {} in "
+                                 "account {}",
+                                 name, account);
   return next;
 }
 
@@ -376,6 +499,14 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
     [=](concurrency_atom, const std::string& account, const std::string& name,
         int32_t value) -> caf::result<function_record> {
       return set_concurrency(self, account, name, value);
+    },
+    [=](event_config_atom, const std::string& account, const std::string& name,
+        const event_invoke_update& update) -> caf::result<function_record> {
+      return put_event_invoke(self, account, name, update);
+    },
+    [=](event_config_atom, delete_atom, const std::string& account,
+        const std::string& name) -> caf::result<function_record> {
+      return delete_event_invoke(self, account, name);
     },
     [=](subscribe_atom, metadata_listener_actor listener) {
       // A listener that goes away is forgotten.

@@ -178,6 +178,14 @@ registry_actor::behavior_type stub_registry(log_ptr log) {
     },
     [=](concurrency_atom, const std::string&, const std::string&,
         int32_t) -> caf::result<function_record> { return unsupported("concurrency"); },
+    [=](event_config_atom, const std::string&, const std::string&,
+        const event_invoke_update&) -> caf::result<function_record> {
+      return unsupported("event config");
+    },
+    [=](event_config_atom, delete_atom, const std::string&,
+        const std::string&) -> caf::result<function_record> {
+      return unsupported("event config");
+    },
   };
 }
 

@@ -229,3 +229,104 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: the metadata cache follows regist
   REQUIRE(request<bool>(registry, delete_atom::value, dev.id, std::string{"f1"}));
   CHECK(send(signed_req("GET", "/2015-03-31/functions/f1/configuration")).status == 404);
 }
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: event invoke config through the API") {
+  const std::string path = "/2019-09-25/functions/f1/event-invoke-config";
+  const std::string latest_arn = "arn:aws:lambda:us-east-1:123456789012:function:f1:$LATEST";
+  const std::string queue = "arn:aws:sqs:us-east-1:123456789012:failures";
+  // Unknown function: AWS's two wordings.
+  auto put_missing = send(signed_req("PUT", path, R"({"MaximumRetryAttempts":1})"));
+  CHECK(put_missing.status == 404);
+  CHECK(put_missing.body.find("The function doesn't exist.") != std::string::npos);
+  auto get_missing = send(signed_req("GET", path));
+  CHECK(get_missing.status == 404);
+  CHECK(error_type(get_missing) == "ResourceNotFoundException");
+  CHECK(get_missing.body.find("The function " + latest_arn + " doesn't have an EventInvokeConfig")
+        != std::string::npos);
+  CHECK(send(signed_req("GET", path + "/list")).status == 404);
+
+  REQUIRE(send(signed_req("POST", "/2015-03-31/functions", create_body("f1"))).status == 201);
+  auto revision_before = send(signed_req("GET", "/2015-03-31/functions/f1/configuration")).body;
+  CHECK(send(signed_req("GET", path)).status == 404);
+  auto empty_list = send(signed_req("GET", path + "/list"));
+  CHECK(empty_list.status == 200);
+  CHECK(empty_list.body == R"({"FunctionEventInvokeConfigs":[]})");
+  auto update_missing = send(signed_req("POST", path, R"({"MaximumRetryAttempts":1})"));
+  CHECK(update_missing.status == 404);
+  CHECK(update_missing.body.find("doesn't have an EventInvokeConfig") != std::string::npos);
+
+  auto put = send(signed_req(
+    "PUT", path,
+    R"({"MaximumRetryAttempts":0,"DestinationConfig":{"OnFailure":{"Destination":")" + queue + R"("}}})"));
+  REQUIRE(put.status == 200);
+  CHECK(put.body
+        == R"({"LastModified":0.000,"FunctionArn":")" + latest_arn
+             + R"(","MaximumRetryAttempts":0,"DestinationConfig":{"OnSuccess":{},"OnFailure":{"Destination":")"
+             + queue + R"("}}})");
+  // Read after the change (the cache was filled before it).
+  auto got = send(signed_req("GET", path + "?Qualifier=%24LATEST"));
+  CHECK(got.status == 200);
+  CHECK(got.body == put.body);
+  auto merged = send(signed_req("POST", path, R"({"MaximumEventAgeInSeconds":300})"));
+  CHECK(merged.status == 200);
+  CHECK(merged.body.find(R"("MaximumRetryAttempts":0,"MaximumEventAgeInSeconds":300)")
+        != std::string::npos);
+  CHECK(merged.body.find(queue) != std::string::npos);
+  auto list = send(signed_req("GET", path + "/list?MaxItems=1"));
+  CHECK(list.status == 200);
+  CHECK(list.body == R"({"FunctionEventInvokeConfigs":[)" + merged.body + "]}");
+  // Past the last config there is nothing.
+  auto after = send(signed_req("GET", path + "/list?Marker=" + storage::base64_encode("$LATEST")));
+  CHECK(after.body == R"({"FunctionEventInvokeConfigs":[]})");
+  // The function's RevisionId did not change.
+  CHECK(send(signed_req("GET", "/2015-03-31/functions/f1/configuration")).body == revision_before);
+
+  // Qualifiers other than $LATEST do not exist on this node.
+  auto versioned = send(signed_req("GET", path + "?Qualifier=1"));
+  CHECK(versioned.status == 404);
+  CHECK(versioned.body.find("function:f1:1 doesn't have an EventInvokeConfig") != std::string::npos);
+  CHECK(send(signed_req("PUT", "/2019-09-25/functions/f1%3Aprod/event-invoke-config",
+                        R"({"MaximumRetryAttempts":1})"))
+          .status
+        == 404);
+  CHECK(send(signed_req("DELETE", path + "?Qualifier=prod")).status == 404);
+  // Bad input.
+  auto bad = send(signed_req("PUT", path, R"({"MaximumRetryAttempts":5})"));
+  CHECK(bad.status == 400);
+  CHECK(error_type(bad) == "InvalidParameterValueException");
+  auto self_dest = send(signed_req(
+    "PUT", path,
+    R"({"DestinationConfig":{"OnSuccess":{"Destination":"arn:aws:lambda:us-east-1:123456789012:function:f1"}}})"));
+  CHECK(self_dest.status == 400);
+  CHECK(self_dest.body.find("destination for itself") != std::string::npos);
+  CHECK(send(signed_req("GET", path + "/list?MaxItems=51")).status == 400);
+  // Another account sees none of it.
+  CHECK(send(signed_req("GET", path, {}, other)).status == 404);
+
+  auto deleted = send(signed_req("DELETE", path));
+  CHECK(deleted.status == 204);
+  CHECK(deleted.body.empty());
+  CHECK(send(signed_req("GET", path)).status == 404);
+  CHECK(send(signed_req("DELETE", path)).status == 404);
+  auto metrics_text = send(make("GET", "/metrics")).body;
+  CHECK(metrics_text.find(
+          "nimbus_api_requests_total{operation=\"DeleteFunctionEventInvokeConfig\",status=\"204\"} 1")
+        != std::string::npos);
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: DeadLetterConfig on create and update configuration") {
+  const std::string dlq = "arn:aws:sqs:us-east-1:123456789012:dlq";
+  auto body = create_body("f1");
+  body.insert(body.size() - 1, R"(,"DeadLetterConfig":{"TargetArn":")" + dlq + "\"}");
+  auto created = send(signed_req("POST", "/2015-03-31/functions", body));
+  REQUIRE(created.status == 201);
+  CHECK(created.body.find(R"("DeadLetterConfig":{"TargetArn":")" + dlq + "\"}") != std::string::npos);
+  auto cleared = send(signed_req("PUT", "/2015-03-31/functions/f1/configuration",
+                                 R"({"DeadLetterConfig":{"TargetArn":""}})"));
+  CHECK(cleared.status == 200);
+  CHECK(cleared.body.find("DeadLetterConfig") == std::string::npos);
+  auto foreign = send(signed_req("PUT", "/2015-03-31/functions/f1/configuration",
+                                 R"({"DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:210987654321:dlq"}})"));
+  CHECK(foreign.status == 400);
+  CHECK(error_type(foreign) == "InvalidParameterValueException");
+}

@@ -6,12 +6,15 @@
 #include "../support/zip_builder.hpp"
 #include "fixture.hpp"
 
+#include <caf/typed_event_based_actor.hpp>
+
 #include <doctest/doctest.h>
 
 using namespace nimbus;
 using storage::function_record;
 using transport::lambda::code_update;
 using transport::lambda::configuration_patch;
+using transport::lambda::event_invoke_update;
 using transport::lambda::function_spec;
 
 namespace {
@@ -67,6 +70,18 @@ struct registry_fixture : test::actor_fixture {
 std::string hex_of(const std::string& zip) {
   return storage::to_hex(storage::sha256(zip));
 }
+
+/// What a metadata listener heard: (account, name, revision) per invalidate.
+using invalidations = std::vector<std::vector<std::string>>;
+
+metadata_listener_actor::behavior_type recording_listener(std::shared_ptr<invalidations> heard) {
+  return {
+    [=](invalidate_atom, const std::string& account, const std::string& name,
+        const std::string& revision) { heard->push_back({account, name, revision}); },
+  };
+}
+
+const std::string queue_a = "arn:aws:sqs:eu-west-1:111111111111:q1";
 
 } // namespace
 
@@ -248,4 +263,207 @@ TEST_CASE_FIXTURE(registry_fixture, "registry: records loaded at startup are ser
   REQUIRE(create(account_a, spec("f2", zip1)));
   REQUIRE(request<bool>(registry, delete_atom::value, std::string{account_a}, std::string{"f2"}));
   CHECK(store->code.count(hex_of(zip1)) == 1);
+}
+
+namespace {
+
+struct event_invoke_fixture : registry_fixture {
+  caf::expected<function_record> put(event_invoke_update u, const std::string& name = "f1") {
+    u.replace = true;
+    return request<function_record>(registry, event_config_atom::value, std::string{account_a},
+                                    name, std::move(u));
+  }
+
+  caf::expected<function_record> update(event_invoke_update u, const std::string& name = "f1") {
+    u.replace = false;
+    return request<function_record>(registry, event_config_atom::value, std::string{account_a},
+                                    name, std::move(u));
+  }
+
+  caf::expected<function_record> remove(const std::string& name = "f1") {
+    return request<function_record>(registry, event_config_atom::value, delete_atom::value,
+                                    std::string{account_a}, name);
+  }
+};
+
+} // namespace
+
+TEST_CASE_FIXTURE(event_invoke_fixture, "registry: put replaces, update merges, delete removes the event invoke config") {
+  auto created = create(account_a, spec("f1", zip1));
+  REQUIRE(created);
+  REQUIRE(create(account_a, spec("f2", zip1)));
+  auto heard = std::make_shared<invalidations>();
+  auto listener = sys.spawn(recording_listener, heard);
+  self->send(registry, subscribe_atom::value, listener);
+  sched.run();
+
+  // Update needs a config to merge into, as on AWS.
+  auto early = update(event_invoke_update{false, 1, {}, {}, {}});
+  REQUIRE_FALSE(early);
+  CHECK(early.error() == ec::resource_not_found);
+  CHECK(error_message(early.error())
+        == "The function arn:aws:lambda:eu-west-1:111111111111:function:f1:$LATEST doesn't "
+           "have an EventInvokeConfig");
+
+  auto put1 = put(event_invoke_update{true, 1, {}, {}, queue_a});
+  REQUIRE(put1);
+  REQUIRE(put1->event_invoke);
+  CHECK(put1->event_invoke->maximum_retry_attempts == 1);
+  CHECK(put1->event_invoke->maximum_event_age_seconds == -1);
+  CHECK(put1->event_invoke->on_success.empty());
+  CHECK(put1->event_invoke->on_failure == queue_a);
+  CHECK(put1->event_invoke->last_modified_ms == 1'700'000'000'000);
+  // Not a new revision: warm environments stay, RevisionId checks still pass.
+  CHECK(put1->revision_id == created->revision_id);
+  CHECK(put1->last_modified == created->last_modified);
+  REQUIRE(store->records.at(std::string{account_a} + "/f1").event_invoke);
+  // The change is announced with the unchanged revision.
+  REQUIRE(heard->size() == 1);
+  CHECK(heard->back() == std::vector<std::string>{account_a, "f1", created->revision_id});
+
+  const std::string f2_arn = "arn:aws:lambda:eu-west-1:111111111111:function:f2";
+  auto merged = update(event_invoke_update{false, {}, 120, f2_arn, {}});
+  REQUIRE(merged);
+  CHECK(merged->event_invoke->maximum_retry_attempts == 1);
+  CHECK(merged->event_invoke->maximum_event_age_seconds == 120);
+  CHECK(merged->event_invoke->on_success == f2_arn);
+  CHECK(merged->event_invoke->on_failure == queue_a);
+  // An OnFailure without Destination removes only that destination.
+  auto cleared = update(event_invoke_update{false, {}, {}, {}, std::string{}});
+  REQUIRE(cleared);
+  CHECK(cleared->event_invoke->on_failure.empty());
+  CHECK(cleared->event_invoke->on_success == f2_arn);
+  CHECK(cleared->event_invoke->maximum_event_age_seconds == 120);
+
+  // Put again: everything it does not name is gone.
+  auto put2 = put(event_invoke_update{true, {}, 60, {}, {}});
+  REQUIRE(put2);
+  CHECK(put2->event_invoke->maximum_retry_attempts == -1);
+  CHECK(put2->event_invoke->maximum_event_age_seconds == 60);
+  CHECK(put2->event_invoke->on_success.empty());
+  CHECK(get(account_a, "f1")->event_invoke->maximum_event_age_seconds == 60);
+
+  auto removed = remove();
+  REQUIRE(removed);
+  CHECK_FALSE(removed->event_invoke);
+  CHECK_FALSE(get(account_a, "f1")->event_invoke);
+  CHECK_FALSE(store->records.at(std::string{account_a} + "/f1").event_invoke);
+  CHECK(heard->size() == 5);
+  auto again = remove();
+  REQUIRE_FALSE(again);
+  CHECK(again.error() == ec::resource_not_found);
+  CHECK(error_message(again.error()).find("doesn't have an EventInvokeConfig") != std::string::npos);
+  // The other function was never touched.
+  CHECK_FALSE(get(account_a, "f2")->event_invoke);
+  stop(listener);
+}
+
+TEST_CASE_FIXTURE(event_invoke_fixture, "registry: event invoke destinations must be the caller's and exist") {
+  REQUIRE(create(account_a, spec("f1", zip1)));
+  REQUIRE(create(account_b, spec("g", zip1)));
+  struct row {
+    std::string arn;
+    std::string message;
+  };
+  for (const auto& r : std::vector<row>{
+         {"arn:aws:lambda:eu-west-1:111111111111:function:f1",
+          "You can't specify the function as a destination for itself."},
+         {"arn:aws:lambda:eu-west-1:111111111111:function:f1:$LATEST",
+          "You can't specify the function as a destination for itself."},
+         {"arn:aws:lambda:eu-west-1:111111111111:function:nope",
+          "The destination ARN arn:aws:lambda:eu-west-1:111111111111:function:nope is invalid."},
+         // B's function exists, but not for A.
+         {"arn:aws:lambda:eu-west-1:222222222222:function:g",
+          "The destination ARN arn:aws:lambda:eu-west-1:222222222222:function:g is invalid: it "
+          "must be in the function's own account (111111111111) and region (eu-west-1)."},
+         {"arn:aws:sqs:eu-west-1:222222222222:q1", "own account"},
+         {"arn:aws:sqs:us-east-1:111111111111:q1", "own account"},
+       }) {
+    auto p = put(event_invoke_update{true, {}, {}, r.arn, {}});
+    REQUIRE_FALSE_MESSAGE(p, r.arn);
+    CHECK(p.error() == ec::invalid_parameter);
+    CHECK_MESSAGE(error_message(p.error()).find(r.message) != std::string::npos,
+                  error_message(p.error()));
+  }
+  CHECK_FALSE(store->records.at(std::string{account_a} + "/f1").event_invoke);
+  auto missing = put(event_invoke_update{true, 1, {}, {}, {}}, "nope");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error() == ec::resource_not_found);
+  CHECK(error_message(missing.error()) == "The function doesn't exist.");
+  // Another account's function of the same name is not reachable either.
+  REQUIRE_FALSE(put(event_invoke_update{true, 1, {}, {}, {}}, "g"));
+}
+
+TEST_CASE_FIXTURE(event_invoke_fixture, "registry: dead-letter targets on create and update configuration") {
+  auto s = spec("f1", zip1);
+  s.dead_letter_target = "arn:aws:sqs:eu-west-1:222222222222:dlq";
+  auto foreign = create(account_a, s);
+  REQUIRE_FALSE(foreign);
+  CHECK(foreign.error() == ec::invalid_parameter);
+  CHECK(error_message(foreign.error()).find("own account (111111111111)") != std::string::npos);
+  CHECK(store->records.empty());
+  s.dead_letter_target = queue_a;
+  auto created = create(account_a, s);
+  REQUIRE(created);
+  CHECK(created->dead_letter_target == queue_a);
+
+  configuration_patch patch;
+  patch.dead_letter_target = "arn:aws:sqs:eu-west-1:111111111111:other-dlq";
+  auto changed = request<function_record>(registry, update_config_atom::value,
+                                          std::string{account_a}, std::string{"f1"}, patch);
+  REQUIRE(changed);
+  CHECK(changed->dead_letter_target == "arn:aws:sqs:eu-west-1:111111111111:other-dlq");
+  // A configuration update like any other: a new revision.
+  CHECK(changed->revision_id != created->revision_id);
+  patch.dead_letter_target = std::string{};
+  auto cleared = request<function_record>(registry, update_config_atom::value,
+                                          std::string{account_a}, std::string{"f1"}, patch);
+  REQUIRE(cleared);
+  CHECK(cleared->dead_letter_target.empty());
+  configuration_patch unrelated;
+  unrelated.timeout = 9;
+  patch.dead_letter_target = queue_a;
+  REQUIRE(request<function_record>(registry, update_config_atom::value, std::string{account_a},
+                                   std::string{"f1"}, patch));
+  auto kept = request<function_record>(registry, update_config_atom::value,
+                                       std::string{account_a}, std::string{"f1"}, unrelated);
+  REQUIRE(kept);
+  CHECK(kept->dead_letter_target == queue_a);
+  patch.dead_letter_target = "arn:aws:sqs:us-east-1:111111111111:dlq";
+  auto other_region = request<function_record>(registry, update_config_atom::value,
+                                                std::string{account_a}, std::string{"f1"}, patch);
+  REQUIRE_FALSE(other_region);
+  CHECK(other_region.error() == ec::invalid_parameter);
+  CHECK(get(account_a, "f1")->dead_letter_target == queue_a);
+}
+
+TEST_CASE_FIXTURE(event_invoke_fixture, "registry: event invoke config and dead-letter target survive a restart") {
+  auto s = spec("f1", zip1);
+  s.dead_letter_target = queue_a;
+  REQUIRE(create(account_a, s));
+  REQUIRE(put(event_invoke_update{true, 0, 3600, {}, queue_a}));
+  stop(registry);
+  std::vector<function_record> loaded;
+  REQUIRE(store->load(loaded).ok());
+  // Through the stored JSON, as the file store does it.
+  for (auto& r : loaded) {
+    std::string error;
+    auto back = storage::function_record_from_json(storage::to_json(r), error);
+    REQUIRE_MESSAGE(back, error);
+    r = *back;
+  }
+  start(loaded);
+  auto got = get(account_a, "f1");
+  REQUIRE(got);
+  CHECK(got->dead_letter_target == queue_a);
+  REQUIRE(got->event_invoke);
+  CHECK(got->event_invoke->maximum_retry_attempts == 0);
+  CHECK(got->event_invoke->maximum_event_age_seconds == 3600);
+  CHECK(got->event_invoke->on_failure == queue_a);
+  CHECK(got->event_invoke->last_modified_ms == 1'700'000'000'000);
+  // Update after the restart merges into the loaded config.
+  auto merged = update(event_invoke_update{false, 2, {}, {}, {}});
+  REQUIRE(merged);
+  CHECK(merged->event_invoke->maximum_retry_attempts == 2);
+  CHECK(merged->event_invoke->maximum_event_age_seconds == 3600);
 }

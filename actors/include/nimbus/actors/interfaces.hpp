@@ -52,6 +52,7 @@ using place_atom = caf::atom_constant<caf::atom("place")>;
 using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using concurrency_atom = caf::atom_constant<caf::atom("concur")>;
+using event_config_atom = caf::atom_constant<caf::atom("evconfig")>;
 
 // -- interfaces ---------------------------------------------------------------
 
@@ -91,6 +92,12 @@ using registry_actor = caf::typed_actor<
   caf::reacts_to<subscribe_atom, metadata_listener_actor>,
   // Sets (>= 0) or removes (-1) a function's reserved concurrency.
   caf::replies_to<concurrency_atom, std::string, std::string, int32_t>::with<
+    storage::function_record>,
+  // Puts (replaces) or updates (merges) a function's event invoke config.
+  caf::replies_to<event_config_atom, std::string, std::string,
+                  transport::lambda::event_invoke_update>::with<storage::function_record>,
+  // Deletes a function's event invoke config; fails if it has none.
+  caf::replies_to<event_config_atom, delete_atom, std::string, std::string>::with<
     storage::function_record>>;
 
 /// The FRONTEND actor interface: authenticates, routes and answers API
@@ -188,6 +195,7 @@ CAF_BEGIN_TYPE_ID_BLOCK(nimbus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(nimbus, (nimbus::transport::lambda::function_spec))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::transport::lambda::configuration_patch))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::transport::lambda::code_update))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::transport::lambda::event_invoke_update))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::storage::function_record))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::function_page))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::account_usage))

@@ -246,14 +246,20 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, function_spec& x) {
   return f(caf::meta::type_name("function_spec"), x.name, x.runtime, x.role, x.handler,
            x.description, x.timeout, x.memory_size, x.ephemeral_storage, x.environment,
-           x.has_environment, x.architectures, x.package_type, x.zip);
+           x.has_environment, x.architectures, x.package_type, x.dead_letter_target, x.zip);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, configuration_patch& x) {
   return f(caf::meta::type_name("configuration_patch"), x.runtime, x.role, x.handler,
            x.description, x.timeout, x.memory_size, x.ephemeral_storage, x.environment,
-           x.revision_id);
+           x.dead_letter_target, x.revision_id);
+}
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, event_invoke_update& x) {
+  return f(caf::meta::type_name("event_invoke_update"), x.replace, x.maximum_retry_attempts,
+           x.maximum_event_age_seconds, x.on_success, x.on_failure);
 }
 
 template <class Inspector>
@@ -266,12 +272,18 @@ typename Inspector::result_type inspect(Inspector& f, code_update& x) {
 namespace nimbus::storage {
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, event_invoke_config& x) {
+  return f(caf::meta::type_name("event_invoke_config"), x.maximum_retry_attempts,
+           x.maximum_event_age_seconds, x.on_success, x.on_failure, x.last_modified_ms);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, function_record& x) {
   return f(caf::meta::type_name("function_record"), x.account_id, x.name, x.runtime, x.role,
            x.handler, x.description, x.timeout, x.memory_size, x.ephemeral_storage,
            x.environment, x.has_environment, x.architectures, x.package_type, x.code_sha256,
            x.code_sha256_hex, x.code_size, x.last_modified, x.revision_id, x.version, x.state,
-           x.last_update_status, x.reserved_concurrency);
+           x.last_update_status, x.reserved_concurrency, x.event_invoke, x.dead_letter_target);
 }
 
 } // namespace nimbus::storage
