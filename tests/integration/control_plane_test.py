@@ -354,6 +354,237 @@ class ControlPlane(unittest.TestCase):
         self.assertIn("nimbus_api_request_duration_seconds_bucket", text)
 
 
+QUEUE = "arn:aws:sqs:us-east-1:123456789012:"
+
+
+class EventInvokeConfig(unittest.TestCase):
+    """Put/Update/Get/Delete/ListFunctionEventInvokeConfig(s) and DeadLetterConfig
+    through the AWS CLI. The tests run in name order and share one node."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.node = Node(NIMBUSD, cls.tmp.path)
+        cls.node.start()
+        cls.zip_path = os.path.join(cls.tmp.path, "fn.zip")
+        with open(cls.zip_path, "wb") as f:
+            f.write(make_zip({"app.py": "def handler(event, context):\n    return event\n"}))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.node.stop()
+        finally:
+            cls.tmp.close()
+
+    def aws(self, *args, **kw):
+        return self.node.aws(*args, **kw)
+
+    def ok(self, *args, **kw):
+        rc, body, err = self.aws(*args, **kw)
+        self.assertEqual(rc, 0, err)
+        return body
+
+    def create(self, name, *extra):
+        return self.aws("create-function", "--function-name", name, "--runtime", "python3.11",
+                        "--role", ROLE, "--handler", "app.handler",
+                        "--zip-file", "fileb://" + self.zip_path, *extra)
+
+    def assert_error(self, result, name, fragment=None):
+        rc, body, err = result
+        self.assertNotEqual(rc, 0, "expected %s, got success %s" % (name, body))
+        self.assertEqual(error_name(err), name, err)
+        if fragment:
+            self.assertIn(fragment, err)
+
+    def assert_recent(self, last_modified):
+        # The wire has epoch seconds with a fraction; the CLI prints them as
+        # an ISO 8601 time.
+        self.assertRegex(last_modified, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+    def test_01_put_and_get(self):
+        for name in ("ev", "sink"):
+            rc, _, err = self.create(name)
+            self.assertEqual(rc, 0, err)
+        self.assert_error(self.aws("get-function-event-invoke-config", "--function-name", "ev"),
+                          "ResourceNotFoundException",
+                          "The function " + ARN + "ev:$LATEST doesn't have an EventInvokeConfig")
+        listing = self.ok("list-function-event-invoke-configs", "--function-name", "ev")
+        self.assertEqual(listing["FunctionEventInvokeConfigs"], [])
+        before = self.ok("get-function-configuration", "--function-name", "ev")
+        put = self.ok("put-function-event-invoke-config", "--function-name", "ev",
+                      "--maximum-retry-attempts", "1",
+                      "--destination-config", "OnFailure={Destination=%sfailures}" % QUEUE)
+        self.assertEqual(put["FunctionArn"], ARN + "ev:$LATEST")
+        self.assertEqual(put["MaximumRetryAttempts"], 1)
+        self.assertNotIn("MaximumEventAgeInSeconds", put)
+        self.assertEqual(put["DestinationConfig"],
+                         {"OnSuccess": {}, "OnFailure": {"Destination": QUEUE + "failures"}})
+        self.assert_recent(put["LastModified"])
+        for name in ("ev", ARN + "ev", "ev:$LATEST"):
+            got = self.ok("get-function-event-invoke-config", "--function-name", name)
+            self.assertEqual(got, put)
+        got = self.ok("get-function-event-invoke-config", "--function-name", "ev",
+                      "--qualifier", "$LATEST")
+        self.assertEqual(got, put)
+        # An event invoke config is not a new revision of the function.
+        after = self.ok("get-function-configuration", "--function-name", "ev")
+        self.assertEqual(after["RevisionId"], before["RevisionId"])
+        self.assertEqual(after["LastModified"], before["LastModified"])
+
+    def test_02_wire_format_of_last_modified(self):
+        p = subprocess.run(["curl", "-s", "-i", "--aws-sigv4", "aws:amz:us-east-1:lambda",
+                            "--user", "%s:%s" % (DEV_ACCOUNT["access_key_id"], DEV_ACCOUNT["secret_access_key"]),
+                            self.node.endpoint + "/2019-09-25/functions/ev/event-invoke-config"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertIn("HTTP/1.1 200", p.stdout)
+        body = json.loads(p.stdout.split("\n\n", 1)[1])
+        self.assertIsInstance(body["LastModified"], float)
+        self.assertLess(abs(body["LastModified"] - time.time()), 600)
+        self.assertRegex(p.stdout, r'"LastModified":\d{10}\.\d{3},')
+
+    def test_03_update_merges(self):
+        upd = self.ok("update-function-event-invoke-config", "--function-name", "ev",
+                      "--maximum-event-age-in-seconds", "300",
+                      "--destination-config", '{"OnSuccess":{"Destination":"%ssink"}}' % ARN)
+        self.assertEqual(upd["MaximumRetryAttempts"], 1)
+        self.assertEqual(upd["MaximumEventAgeInSeconds"], 300)
+        self.assertEqual(upd["DestinationConfig"],
+                         {"OnSuccess": {"Destination": ARN + "sink"},
+                          "OnFailure": {"Destination": QUEUE + "failures"}})
+        got = self.ok("get-function-event-invoke-config", "--function-name", "ev")
+        self.assertEqual(got, upd)
+
+    def test_04_list(self):
+        got = self.ok("get-function-event-invoke-config", "--function-name", "ev")
+        listing = self.ok("list-function-event-invoke-configs", "--function-name", "ev")
+        self.assertEqual(listing["FunctionEventInvokeConfigs"], [got])
+        self.assertNotIn("NextMarker", listing)
+        listing = self.ok("list-function-event-invoke-configs", "--function-name", "ev",
+                          "--max-items", "1")
+        self.assertEqual(listing["FunctionEventInvokeConfigs"], [got])
+        self.assertNotIn("NextToken", listing)
+
+    def test_05_put_overwrites_and_removes_omitted_settings(self):
+        put = self.ok("put-function-event-invoke-config", "--function-name", "ev",
+                      "--maximum-event-age-in-seconds", "60")
+        self.assertEqual(put["MaximumEventAgeInSeconds"], 60)
+        self.assertNotIn("MaximumRetryAttempts", put)
+        self.assertEqual(put["DestinationConfig"], {"OnSuccess": {}, "OnFailure": {}})
+        self.assertEqual(self.ok("get-function-event-invoke-config", "--function-name", "ev"), put)
+
+    def test_06_errors(self):
+        put = ("put-function-event-invoke-config", "--function-name")
+        self.assert_error(self.aws(*put, "ev", "--maximum-retry-attempts", "5"),
+                          "InvalidParameterValueException",
+                          "Value '5' at 'maximumRetryAttempts' failed to satisfy constraint")
+        self.assert_error(self.aws(*put, "ev", "--maximum-event-age-in-seconds", "30000"),
+                          "InvalidParameterValueException", "maximumEventAgeInSeconds")
+        self.assert_error(self.aws(*put, "ev"), "InvalidParameterValueException",
+                          "You must specify at least one of error handling or destination setting")
+        for bad in ("arn:aws:sns:us-east-1:123456789012:topic", "not-an-arn",
+                    ARN + "sink:7", QUEUE + "bad.name"):
+            self.assert_error(self.aws(*put, "ev", "--destination-config",
+                                       "OnSuccess={Destination=%s}" % bad),
+                              "InvalidParameterValueException",
+                              "The destination ARN %s is invalid" % bad)
+        # Another account's queue, a missing function, the function itself.
+        self.assert_error(self.aws(*put, "ev", "--destination-config",
+                                   "OnFailure={Destination=arn:aws:sqs:us-east-1:210987654321:q}"),
+                          "InvalidParameterValueException", "own account")
+        self.assert_error(self.aws(*put, "ev", "--destination-config",
+                                   "OnFailure={Destination=%snope}" % ARN),
+                          "InvalidParameterValueException",
+                          "The destination ARN %snope is invalid." % ARN)
+        self.assert_error(self.aws(*put, "ev", "--destination-config",
+                                   "OnFailure={Destination=%sev}" % ARN),
+                          "InvalidParameterValueException", "destination for itself")
+        # Unknown functions and qualifiers.
+        self.assert_error(self.aws(*put, "nope", "--maximum-retry-attempts", "1"),
+                          "ResourceNotFoundException", "The function doesn't exist.")
+        self.assert_error(self.aws("update-function-event-invoke-config", "--function-name", "nope",
+                                   "--maximum-retry-attempts", "1"),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws("get-function-event-invoke-config", "--function-name", "nope"),
+                          "ResourceNotFoundException",
+                          "The function " + ARN + "nope:$LATEST doesn't have an EventInvokeConfig")
+        self.assert_error(self.aws("list-function-event-invoke-configs", "--function-name", "nope"),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws("delete-function-event-invoke-config", "--function-name", "nope"),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws(*put, "ev", "--qualifier", "1", "--maximum-retry-attempts", "1"),
+                          "ResourceNotFoundException")
+        self.assert_error(self.aws("get-function-event-invoke-config", "--function-name", "ev",
+                                   "--qualifier", "prod"),
+                          "ResourceNotFoundException", ARN + "ev:prod doesn't have")
+        self.assert_error(self.aws("get-function-event-invoke-config", "--function-name", "ev",
+                                   account=OTHER_ACCOUNT),
+                          "ResourceNotFoundException")
+        # Update needs an existing config.
+        self.assert_error(self.aws("update-function-event-invoke-config", "--function-name", "sink",
+                                   "--maximum-retry-attempts", "1"),
+                          "ResourceNotFoundException",
+                          "The function " + ARN + "sink:$LATEST doesn't have an EventInvokeConfig")
+        # Nothing of it was stored.
+        got = self.ok("get-function-event-invoke-config", "--function-name", "ev")
+        self.assertEqual(got["MaximumEventAgeInSeconds"], 60)
+        self.assertNotIn("MaximumRetryAttempts", got)
+
+    def test_07_dead_letter_config(self):
+        rc, cfg, err = self.create("dl", "--dead-letter-config", "TargetArn=%sdlq" % QUEUE)
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(cfg["DeadLetterConfig"], {"TargetArn": QUEUE + "dlq"})
+        got = self.ok("get-function-configuration", "--function-name", "dl")
+        self.assertEqual(got["DeadLetterConfig"], {"TargetArn": QUEUE + "dlq"})
+        self.assertNotIn("DeadLetterConfig", self.ok("get-function-configuration", "--function-name", "ev"))
+        upd = self.ok("update-function-configuration", "--function-name", "dl",
+                      "--dead-letter-config", "TargetArn=%sdlq2" % QUEUE)
+        self.assertEqual(upd["DeadLetterConfig"], {"TargetArn": QUEUE + "dlq2"})
+        self.assertNotEqual(upd["RevisionId"], got["RevisionId"])
+        fn = self.ok("get-function", "--function-name", "dl")
+        self.assertEqual(fn["Configuration"]["DeadLetterConfig"], {"TargetArn": QUEUE + "dlq2"})
+        # Another change leaves it alone.
+        upd = self.ok("update-function-configuration", "--function-name", "dl", "--timeout", "9")
+        self.assertEqual(upd["DeadLetterConfig"], {"TargetArn": QUEUE + "dlq2"})
+        for bad, fragment in (("arn:aws:sns:us-east-1:123456789012:topic", "SNS topics are not supported"),
+                              (ARN + "sink", "is invalid"),
+                              ("arn:aws:sqs:us-east-1:210987654321:dlq", "own account")):
+            self.assert_error(self.aws("update-function-configuration", "--function-name", "dl",
+                                       "--dead-letter-config", "TargetArn=" + bad),
+                              "InvalidParameterValueException", fragment)
+            self.assert_error(self.create("dl-bad", "--dead-letter-config", "TargetArn=" + bad),
+                              "InvalidParameterValueException", fragment)
+        self.assert_error(self.aws("get-function", "--function-name", "dl-bad"),
+                          "ResourceNotFoundException")
+        self.assertEqual(self.ok("get-function-configuration", "--function-name", "dl")["DeadLetterConfig"],
+                         {"TargetArn": QUEUE + "dlq2"})
+
+    def test_08_everything_survives_a_restart(self):
+        config = self.ok("get-function-event-invoke-config", "--function-name", "ev")
+        dl = self.ok("get-function-configuration", "--function-name", "dl")
+        self.assertEqual(self.node.stop(), 0)
+        self.node.start()
+        self.assertEqual(self.ok("get-function-event-invoke-config", "--function-name", "ev"), config)
+        self.assertEqual(self.ok("get-function-configuration", "--function-name", "dl"), dl)
+
+    def test_09_delete(self):
+        rc, body, err = self.aws("delete-function-event-invoke-config", "--function-name", "ev")
+        self.assertEqual(rc, 0, err)
+        self.assertIsNone(body)
+        self.assert_error(self.aws("get-function-event-invoke-config", "--function-name", "ev"),
+                          "ResourceNotFoundException", "doesn't have an EventInvokeConfig")
+        self.assertEqual(self.ok("list-function-event-invoke-configs", "--function-name", "ev"),
+                         {"FunctionEventInvokeConfigs": []})
+        self.assert_error(self.aws("delete-function-event-invoke-config", "--function-name", "ev"),
+                          "ResourceNotFoundException")
+        # The dead-letter target goes away with an empty TargetArn.
+        upd = self.ok("update-function-configuration", "--function-name", "dl",
+                      "--dead-letter-config", "TargetArn=")
+        self.assertNotIn("DeadLetterConfig", upd)
+        self.assertNotIn("DeadLetterConfig",
+                         self.ok("get-function-configuration", "--function-name", "dl"))
+
+
 class Config(unittest.TestCase):
     def test_bad_config_exits_non_zero_naming_the_key(self):
         tmp = TempDir()
