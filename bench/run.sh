@@ -16,3 +16,6 @@ n="${1:-30}"
 # reachable): writes invoke.json and invoke.png (see bench/README.md).
 python3 "$root/bench/invoke_bench.py" --nimbusd "$build/bin/nimbusd" \
   --test-runtime "$build/tests/test_runtime" --out "$out"
+# The durable log's group commit next to the disk's raw fsync rate, on disk
+# (/var/tmp: /tmp may be tmpfs, where fsync costs nothing).
+"$build/bench/durable_log_bench" /var/tmp | tee "$out/durable_log.json"

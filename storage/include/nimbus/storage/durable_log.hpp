@@ -12,8 +12,11 @@
 ///   record := magic u32 | length u32 | crc u32 | seq u64 | epoch u64 |
 ///             type u8 | payload[length]
 ///
-/// `crc` is CRC-32C over seq, epoch, type and payload. Sequence numbers
-/// start at 1 and increase by one across segments.
+/// `magic` is log_record_magic, `length` the payload size (at most
+/// max_record_bytes), `crc` CRC-32C over seq, epoch, type and payload (the
+/// bytes from seq to the end of the record). Sequence numbers start at 1 and
+/// increase by one across segments; a segment's name is the seq of its first
+/// record (an empty segment is the last one and names the next seq).
 ///
 /// Recovery: in the last segment, an incomplete record or a record with a bad
 /// checksum at the end (with nothing valid after it) is a torn write and is
@@ -25,6 +28,7 @@
 /// retry of fsync: the kernel may have dropped the dirty pages). Every
 /// pending and later append fails; nothing more is acknowledged.
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -33,6 +37,12 @@
 #include <vector>
 
 namespace nimbus::storage {
+
+/// The first field of every record ("NLR1" in the file's byte order).
+inline constexpr uint32_t log_record_magic = 0x31524c4e;
+
+/// Size of a record without its payload: magic, length, crc, seq, epoch, type.
+inline constexpr size_t log_record_header_bytes = 4 + 4 + 4 + 8 + 8 + 1;
 
 /// The file operations the log uses. The real one is posix_log_fs(); tests
 /// substitute layers that lose unsynced writes or fail fsync.
@@ -49,8 +59,10 @@ public:
   virtual int truncate(int handle, uint64_t size) = 0;
   /// Size of the file in bytes, or -1.
   virtual int64_t size(int handle) = 0;
-  /// Names (not paths) of the entries of a directory.
-  virtual std::vector<std::string> list(const std::string& dir) = 0;
+  /// Fills `names` with the names (not paths) of the entries of a
+  /// directory; returns 0 or -1 (errno set). An error must not look like an
+  /// empty directory: the log would start over at seq 1 beside old segments.
+  virtual int list(const std::string& dir, std::vector<std::string>& names) = 0;
   virtual int remove(const std::string& path) = 0;
   /// Makes the directory's entries (created and removed files) durable.
   virtual int sync_dir(const std::string& dir) = 0;
@@ -95,7 +107,8 @@ class durable_log {
 public:
   /// Called once an append is durable (`error` empty, `seq` assigned) or
   /// failed (`error` says why, nothing was acknowledged). Runs on the
-  /// writer thread: keep it short (send a message, signal a waiter).
+  /// writer thread: keep it short (send a message, signal a waiter); it must
+  /// not throw nor call append_sync() (that would wait for itself).
   using append_callback = std::function<void(uint64_t seq, const std::string& error)>;
 
   /// Opens or creates the log and recovers it. On corruption (see above),
@@ -133,9 +146,13 @@ public:
 
   /// Counters for metrics and benchmarks.
   struct stats {
+    /// Appends made durable (acknowledged) since open.
     uint64_t appends = 0;
+    /// fsync calls on segment files since open (not counting directories).
     uint64_t fsyncs = 0;
+    /// Segment files in the log now.
     uint64_t segments = 0;
+    /// Record bytes written since open.
     uint64_t bytes = 0;
   };
   stats statistics() const;
