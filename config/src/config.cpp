@@ -168,6 +168,10 @@ void validate(node_config& cfg, std::vector<config_error>& errors) {
   if (cfg.limits.unreserved_concurrency_minimum > cfg.limits.concurrent_executions)
     errors.push_back({"limits.unreserved_concurrency_minimum",
                       "must not exceed limits.concurrent_executions"});
+  if (cfg.async.pollers_min > cfg.async.pollers_max)
+    errors.push_back({"async.pollers_min", "must not exceed async.pollers_max"});
+  if (cfg.async.backoff_initial > cfg.async.backoff_max)
+    errors.push_back({"async.backoff_initial_ms", "must not exceed async.backoff_max_ms"});
   if (cfg.accounts.empty())
     errors.push_back({"accounts", "at least one [[accounts]] entry is required"});
   std::set<std::string> ids, keys;
@@ -254,6 +258,21 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.duration("max_lifetime_seconds", w.max_lifetime, 1, 86'400 * 7);
       r.number("packing", w.packing, 0.0, 1.0);
       r.integer("log_file_bytes", w.log_file_bytes, 4096, int64_t{1} << 34);
+    }
+    if (auto t = top.table("async")) {
+      table_reader r{*t, "async", errors};
+      auto& a = cfg.async;
+      r.integer("payload_bytes", a.payload_bytes, 1024, int64_t{64} << 20);
+      r.integer("partitions", a.partitions, 1, 1024);
+      r.integer("pollers_min", a.pollers_min, 1, 1024);
+      r.integer("pollers_max", a.pollers_max, 1, 1024);
+      r.duration("visibility_margin_ms", a.visibility_margin, 10, 3'600'000);
+      r.duration("retry_delay_first_ms", a.retry_delay_first, 1, 3'600'000);
+      r.duration("retry_delay_second_ms", a.retry_delay_second, 1, 3'600'000);
+      r.duration("backoff_initial_ms", a.backoff_initial, 1, 3'600'000);
+      r.duration("backoff_max_ms", a.backoff_max, 1, 3'600'000);
+      r.duration("tick_ms", a.tick, 1, 60'000);
+      r.integer("segment_bytes", a.segment_bytes, 4096, int64_t{1} << 34);
     }
     if (auto t = top.table("log")) {
       table_reader r{*t, "log", errors};

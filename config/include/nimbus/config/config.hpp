@@ -98,6 +98,31 @@ struct worker_settings {
   uint64_t log_file_bytes = 1 << 20;
 };
 
+/// The asynchronous invocation path (X-Amz-Invocation-Type: Event).
+struct async_config {
+  /// Largest Event payload (AWS: 1 MB; older clients assume 256 KB).
+  uint64_t payload_bytes = 1024 * 1024;
+  /// Queue partitions; functions are spread over them by a hash.
+  uint32_t partitions = 1;
+  /// Pollers per partition: the queue manager keeps between min and max,
+  /// adding pollers while events wait and removing idle ones.
+  uint32_t pollers_min = 1;
+  uint32_t pollers_max = 16;
+  /// A leased event becomes visible again after the function's timeout plus
+  /// this margin if its poller has not finished it.
+  std::chrono::milliseconds visibility_margin{30'000};
+  /// Waits before the retries after function errors (AWS: 1 min, then 2 min).
+  std::chrono::milliseconds retry_delay_first{60'000};
+  std::chrono::milliseconds retry_delay_second{120'000};
+  /// Backoff after throttles and system errors: doubles from initial to max.
+  std::chrono::milliseconds backoff_initial{1'000};
+  std::chrono::milliseconds backoff_max{300'000};
+  /// Scale resolution of the queue manager and the queues' housekeeping.
+  std::chrono::milliseconds tick{1'000};
+  /// Queue log segments roll at this size.
+  uint64_t segment_bytes = 64ull << 20;
+};
+
 /// Log settings.
 struct log_config {
   /// spdlog level name: trace, debug, info, warn, error, critical, off.
@@ -115,6 +140,7 @@ struct node_config {
   api_config api;
   limits_config limits;
   worker_settings worker;
+  async_config async;
   log_config log;
   std::vector<account> accounts;
 };
