@@ -19,3 +19,7 @@ python3 "$root/bench/invoke_bench.py" --nimbusd "$build/bin/nimbusd" \
 # The durable log's group commit next to the disk's raw fsync rate, on disk
 # (/var/tmp: /tmp may be tmpfs, where fsync costs nothing).
 "$build/bench/durable_log_bench" /var/tmp | tee "$out/durable_log.json"
+# Async invoke: durable 202s/s through the HTTP API next to the raw fsync rate
+# of nimbusd's data directory, and accept-to-handler latency: async.json.
+python3 "$root/bench/async_bench.py" --nimbusd "$build/bin/nimbusd" \
+  --test-runtime "$build/tests/test_runtime" --out "$out"

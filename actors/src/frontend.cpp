@@ -267,6 +267,39 @@ std::string format_ms(int64_t micros) {
 
 // The response to an invocation that ran (or failed in INIT, which Lambda
 // also reports as a function error).
+std::string render_queue_metrics(const queue_stats& q, uint32_t pollers) {
+  std::string out;
+  auto gauge = [&](const char* name, const char* help, auto value) {
+    out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " gauge\n" + name
+           + " " + std::to_string(value) + "\n";
+  };
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " counter\n" + name
+           + " " + std::to_string(value) + "\n";
+  };
+  gauge("nimbus_async_queue_depth", "Async events waiting or running.", q.depth);
+  gauge("nimbus_async_events_leased", "Async events being run by a poller.", q.leased);
+  gauge("nimbus_async_oldest_event_age_seconds", "Age of the oldest queued async event.",
+        static_cast<double>(q.oldest_age_ms) / 1000.0);
+  gauge("nimbus_async_pollers", "Pollers running.", pollers);
+  counter("nimbus_async_events_accepted_total", "Async events stored and answered with 202.",
+          q.accepted);
+  counter("nimbus_async_attempts_total", "Deliveries of async events to pollers.", q.attempts);
+  counter("nimbus_async_retries_total", "Async events put back for a later attempt.",
+          q.retries);
+  counter("nimbus_async_duplicates_total",
+          "Deliveries that may run an event a second time (after a crash or an expired lease).",
+          q.duplicates);
+  counter("nimbus_async_stale_completions_total",
+          "Completions rejected because their lease had expired.", q.stale_completions);
+  out += "# HELP nimbus_async_outcomes_total Finished async events by condition.\n"
+         "# TYPE nimbus_async_outcomes_total counter\n";
+  for (const auto& [condition, n] : q.outcomes)
+    out += "nimbus_async_outcomes_total{condition=\"" + condition + "\"} " + std::to_string(n)
+           + "\n";
+  return out;
+}
+
 http_response invocation_response(const invoke_outcome& o, bool tail,
                                    std::chrono::steady_clock::time_point received,
                                    int64_t queue_us) {
@@ -306,6 +339,41 @@ http_response throttled_response(const caf::error& err) {
   return res;
 }
 
+// Invoke with X-Amz-Invocation-Type Event: the event is stored durably in
+// its function's queue partition, then the caller gets 202 (never before).
+void enqueue_event(self_ptr self, response_promise rp,
+                   std::chrono::steady_clock::time_point start, const std::string& request_id,
+                   const std::string& account, const function_record& rec,
+                   const std::string& payload) {
+  auto& st = self->state;
+  if (!st.config.queues) {
+    finish(self, rp, operation::invoke, start,
+           error_response({500, "ServiceException", "This node does not queue events"}));
+    return;
+  }
+  queued_event ev;
+  ev.request_id = request_id;
+  ev.account_id = account;
+  ev.function_name = rec.name;
+  ev.payload = payload;
+  ev.enqueued_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                     st.config.now().time_since_epoch())
+                     .count();
+  ev.timeout_s = rec.timeout;
+  self->request(st.config.queues, caf::infinite, enqueue_atom::value, std::move(ev))
+    .then(
+      [=](std::string&) mutable {
+        http_response res;
+        res.status = 202;
+        finish(self, rp, operation::invoke, start, std::move(res));
+      },
+      [=](caf::error& err) mutable {
+        finish(self, rp, operation::invoke, start,
+               error_response({500, "ServiceException",
+                               "The event was not accepted: " + error_message(err)}));
+      });
+}
+
 void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock::time_point start,
                    const http_request& req, const route& r, const std::string& account) {
   auto& st = self->state;
@@ -328,10 +396,12 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                            "Member must satisfy enum value set: [Event, RequestResponse, DryRun]"));
     return;
   }
-  if (type == "Event") {
-    fail({400, "InvalidParameterValueException",
-          "InvocationType Event (asynchronous invocation) is not supported by this node yet; use "
-          "RequestResponse"});
+  if (type == "Event" && req.body.size() > st.config.async_payload_bytes) {
+    // The HTTP server decides this from Content-Length already; this catches
+    // a chunked body.
+    fail({413, "RequestTooLargeException",
+          "Request must be smaller than " + std::to_string(st.config.async_payload_bytes)
+            + " bytes for the InvokeAsync operation"});
     return;
   }
   auto log_type = std::string{req.header("X-Amz-Log-Type").value_or("None")};
@@ -367,14 +437,19 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   }
   auto key = std::make_pair(account, n.name);
   // With the function's record in hand: lease, run, release.
-  auto proceed = [self, rp, start, type, tail, payload, client_context,
-                  account](function_record rec) mutable {
+  auto request_id = req.request_id;
+  auto proceed = [self, rp, start, type, tail, payload, client_context, account,
+                  request_id](function_record rec) mutable {
     auto op = operation::invoke;
     auto& st = self->state;
     if (type == "DryRun") {
       http_response res;
       res.status = 204;
       finish(self, rp, op, start, std::move(res));
+      return;
+    }
+    if (type == "Event") {
+      enqueue_event(self, rp, start, request_id, account, rec, payload);
       return;
     }
     if (!st.counter || !st.assignment) {
@@ -697,7 +772,20 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
           for (const auto& [state, n] : counts)
             res.body += "nimbus_environments{state=\"" + state + "\"} " + std::to_string(n)
                         + "\n";
-          finish(self, rp, operation::metrics, start, std::move(res));
+          if (!self->state.config.queues) {
+            finish(self, rp, operation::metrics, start, std::move(res));
+            return;
+          }
+          // The async path's figures come from the queue manager.
+          self->request(self->state.config.queues, std::chrono::seconds{2}, stats_atom::value)
+            .then(
+              [=](queue_stats& q, uint32_t pollers) mutable {
+                res.body += render_queue_metrics(q, pollers);
+                finish(self, rp, operation::metrics, start, std::move(res));
+              },
+              [=](caf::error&) mutable {
+                finish(self, rp, operation::metrics, start, std::move(res));
+              });
         },
         [=](caf::error&) mutable { finish(self, rp, operation::metrics, start, std::move(res)); });
     return;
@@ -999,6 +1087,94 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
           return res;
         },
         get_atom::value, account, n.name);
+      return;
+    }
+    case operation::receive_queue_messages: {
+      if (!st.config.queues) {
+        fail({500, "ServiceException", "This node does not keep queues"});
+        return;
+      }
+      uint32_t max = 1;
+      if (auto m = r.param("MaxNumberOfMessages")) {
+        if (*m != "1" && *m != "2" && *m != "3" && *m != "4" && *m != "5" && *m != "6"
+            && *m != "7" && *m != "8" && *m != "9" && *m != "10") {
+          fail(invalid_parameter("maxNumberOfMessages", *m,
+                                 "Member must be between 1 and 10, inclusive"));
+          return;
+        }
+        max = static_cast<uint32_t>(std::stoul(*m));
+      }
+      self->request(st.config.queues, caf::infinite, receive_atom::value, account,
+                    r.function_name, max)
+        .then(
+          [=](std::vector<queued_event>& messages) mutable {
+            storage::json_writer w;
+            w.begin_object().key("Messages").begin_array();
+            for (const auto& m : messages) {
+              w.begin_object()
+                .key("MessageId").value(m.request_id)
+                .key("ReceiptHandle")
+                .value(std::to_string(m.seq) + "." + std::to_string(m.lease))
+                .key("Body").value(m.payload)
+                .key("ApproximateReceiveCount").value(m.attempts)
+                .key("SentTimestamp").value(m.enqueued_ms);
+              if (!m.attributes.empty()) {
+                w.key("MessageAttributes").begin_object();
+                for (const auto& [k, v] : m.attributes)
+                  w.key(k).value(v);
+                w.end_object();
+              }
+              w.end_object();
+            }
+            w.end_array().end_object();
+            finish(self, rp, operation::receive_queue_messages, start,
+                   json_response(200, w.take()));
+          },
+          [=](caf::error& err) mutable {
+            finish(self, rp, operation::receive_queue_messages, start,
+                   error_response(to_api_error(err)));
+          });
+      return;
+    }
+    case operation::delete_queue_message: {
+      if (!st.config.queues) {
+        fail({500, "ServiceException", "This node does not keep queues"});
+        return;
+      }
+      // ReceiptHandle: "<seq>.<lease>" as handed out by receive.
+      const auto& receipt = r.labels.front();
+      auto dot = receipt.find('.');
+      uint64_t seq = 0, lease = 0;
+      bool valid = dot != std::string::npos && dot > 0 && dot + 1 < receipt.size()
+                   && receipt.find_first_not_of("0123456789.") == std::string::npos
+                   && receipt.find('.', dot + 1) == std::string::npos && dot <= 19
+                   && receipt.size() - dot - 1 <= 19;
+      if (valid) {
+        seq = std::stoull(receipt.substr(0, dot));
+        lease = std::stoull(receipt.substr(dot + 1));
+      }
+      if (!valid) {
+        fail({400, "ReceiptHandleIsInvalid", "The receipt handle is not valid"});
+        return;
+      }
+      self->request(st.config.queues, caf::infinite, complete_atom::value, account,
+                    r.function_name, seq, lease)
+        .then(
+          [=](bool deleted) mutable {
+            if (!deleted) {
+              finish(self, rp, operation::delete_queue_message, start,
+                     error_response({404, "ReceiptHandleIsInvalid",
+                                     "The receipt handle has expired or the message is gone"}));
+              return;
+            }
+            http_response res;
+            res.status = 204;
+            finish(self, rp, operation::delete_queue_message, start, std::move(res));
+          },
+          [=](caf::error& err) mutable {
+            finish(self, rp, operation::delete_queue_message, start,
+                   error_response(to_api_error(err)));
+          });
       return;
     }
     case operation::health:

@@ -6,6 +6,7 @@
 #include "nimbus/actors/assignment.hpp"
 #include "nimbus/actors/counter.hpp"
 #include "nimbus/actors/placement.hpp"
+#include "nimbus/actors/queue_manager.hpp"
 #include "nimbus/actors/registry.hpp"
 #include "nimbus/actors/worker.hpp"
 #include "nimbus/storage/function_logs.hpp"
@@ -81,6 +82,7 @@ struct node::impl {
   placement_actor placement;
   worker_actor worker;
   assignment_actor assignment;
+  queue_manager_actor queues;
   frontend_actor frontend;
   int lock_fd = -1;
   bool stopped = false;
@@ -115,6 +117,8 @@ void node::stop() {
     d.server->stop();
   if (d.system) {
     caf::anon_send_exit(d.frontend, caf::exit_reason::user_shutdown);
+    if (d.queues)
+      caf::anon_send_exit(d.queues, caf::exit_reason::user_shutdown);
     if (d.assignment)
       caf::anon_send_exit(d.assignment, caf::exit_reason::user_shutdown);
     if (d.worker)
@@ -125,6 +129,7 @@ void node::stop() {
     caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
     d.frontend = nullptr;
     d.assignment = nullptr;
+    d.queues = nullptr;
     d.worker = nullptr;
     d.placement = nullptr;
     d.counter = nullptr;
@@ -194,6 +199,10 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   }
   d.registry = spawn_registry(*d.system, rc, store, std::move(loaded));
 
+  // Function logs, written by the frontend (sync) and the pollers (async).
+  auto function_logs = std::make_shared<storage::function_log_store>(cfg.data_dir + "/logs",
+                                                                     cfg.worker.log_file_bytes);
+
   // The execution-environment host: only where sandboxes can be made.
   if (cfg.worker.enabled) {
     std::string problem;
@@ -253,6 +262,22 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
         return nullptr;
       }
       d.assignment = spawn_assignment(*d.system, ac);
+      // The async path: durable queue partitions and their pollers.
+      queue_manager_config qc;
+      qc.region = cfg.region;
+      qc.dir = cfg.data_dir + "/queues";
+      qc.mq_dir = cfg.data_dir + "/message-queues";
+      qc.async = cfg.async;
+      qc.registry = d.registry;
+      qc.counter = d.counter;
+      qc.assignment = d.assignment;
+      qc.logs = function_logs;
+      auto queues = spawn_queue_manager(*d.system, qc, error);
+      if (!queues) {
+        error = "cannot open the event queues: " + error;
+        return nullptr;
+      }
+      d.queues = *queues;
       log->info("node {} runs functions: {} MB for environments", cfg.node_name,
                 wc.memory_total_mb);
     }
@@ -274,8 +299,9 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   fc.limits = cfg.limits;
   fc.now = [] { return std::chrono::system_clock::now(); };
   fc.metrics = std::make_shared<transport::api_metrics>();
-  fc.logs = std::make_shared<storage::function_log_store>(cfg.data_dir + "/logs",
-                                                          cfg.worker.log_file_bytes);
+  fc.queues = d.queues;
+  fc.async_payload_bytes = cfg.async.payload_bytes;
+  fc.logs = function_logs;
   if (auto problem = validate(fc); !problem.empty()) {
     error = problem;
     return nullptr;
@@ -320,6 +346,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     d.assignment->attach_functor(fail_stop("assignment"));
     d.worker->attach_functor(fail_stop("worker"));
     d.placement->attach_functor(fail_stop("placement"));
+    d.queues->attach_functor(fail_stop("queue manager"));
   }
   hooks.on_request = [frontend](transport::http_request req, transport::respond_fn respond) {
     // The request goes to the frontend with its respond function: no actor
@@ -330,21 +357,29 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   };
   const auto control_limit = cfg.limits.control_body_bytes;
   const auto invoke_limit = cfg.limits.invoke_payload_bytes;
-  hooks.body_limit = [control_limit, invoke_limit](const transport::http_request& head) -> uint64_t {
+  const auto async_limit = cfg.async.payload_bytes;
+  hooks.body_limit = [control_limit, invoke_limit,
+                      async_limit](const transport::http_request& head) -> uint64_t {
     auto path = head.path();
-    if (head.method == "POST" && path.size() > 12 && path.substr(path.size() - 12) == "/invocations")
-      return invoke_limit;
+    if (head.method == "POST" && path.size() > 12 && path.substr(path.size() - 12) == "/invocations") {
+      // Event payloads have their own, smaller limit (AWS: 1 MB).
+      auto type = head.header("X-Amz-Invocation-Type");
+      return type && *type == "Event" ? async_limit : invoke_limit;
+    }
     if (head.method == "POST" || head.method == "PUT")
       return control_limit;
     return 64 * 1024;
   };
   hooks.too_large = [](const transport::http_request& head, uint64_t limit) {
     auto m = transport::lambda::match(head.method, head.target);
-    if (m.matched && m.matched->op == transport::lambda::operation::invoke)
+    if (m.matched && m.matched->op == transport::lambda::operation::invoke) {
+      auto type = head.header("X-Amz-Invocation-Type");
+      bool async = type && *type == "Event";
       return transport::lambda::error_response(
         {413, "RequestTooLargeException",
-         "Request must be smaller than " + std::to_string(limit)
-           + " bytes for the InvokeFunction operation"});
+         "Request must be smaller than " + std::to_string(limit) + " bytes for the "
+           + (async ? "InvokeAsync" : "InvokeFunction") + " operation"});
+    }
     auto op = m.matched ? std::string{transport::lambda::operation_name(m.matched->op)}
                         : std::string{"this"};
     return transport::lambda::error_response(

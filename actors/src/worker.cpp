@@ -96,7 +96,7 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
       auto launch = [=](environment_spec spec) mutable {
         auto env = spawn_environment(self->system(), host, std::move(spec));
         self->monitor(env);
-        self->state.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid});
+        self->state.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid, {}});
         auto limit = host.init_timeout + std::chrono::seconds{15};
         self->request(env, limit, init_atom::value)
           .then([rp](environment_ready& ready) mutable { rp.deliver(std::move(ready)); },

@@ -199,7 +199,11 @@ class Invoke(unittest.TestCase):
         self.assertEqual(error_name(err), "ResourceNotFoundException")
         rc, _, _, err = self.invoke("py", "this is not json", expect_ok=False)
         self.assertEqual(error_name(err), "InvalidRequestContentException")
-        rc, _, _, err = self.invoke("py", "{}", "--invocation-type", "Event", expect_ok=False)
+        # Asynchronous: accepted with 202 and an empty body (async_test.py tests the rest).
+        rc, meta, body, err = self.invoke("py", "{}", "--invocation-type", "Event")
+        self.assertEqual(meta["StatusCode"], 202)
+        self.assertIsNone(body)
+        rc, _, _, err = self.invoke("py", "{}", "--invocation-type", "Sideways", expect_ok=False)
         self.assertEqual(error_name(err), "InvalidParameterValueException")
         # Over 6 MB: refused from Content-Length, before the body is read.
         with socket.create_connection(("127.0.0.1", self.node.port), timeout=10) as s:

@@ -24,6 +24,8 @@ std::string_view operation_name(operation op) {
     case operation::delete_function_event_invoke_config: return "DeleteFunctionEventInvokeConfig";
     case operation::list_function_event_invoke_configs: return "ListFunctionEventInvokeConfigs";
     case operation::get_function_logs: return "GetFunctionLogs";
+    case operation::receive_queue_messages: return "ReceiveQueueMessages";
+    case operation::delete_queue_message: return "DeleteQueueMessage";
     case operation::health: return "Health";
     case operation::metrics: return "Metrics";
     case operation::download_code: return "DownloadCode";
@@ -134,6 +136,25 @@ match_result match(std::string_view method, std::string_view target) {
     if (!name || name->empty())
       return fail(not_found());
     return method == "GET" ? ok(operation::get_function_logs, std::move(*name)) : fail(bad_method());
+  }
+  if (seg.size() >= 4 && seg[0] == "nimbus" && seg[1] == "queues") {
+    auto name = uri_decode(seg[2]);
+    if (!name || name->empty())
+      return fail(not_found());
+    if (seg.size() == 4 && seg[3] == "receive")
+      return method == "POST" ? ok(operation::receive_queue_messages, std::move(*name))
+                              : fail(bad_method());
+    if (seg.size() == 5 && seg[3] == "messages") {
+      auto receipt = uri_decode(seg[4]);
+      if (!receipt || receipt->empty())
+        return fail(not_found());
+      if (method != "DELETE")
+        return fail(bad_method());
+      ok(operation::delete_queue_message, std::move(*name));
+      result.matched->labels = {std::move(*receipt)};
+      return result;
+    }
+    return fail(not_found());
   }
   if (seg.size() == 5 && seg[0] == "nimbus" && seg[1] == "code") {
     if (method != "GET")

@@ -54,6 +54,10 @@ struct frontend_config {
   /// Where function logs go (may be null: then logs are only returned with
   /// --log-type Tail).
   std::shared_ptr<storage::function_log_store> logs;
+  /// The async path (may be null: then Invoke with Event answers 500).
+  queue_manager_actor queues;
+  /// Largest Event payload.
+  uint64_t async_payload_bytes = 1024 * 1024;
 };
 
 /// Invocation metrics (Prometheus text), kept by the frontend.

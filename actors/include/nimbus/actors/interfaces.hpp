@@ -53,6 +53,15 @@ using tick_atom = caf::atom_constant<caf::atom("tick")>;
 using stats_atom = caf::atom_constant<caf::atom("stats")>;
 using concurrency_atom = caf::atom_constant<caf::atom("concur")>;
 using event_config_atom = caf::atom_constant<caf::atom("evconfig")>;
+using enqueue_atom = caf::atom_constant<caf::atom("enqueue")>;
+using lease_atom = caf::atom_constant<caf::atom("lease")>;
+using complete_atom = caf::atom_constant<caf::atom("complete")>;
+using retry_atom = caf::atom_constant<caf::atom("retry")>;
+using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using poll_atom = caf::atom_constant<caf::atom("poll")>;
+using retire_atom = caf::atom_constant<caf::atom("retire")>;
+using send_atom = caf::atom_constant<caf::atom("send")>;
+using receive_atom = caf::atom_constant<caf::atom("receive")>;
 
 // -- interfaces ---------------------------------------------------------------
 
@@ -185,6 +194,59 @@ using assignment_actor = metadata_listener_actor::extend<
   // Internal: periodic retirement of expired environments.
   caf::reacts_to<tick_atom>>;
 
+/// A QUEUE PARTITION actor interface: durable queue of async events for the
+/// functions hashed to it (ARCHITECTURE.md §1). Every state change is in its
+/// durable log before it is acknowledged.
+using queue_actor = caf::typed_actor<
+  // Stores an event durably; answers with its request id once it is on disk.
+  caf::replies_to<enqueue_atom, queued_event>::with<std::string>,
+  // Leases up to N visible events (waits until there is one); the lease is
+  // durable before the answer.
+  caf::replies_to<lease_atom, uint32_t>::with<std::vector<queued_event>>,
+  // The same without waiting: an empty answer when nothing is visible (the
+  // bool is ignored; reads of Nimbus message queues).
+  caf::replies_to<lease_atom, uint32_t, bool>::with<std::vector<queued_event>>,
+  // Finishes a leased event (seq, lease, condition); false if the lease is
+  // no longer current (counted as a stale completion).
+  caf::replies_to<complete_atom, uint64_t, uint64_t, std::string>::with<bool>,
+  // Puts a leased event back until a Unix ms time, with its updated
+  // counters; false if the lease is no longer current.
+  caf::replies_to<retry_atom, queued_event, int64_t>::with<bool>,
+  // Reports depth, oldest age and counters.
+  caf::replies_to<stats_atom>::with<queue_stats>,
+  // Internal: a log append is durable (token, seq, error).
+  caf::reacts_to<committed_atom, uint64_t, uint64_t, std::string>,
+  // Internal: expire leases, wake delayed events, trim the log.
+  caf::reacts_to<tick_atom>>;
+
+/// A POLLER actor interface: takes events from one queue partition and runs
+/// them through the synchronous invoke path.
+using poller_actor = caf::typed_actor<
+  // Internal: lease the next event.
+  caf::reacts_to<poll_atom>,
+  // Finish the current event, then stop.
+  caf::reacts_to<retire_atom>>;
+
+/// The QUEUE MANAGER actor interface: owns the queue partitions and their
+/// pollers, routes events to partitions, scales pollers with backlog.
+using queue_manager_actor = caf::typed_actor<
+  // Stores an event in its function's partition (see queue_actor).
+  caf::replies_to<enqueue_atom, queued_event>::with<std::string>,
+  // Sums the partitions' counters; also reports the number of pollers.
+  caf::replies_to<stats_atom>::with<queue_stats, uint32_t>,
+  // Stores a message in a Nimbus message queue (queue name; the event holds
+  // account, body and attributes); answers its message id once durable.
+  caf::replies_to<send_atom, std::string, queued_event>::with<std::string>,
+  // Receives up to N messages of a queue (account, queue name, N); each stays
+  // invisible for 30 s unless deleted.
+  caf::replies_to<receive_atom, std::string, std::string, uint32_t>::with<
+    std::vector<queued_event>>,
+  // Deletes a received message (account, queue name, seq, lease); false for
+  // an unknown or expired receipt.
+  caf::replies_to<complete_atom, std::string, std::string, uint64_t, uint64_t>::with<bool>,
+  // Internal: scale pollers.
+  caf::reacts_to<tick_atom>>;
+
 } // namespace nimbus
 
 // -- type IDs -----------------------------------------------------------------
@@ -215,4 +277,10 @@ CAF_BEGIN_TYPE_ID_BLOCK(nimbus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(nimbus, (nimbus::metadata_listener_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::registry_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::frontend_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::queued_event))
+  CAF_ADD_TYPE_ID(nimbus, (std::vector<nimbus::queued_event>))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::queue_stats))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::queue_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::poller_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::queue_manager_actor))
 CAF_END_TYPE_ID_BLOCK(nimbus)

@@ -212,6 +212,70 @@ typename Inspector::result_type inspect(Inspector& f, account_usage& x) {
   return f(caf::meta::type_name("account_usage"), x.total_code_size, x.function_count);
 }
 
+/// One asynchronous invocation waiting in a queue partition.
+struct queued_event {
+  /// Sequence number of its ENQUEUE record: its id within the partition.
+  uint64_t seq = 0;
+  /// The RequestId the caller got with the 202 (the function sees it too).
+  std::string request_id;
+  std::string account_id;
+  std::string function_name;
+  /// The event (JSON).
+  std::string payload;
+  /// Unix ms when the event was accepted (its age counts from here).
+  int64_t enqueued_ms = 0;
+  /// The function's timeout when the event was accepted (lease length).
+  int32_t timeout_s = 3;
+  /// Invocations started so far.
+  uint32_t attempts = 0;
+  /// Retries used after function errors, and after throttles/system errors.
+  uint32_t function_errors = 0;
+  uint32_t system_retries = 0;
+  /// Token of the current lease (0: not leased).
+  uint64_t lease = 0;
+  /// Delivered before without a recorded outcome (a crash or an expired
+  /// lease): this delivery may run the function a second time.
+  bool redelivery = false;
+  /// Message attributes (Nimbus message queues: the DLQ's RequestID,
+  /// ErrorCode and ErrorMessage).
+  std::map<std::string, std::string> attributes;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queued_event& x) {
+  return f(caf::meta::type_name("queued_event"), x.seq, x.request_id, x.account_id,
+           x.function_name, x.payload, x.enqueued_ms, x.timeout_s, x.attempts, x.function_errors,
+           x.system_retries, x.lease, x.redelivery, x.attributes);
+}
+
+/// Counters of a queue partition.
+struct queue_stats {
+  /// Events waiting or in flight.
+  uint64_t depth = 0;
+  /// Of those, leased by a poller right now.
+  uint64_t leased = 0;
+  /// Age of the oldest event in ms (0 when empty).
+  int64_t oldest_age_ms = 0;
+  /// Pollers waiting for an event.
+  uint64_t waiting_pollers = 0;
+  uint64_t accepted = 0;
+  uint64_t attempts = 0;
+  uint64_t retries = 0;
+  /// Deliveries that may repeat an earlier one (after a crash or an expired
+  /// lease), and completions that arrived for a lease no longer current.
+  uint64_t duplicates = 0;
+  uint64_t stale_completions = 0;
+  /// Finished events by condition (Success, RetriesExhausted, ...).
+  std::map<std::string, uint64_t> outcomes;
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, queue_stats& x) {
+  return f(caf::meta::type_name("queue_stats"), x.depth, x.leased, x.oldest_age_ms,
+           x.waiting_pollers, x.accepted, x.attempts, x.retries, x.duplicates,
+           x.stale_completions, x.outcomes);
+}
+
 /// An HTTP request handed to the FRONTEND together with the function that
 /// answers it (the HTTP server's respond function). This saves the bridge
 /// actor and the reply message per request; it never leaves the process, so

@@ -33,6 +33,11 @@ enum class operation {
   list_function_event_invoke_configs,
   /// GET /nimbus/logs/{FunctionName}?Tail=bytes: the function's stored log.
   get_function_logs,
+  /// POST /nimbus/queues/{QueueName}/receive?MaxNumberOfMessages=N: messages
+  /// of a Nimbus message queue (async destinations, dead-letter queues).
+  receive_queue_messages,
+  /// DELETE /nimbus/queues/{QueueName}/messages/{ReceiptHandle}.
+  delete_queue_message,
   health,
   metrics,
   /// GET /nimbus/code/{account}/{name}/{sha256-hex}?Expires=&Signature=: the
