@@ -285,9 +285,9 @@ TEST_CASE_FIXTURE(async_fixture, "async: LAM-3 many events each end exactly once
   a.pollers_max = 8;
   start(a);
   std::set<std::string> ids;
-  for (int i = 0; i < 500; ++i)
+  for (int i = 0; i < 2000; ++i)
     ids.insert(enqueue("f1", "{\"i\":" + std::to_string(i) + "}"));
-  REQUIRE(eventually([&] { return stats().outcomes["Success"] == 500; }, 30s));
+  REQUIRE(eventually([&] { return stats().outcomes["Success"] == 2000; }, 60s));
   auto runs = calls->of("f1");
   std::set<std::string> ran;
   for (auto& r : runs)
