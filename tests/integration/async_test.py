@@ -18,7 +18,8 @@ import unittest
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nimbus_harness import DEV_ACCOUNT, Node, TempDir, make_zip  # noqa: E402
+from nimbus_harness import (DEV_ACCOUNT, Node, TempDir, error_name,  # noqa: E402
+                            make_zip, sandbox_skip_reason)
 
 NIMBUSD = None
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
@@ -38,18 +39,7 @@ ASYNC_CONFIG = ("[async]\nretry_delay_first_ms = 300\nretry_delay_second_ms = 60
                 "backoff_initial_ms = 100\nbackoff_max_ms = 400\ntick_ms = 50\n")
 
 
-def error_name(stderr):
-    m = re.search(r"An error occurred \((\w+)\)", stderr)
-    return m.group(1) if m else None
-
-
-def skip_reason():
-    if os.geteuid() != 0:
-        return "running functions needs root (namespaces, cgroups)"
-    return None
-
-
-@unittest.skipIf(skip_reason(), skip_reason() or "")
+@unittest.skipIf(sandbox_skip_reason(), sandbox_skip_reason() or "")
 class AsyncInvoke(unittest.TestCase):
 
     @classmethod

@@ -18,16 +18,11 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nimbus_harness import (DEV_ACCOUNT, OTHER_ACCOUNT, Node, TempDir,  # noqa: E402
-                            code_sha256, make_zip)
+                            code_sha256, error_name, make_zip)
 
 NIMBUSD = None
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
 ARN = "arn:aws:lambda:us-east-1:123456789012:function:"
-
-
-def error_name(stderr):
-    m = re.search(r"An error occurred \((\w+)\)", stderr)
-    return m.group(1) if m else None
 
 
 class ControlPlane(unittest.TestCase):

@@ -18,7 +18,8 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from nimbus_harness import DEV_ACCOUNT, Node, TempDir, make_zip  # noqa: E402
+from nimbus_harness import (DEV_ACCOUNT, Node, TempDir, error_name,  # noqa: E402
+                            make_zip, sandbox_skip_reason)
 
 NIMBUSD = None
 TEST_RUNTIME = None
@@ -52,18 +53,7 @@ export const handler = async (event, context) => {
 """
 
 
-def error_name(stderr):
-    m = re.search(r"An error occurred \((\w+)\)", stderr)
-    return m.group(1) if m else None
-
-
-def skip_reason():
-    if os.geteuid() != 0:
-        return "running functions needs root (namespaces, cgroups)"
-    return None
-
-
-@unittest.skipIf(skip_reason(), skip_reason() or "")
+@unittest.skipIf(sandbox_skip_reason(), sandbox_skip_reason() or "")
 class Invoke(unittest.TestCase):
 
     @classmethod

@@ -141,3 +141,16 @@ class TempDir:
 
     def close(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def error_name(stderr):
+    """The AWS error name in an AWS CLI error message, or None."""
+    m = re.search(r"An error occurred \((\w+)\)", stderr)
+    return m.group(1) if m else None
+
+
+def sandbox_skip_reason():
+    """Why tests that run functions cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "running functions needs root (namespaces, cgroups)"
+    return None
