@@ -24,7 +24,6 @@ itself writes only error reports, to stderr.
 """
 
 import decimal
-import http.client
 import importlib
 import json
 import logging
@@ -105,84 +104,296 @@ def fatal(message):
 
 # --------------------------------------------------------------------------- Runtime API client
 
+# A small HTTP/1.1 client of our own rather than http.client, which runs every answer's headers
+# through email.parser and alone cost more CPU than the rest of a no-op invocation. It speaks just
+# what the Runtime API needs: one request at a time on one kept-alive connection; answers framed
+# by Content-Length, or, for robustness, chunked or ending at close.
 
-class _Connection(http.client.HTTPConnection):
-    def connect(self):
-        super().connect()
-        try:  # small requests must not wait for delayed ACKs (curl and Node do the same)
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+_RECV_SIZE = 65536
+_MAX_HEAD = 1 << 20  # status line and headers; AWS caps even the client context header at 3.5 KB
+# Characters urllib.parse.quote(safe="") leaves alone: request ids (UUIDs) need no quoting.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+
+
+class HttpError(Exception):
+    """A malformed or truncated answer from the Runtime API."""
+
+
+class Headers(dict):
+    """Answer headers by lower-cased name; get() takes any case, as http.client's HTTPMessage did."""
+
+    __slots__ = ()
+
+    def get(self, name, default=None):
+        return dict.get(self, name.lower(), default)
+
+    def __getitem__(self, name):
+        return dict.__getitem__(self, name.lower())
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name.lower())
+
+
+def split_host_port(address):
+    """(host, port) from "host:port", "[v6 address]:port" or "host" (port 80), as http.client parses it."""
+    i = address.rfind(":")
+    if i > address.rfind("]"):
+        port = address[i + 1:]
+        if port and not (port.isascii() and port.isdigit()):
+            raise ValueError("nonnumeric port: '%s'" % port)
+        host, port = address[:i], int(port or 80)
+    else:
+        host, port = address, 80
+    if host[:1] == "[" and host[-1:] == "]":
+        host = host[1:-1]
+    return host, port
+
+
+def _tokens(value):
+    """The comma-separated, case-insensitive tokens of a header such as Connection."""
+    return [t.strip(" \t") for t in value.lower().split(",")]
+
+
+def _quote_id(request_id):
+    rid = request_id.encode("utf-8")
+    if rid.rstrip(_UNRESERVED):
+        rid = urllib.parse.quote_from_bytes(rid, safe="").encode("ascii")
+    return rid
 
 
 class RuntimeApiClient:
-    """Keep-alive HTTP client for the Runtime API. Never sets a socket timeout."""
+    """Keep-alive HTTP/1.1 client for the Runtime API on a plain socket. Never sets a socket timeout."""
 
     def __init__(self, address):
-        self._address = address
-        self._conn = None
+        self._address = split_host_port(address)
+        host, port = self._address
+        try:
+            host_header = host.encode("ascii")
+        except UnicodeEncodeError:
+            host_header = host.encode("idna")
+        if ":" in host:
+            host_header = b"[" + host_header + b"]"
+        if port != 80:
+            host_header += b":%d" % port
+        # The same request head http.client sent, built once: after the request line only
+        # Content-Type, Content-Length and the error type vary.
+        self._prefix = RUNTIME_API_PREFIX.encode("ascii")
+        self._common = (b" HTTP/1.1\r\nHost: " + host_header + b"\r\nAccept-Encoding: identity\r\n"
+                        b"User-Agent: " + USER_AGENT.encode("ascii") + b"\r\n")
+        self._next_request = b"GET " + self._prefix + b"/invocation/next" + self._common + b"\r\n"
+        self._sock = None
+        self._buf = b""  # received bytes not yet consumed (normally none between answers)
 
-    def _request(self, method, path, body=None, headers=None):
-        hdrs = {"User-Agent": USER_AGENT}
-        hdrs.update(headers or {})
+    def _connect(self):
+        # Timeout None makes create_connection call settimeout(None) before connecting, so a
+        # socket.setdefaulttimeout() in user code cannot apply: /next may block for a long time.
+        sock = socket.create_connection(self._address, None)
+        try:  # small requests must not wait for delayed ACKs (curl and Node do the same)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self._sock = sock
+        self._buf = b""
+
+    def close(self):
+        sock, self._sock, self._buf = self._sock, None, b""
+        if sock is not None:
+            sock.close()
+
+    def _request(self, request):
+        """Send a whole request (bytes, one sendall); returns (status, Headers, body bytes)."""
         for attempt in range(2):
-            reused = self._conn is not None
+            reused = self._sock is not None
             if not reused:
-                # timeout=None explicitly: socket.setdefaulttimeout() in user code must not apply.
-                self._conn = _Connection(self._address, timeout=None)
+                self._connect()
             try:
-                self._conn.request(method, path, body=body, headers=hdrs)
-                resp = self._conn.getresponse()
-                data = resp.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._sock.sendall(request)
+                status, headers, body, close = self._read_answer()
+            except (ConnectionResetError, BrokenPipeError):
                 # A kept-alive connection the server closed while idle: retry once on a new one.
-                self._conn.close()
-                self._conn = None
+                self.close()
                 if reused and attempt == 0:
                     continue
                 raise
-            if resp.will_close:
-                self._conn.close()
-                self._conn = None
-            return resp.status, resp.headers, data
+            except BaseException:
+                self.close()  # in an unknown state: never reuse it
+                raise
+            if close:
+                self.close()
+            return status, headers, body
         raise AssertionError("unreachable")
+
+    def _recv_more(self, buf):
+        data = self._sock.recv(_RECV_SIZE)
+        if not data:
+            raise HttpError("connection closed in the middle of an answer")
+        return buf + data
+
+    def _read_answer(self):
+        """One answer: (status, headers, body, whether the connection must be closed after it)."""
+        buf = self._buf
+        while True:
+            # In practice the whole answer (but a large event) arrives with the first recv().
+            end = buf.find(b"\r\n\r\n")
+            while end < 0:
+                if len(buf) > _MAX_HEAD:
+                    raise HttpError("answer head longer than %d bytes" % _MAX_HEAD)
+                data = self._sock.recv(_RECV_SIZE)
+                if not data:
+                    if buf:
+                        raise HttpError("connection closed in the middle of an answer's head")
+                    # What http.client's RemoteDisconnected is: _request retries on a new connection.
+                    raise ConnectionResetError("Remote end closed connection without response")
+                searched = max(len(buf) - 3, 0)
+                buf += data
+                end = buf.find(b"\r\n\r\n", searched)
+            head = buf[:end].decode("latin-1")
+            buf = buf[end + 4:]
+            if "\n " in head or "\n\t" in head:  # obsolete line folding: one value on several lines
+                head = re.sub(r"\r\n[ \t]+", " ", head)
+            lines = head.split("\r\n")
+            parts = lines[0].split(None, 2)
+            if (len(parts) < 2 or not parts[0].startswith("HTTP/1.") or len(parts[1]) != 3
+                    or not parts[1].isdigit()):
+                raise HttpError("bad status line %r" % lines[0][:200])
+            status = int(parts[1])
+            if status >= 200:
+                break
+            # An interim answer (100 Continue): skip its head, the real one follows.
+
+        headers = Headers()
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise HttpError("bad header line %r" % line[:200])
+            # setdefault: the first of repeated headers counts, as with HTTPMessage.get().
+            headers.setdefault(name.lower(), value.strip(" \t"))
+
+        connection = dict.get(headers, "connection")
+        if parts[0] == "HTTP/1.0":
+            close = not (dict.get(headers, "keep-alive") is not None
+                         or connection is not None and "keep-alive" in _tokens(connection))
+        else:
+            close = connection is not None and "close" in _tokens(connection)
+
+        coding = dict.get(headers, "transfer-encoding")
+        length = dict.get(headers, "content-length")
+        if status == 204 or status == 304:
+            body = b""
+        elif coding is not None:
+            if _tokens(coding)[-1] == "chunked":
+                body, buf = self._read_chunked(buf)
+            else:
+                body, buf, close = self._read_to_close(buf), b"", True
+        elif length is not None:
+            if not (length.isascii() and length.isdigit()):
+                raise HttpError("bad Content-Length %r" % length[:100])
+            n = int(length)
+            if len(buf) == n:
+                body, buf = buf, b""
+            elif len(buf) > n:
+                body, buf = buf[:n], buf[n:]
+            else:
+                body, buf = self._read_exact(buf, n), b""
+        else:
+            body, buf, close = self._read_to_close(buf), b"", True
+        self._buf = buf
+        return status, headers, body, close
+
+    def _read_exact(self, buf, n):
+        """buf and then bytes from the socket up to n in all, received in place (events reach 6 MB)."""
+        out = bytearray(n)
+        pos = len(buf)
+        out[:pos] = buf
+        view = memoryview(out)
+        while pos < n:
+            got = self._sock.recv_into(view[pos:])
+            if not got:
+                raise HttpError("connection closed after %d of %d body bytes" % (pos, n))
+            pos += got
+        return bytes(out)
+
+    def _read_line(self, buf):
+        """(a line without its line end, what follows it)."""
+        end = buf.find(b"\n")
+        while end < 0:
+            if len(buf) > 65536:
+                raise HttpError("line too long in a chunked answer")
+            searched = len(buf)
+            buf = self._recv_more(buf)
+            end = buf.find(b"\n", searched)
+        return buf[:end].rstrip(b"\r"), buf[end + 1:]
+
+    def _read_chunked(self, buf):
+        """A chunked body: (body, what follows it)."""
+        chunks = []
+        while True:
+            line, buf = self._read_line(buf)
+            size = line.split(b";", 1)[0].strip(b" \t")
+            if not size or size.strip(b"0123456789abcdefABCDEF"):
+                raise HttpError("bad chunk size line %r" % line[:100])
+            n = int(size, 16)
+            if n == 0:
+                break
+            if len(buf) < n + 2:
+                buf = self._read_exact(buf, n + 2)
+            if buf[n:n + 2] != b"\r\n":
+                raise HttpError("chunk data not followed by CRLF")
+            chunks.append(buf[:n])
+            buf = buf[n + 2:]
+        while True:  # trailer fields (ignored) up to an empty line
+            line, buf = self._read_line(buf)
+            if not line:
+                return b"".join(chunks), buf
+
+    def _read_to_close(self, buf):
+        """A body without declared length: everything up to the end of the connection."""
+        chunks = [buf]
+        while True:
+            data = self._sock.recv(_RECV_SIZE)
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
 
     def next_invocation(self):
         try:
-            status, headers, body = self._request("GET", RUNTIME_API_PREFIX + "/invocation/next")
-        except (OSError, http.client.HTTPException) as e:
+            status, headers, body = self._request(self._next_request)
+        except (OSError, HttpError) as e:
             fatal("GET /runtime/invocation/next failed: %s" % e)
         if status != 200:
             fatal("GET /runtime/invocation/next returned HTTP %d: %s" % (status, body[:500].decode("utf-8", "replace")))
         return headers, body
 
-    def _post(self, path, payload, headers):
-        hdrs = {"Content-Type": "application/json"}
-        hdrs.update(headers)
+    def _post(self, path, payload, error_type=None):
+        """path: bytes after the API prefix; payload: the JSON body (bytes)."""
+        extra = b""
+        if error_type is not None:
+            extra = b"Lambda-Runtime-Function-Error-Type: " + header_safe(error_type).encode("ascii") + b"\r\n"
+        request = b"POST %s%s%sContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n%s" % (
+            self._prefix, path, self._common, len(payload), extra, payload)
         try:
-            status, _, body = self._request("POST", RUNTIME_API_PREFIX + path, payload, hdrs)
-        except (OSError, http.client.HTTPException) as e:
-            fatal("POST %s failed: %s" % (path, e))
+            status, _, body = self._request(request)
+        except (OSError, HttpError) as e:
+            fatal("POST %s failed: %s" % (path.decode("ascii"), e))
+        if 200 <= status < 300:
+            return
+        answer = "POST %s returned HTTP %d: %s" % (path.decode("ascii"), status, body[:500].decode("utf-8", "replace"))
         if status >= 500:
-            fatal("POST %s returned HTTP %d: %s" % (path, status, body[:500].decode("utf-8", "replace")))
-        if not 200 <= status < 300:
-            # E.g. 413 (response too large) or 403 (already reported): the platform has
-            # recorded the outcome; note it and carry on with the next invocation.
-            sys.stderr.write("nimbus python runtime: POST %s returned HTTP %d: %s\n"
-                             % (path, status, body[:500].decode("utf-8", "replace")))
-            sys.stderr.flush()
+            fatal(answer)
+        # E.g. 413 (response too large) or 403 (already reported): the platform has
+        # recorded the outcome; note it and carry on with the next invocation.
+        sys.stderr.write("nimbus python runtime: %s\n" % answer)
+        sys.stderr.flush()
 
     def post_response(self, request_id, payload):
-        self._post("/invocation/%s/response" % urllib.parse.quote(request_id, safe=""), payload, {})
+        self._post(b"/invocation/%s/response" % _quote_id(request_id), payload)
 
     def post_error(self, request_id, body):
-        self._post("/invocation/%s/error" % urllib.parse.quote(request_id, safe=""),
-                   json.dumps(body).encode("utf-8"),
-                   {"Lambda-Runtime-Function-Error-Type": header_safe(body["errorType"])})
+        self._post(b"/invocation/%s/error" % _quote_id(request_id), json.dumps(body).encode("utf-8"),
+                   body["errorType"])
 
     def post_init_error(self, body):
-        self._post("/init/error", json.dumps(body).encode("utf-8"),
-                   {"Lambda-Runtime-Function-Error-Type": header_safe(body["errorType"])})
+        self._post(b"/init/error", json.dumps(body).encode("utf-8"), body["errorType"])
 
 
 # --------------------------------------------------------------------------- context object
@@ -216,6 +427,17 @@ def parse_json_header(value):
         return None
 
 
+_FUNCTION_ENV_NAMES = ("AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME", "AWS_LAMBDA_FUNCTION_NAME",
+                       "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION")
+# Those variables' values, read once by main() when init is done (so changes made while importing
+# the handler still count): each os.environ look-up costs about as much as parsing a header.
+_function_env = None
+
+
+def read_function_env():
+    return tuple(os.environ.get(name) for name in _FUNCTION_ENV_NAMES)
+
+
 class LambdaContext:
     """The context argument, attribute-compatible with AWS's (awslambdaric) LambdaContext.
 
@@ -224,11 +446,8 @@ class LambdaContext:
 
     def __init__(self, request_id, deadline_ms, invoked_function_arn, client_context, cognito_identity, tenant_id):
         self.aws_request_id = request_id
-        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME")
-        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
-        self.function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
-        self.memory_limit_in_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION")
+        (self.log_group_name, self.log_stream_name, self.function_name, self.memory_limit_in_mb,
+         self.function_version) = _function_env or read_function_env()
         self.invoked_function_arn = invoked_function_arn
         self.tenant_id = tenant_id
 
@@ -238,10 +457,12 @@ class LambdaContext:
             self.client_context.client = (make_obj(Client, self.client_context.client)
                                           if self.client_context.client is not None else None)
 
-        self.identity = make_obj(CognitoIdentity, {})
+        self.identity = identity = CognitoIdentity()
         if isinstance(cognito_identity, dict):
-            self.identity.cognito_identity_id = cognito_identity.get("cognitoIdentityId")
-            self.identity.cognito_identity_pool_id = cognito_identity.get("cognitoIdentityPoolId")
+            identity.cognito_identity_id = cognito_identity.get("cognitoIdentityId")
+            identity.cognito_identity_pool_id = cognito_identity.get("cognitoIdentityPoolId")
+        else:
+            identity.cognito_identity_id = identity.cognito_identity_pool_id = None
 
         self._deadline_ms = deadline_ms
 
@@ -300,10 +521,21 @@ def _escape_unicode():
 
 
 ENSURE_ASCII = _escape_unicode()
+# What json.dumps(result, default=_json_default, ensure_ascii=ENSURE_ASCII) builds on every call.
+_ENCODER = json.JSONEncoder(default=_json_default, ensure_ascii=ENSURE_ASCII)
+# First bytes for which json.loads(bytes) may pick another codec than UTF-8 (BOMs, UTF-16/32).
+_NOT_PLAIN_UTF8 = (b"\x00", b"\xef", b"\xfe", b"\xff")
 
 
 def to_json(result):
-    return json.dumps(result, default=_json_default, ensure_ascii=ENSURE_ASCII).encode("utf-8")
+    return _ENCODER.encode(result).encode("utf-8")
+
+
+def from_json(body):
+    """json.loads(body) for bytes, without its encoding sniffing when the body is plainly UTF-8."""
+    if body[:1] in _NOT_PLAIN_UTF8 or body[1:2] == b"\x00":
+        return json.loads(body)
+    return json.loads(body.decode("utf-8", "surrogatepass"))
 
 
 # --------------------------------------------------------------------------- process set-up
@@ -379,7 +611,7 @@ def handle_invocation(client, handler, headers, body):
 
     try:
         try:
-            event = json.loads(body)
+            event = from_json(body)
         except ValueError as e:
             raise FaultError("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % e)
         result = handler(event, context)
@@ -405,7 +637,10 @@ def main():
     api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not api:
         fatal("AWS_LAMBDA_RUNTIME_API is not set")
-    client = RuntimeApiClient(api)
+    try:
+        client = RuntimeApiClient(api)
+    except ValueError as e:
+        fatal("bad AWS_LAMBDA_RUNTIME_API %r: %s" % (api, e))
 
     task_root = os.environ.get("LAMBDA_TASK_ROOT", "/var/task")
     setup_import_path(task_root)
@@ -427,6 +662,9 @@ def main():
         log_error(error)
         client.post_init_error(error)
         sys.exit(1)
+
+    global _function_env
+    _function_env = read_function_env()
 
     while True:
         headers, body = client.next_invocation()

@@ -12,7 +12,11 @@ runtime sends back:
 
 Unknown request ids and second reports for one invocation get 400; unknown
 paths 404. After close() (or shutdown_next()) /next answers 410 Gone.
-Connections are kept alive unless FakeRuntimeApi(connection="close"|"drop").
+Connections are kept alive unless FakeRuntimeApi(connection="close"|"drop"|
+"drop-idle"). Other keyword arguments shape the answers to exercise a runtime's
+HTTP client: framing="chunked"|"close", write_size=1 (answers trickle out in
+tiny writes), header_case="lower"|"upper"|"mixed"; setting api.abort = True
+makes the server close connections instead of answering.
 
 Use from tests:
 
@@ -29,6 +33,7 @@ event JSON per stdin line and prints what the runtime answered.
 
 import argparse
 import http.server
+import itertools
 import json
 import re
 import sys
@@ -73,10 +78,27 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class FakeRuntimeApi:
-    def __init__(self, host="127.0.0.1", port=0, connection="keep-alive"):
+    def __init__(self, host="127.0.0.1", port=0, connection="keep-alive", framing="length", write_size=None,
+                 header_case=None):
         """connection: "keep-alive" (HTTP/1.1 default), "close" (answer with Connection: close and
-        close) or "drop" (close after each answer without saying so, as an idle timeout would)."""
+        close), "drop" (close after each answer without saying so, as an idle timeout would) or
+        "drop-idle" (the same, but only after answers to /next: the runtime finds the connection
+        closed when it POSTs the result, as after an idle timeout during a long invocation).
+
+        framing: how answer bodies are delimited: "length" (Content-Length), "chunked"
+        (Transfer-Encoding: chunked, the body in several chunks, with a chunk extension and a
+        trailer) or "close" (no length: the body ends when the server closes the connection).
+        write_size: None writes each answer at once; n writes it n bytes at a time, each write
+        sent on its own (TCP_NODELAY) after a short pause, so the runtime receives it in pieces.
+        header_case: None sends header names as written here; "lower", "upper" or "mixed"
+        (aLtErNaTiNg) rewrites every answer header name, framing headers included."""
         self.connection = connection
+        self.framing = framing
+        self.write_size = write_size
+        self.header_case = header_case
+        self.abort = False  # when True: close connections instead of answering
+        self.aborted = 0  # requests closed on without an answer
+        self.connections = 0  # connections accepted
         self._cond = threading.Condition()
         self._queue = []  # _Invocation waiting for /next
         self._issued = {}  # request id -> _Invocation handed out by /next
@@ -205,18 +227,44 @@ class FakeRuntimeApi:
             def log_message(self, *args):
                 pass
 
+            def setup(self):
+                super().setup()
+                with api._cond:
+                    api.connections += 1
+
+            def _aborting(self):
+                """In abort mode: close the connection without answering."""
+                with api._cond:
+                    if not api.abort:
+                        return False
+                    api.aborted += 1
+                self.close_connection = True
+                return True
+
             def _send(self, status, body=b"", headers=None):
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                if "Content-Type" not in (headers or {}):
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
+                if self._aborting():
+                    return
+                headers = dict(headers or {})
+                headers.setdefault("Content-Type", "application/json")
+                if api.framing == "chunked":
+                    headers["Transfer-Encoding"] = "chunked"
+                    body = _chunked(body)
+                elif api.framing == "length":
+                    headers["Content-Length"] = str(len(body))
                 if api.connection == "close":
-                    self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.write(body)
-                if api.connection == "drop":
+                    headers["Connection"] = "close"
+                head = "HTTP/1.1 %d %s\r\n" % (status, self.responses.get(status, ("Unknown",))[0])
+                head += "".join("%s: %s\r\n" % (_header_name(k, api.header_case), v) for k, v in headers.items())
+                data = (head + "\r\n").encode("latin-1") + body
+                if api.write_size:
+                    for i in range(0, len(data), api.write_size):
+                        self.wfile.write(data[i:i + api.write_size])
+                        self.wfile.flush()
+                        time.sleep(0.0002)
+                else:
+                    self.wfile.write(data)
+                if (api.connection in ("close", "drop") or api.framing == "close"
+                        or api.connection == "drop-idle" and self.command == "GET"):
                     self.close_connection = True
 
             def _read_body(self):
@@ -235,6 +283,8 @@ class FakeRuntimeApi:
             def do_GET(self):
                 with api._cond:
                     api.requests.append(("GET", self.path))
+                if self._aborting():
+                    return
                 if self.path != PREFIX + "/invocation/next":
                     return self._send(404, b'{"errorType":"NotFound"}')
                 inv = api._next()
@@ -246,6 +296,8 @@ class FakeRuntimeApi:
                 body = self._read_body()
                 with api._cond:
                     api.requests.append(("POST", self.path))
+                if self._aborting():
+                    return
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 m = re.fullmatch(re.escape(PREFIX) + r"/invocation/([^/]+)/(response|error)", self.path)
                 if m:
@@ -261,6 +313,30 @@ class FakeRuntimeApi:
                                        b'"errorType":"InvalidRequestID"}')
 
         return Handler
+
+
+def _chunked(body):
+    """body in chunked transfer coding: chunks of 7, 1, 300 and 70,000 bytes in turn (the last
+    larger than a typical socket read), the first with a chunk extension; then a trailer."""
+    out = []
+    i = 0
+    for n in itertools.cycle((7, 1, 300, 70000)):
+        if i >= len(body):
+            break
+        piece = body[i:i + n]
+        out.append(b"%x%s\r\n%s\r\n" % (len(piece), b";ext=1" if i == 0 else b"", piece))
+        i += n
+    return b"".join(out) + b"0\r\nX-Trailer: done\r\n\r\n"
+
+
+def _header_name(name, case):
+    if case == "lower":
+        return name.lower()
+    if case == "upper":
+        return name.upper()
+    if case == "mixed":
+        return "".join(c.upper() if i % 2 else c.lower() for i, c in enumerate(name))
+    return name
 
 
 def main():

@@ -4,7 +4,8 @@
 Each test writes handler code to a temporary task root, starts the fake Runtime
 API server (fake_runtime_api.py) on 127.0.0.1, runs the bootstrap as a
 subprocess with the Lambda environment pointing at it, queues events and checks
-what the runtime POSTs back.
+what the runtime POSTs back. PythonClientTest instead drives the Python
+bootstrap's HTTP client in-process against canned answers.
 
     python3 tests/runtimes/runtimes_test.py [--runtimes-dir DIR] [unittest args, e.g. -v]
 
@@ -14,13 +15,19 @@ or $NIMBUS_TEST_NODE say otherwise; the Node tests are skipped without node.
 """
 
 import argparse
+import contextlib
+import importlib.util
+import io
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import unittest
 
@@ -73,13 +80,14 @@ class RuntimeTestCase(unittest.TestCase):
 
     # ------------------------------------------------------------ helpers
 
-    def restart_api(self, connection):
-        """Stop any runtime and replace the fake API with one using the given connection mode."""
+    def restart_api(self, connection="keep-alive", **api_args):
+        """Stop any runtime and replace the fake API with one using the given connection mode
+        (and other FakeRuntimeApi arguments)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
         self.api.close()
-        self.api = FakeRuntimeApi(connection=connection).start()
+        self.api = FakeRuntimeApi(connection=connection, **api_args).start()
 
     def start(self, handler, files, env=None):
         """Write files into the task root and start the runtime with _HANDLER=handler."""
@@ -166,11 +174,80 @@ class RuntimeTestCase(unittest.TestCase):
         return body
 
 
+# ================================================================ HTTP client edge cases, every runtime
+
+
+class HttpClientCases:
+    """How a runtime's Runtime API client copes with answers shaped by the fake API.
+
+    Mixed into each runtime's test case, which sets echo and slow_echo: (handler, files) of a
+    handler returning its event, at once or after 50 ms.
+    """
+
+    echo = slow_echo = None
+
+    def test_chunked_answers(self):
+        self.restart_api(framing="chunked")
+        self.start(*self.echo)
+        for event in (1, "two", {"k": list(range(50))}, {"blob": "x" * 300000}):
+            self.assertEqual(self.invoke_ok(event).json(), event)
+        self.assertEqual(self.output("stderr"), "")
+
+    def test_answers_arriving_byte_by_byte(self):
+        for framing in ("length", "chunked"):
+            with self.subTest(framing=framing):
+                self.restart_api(framing=framing, write_size=1)
+                self.start(*self.echo)
+                for event in ({"a": [1, 2, {"b": None}]}, "text"):
+                    self.assertEqual(self.invoke_ok(event, client_context={"custom": {"k": "v"}}).json(), event)
+                self.assertEqual(self.output("stderr"), "")
+
+    def test_answer_without_length_ends_at_close(self):
+        self.restart_api(framing="close")
+        self.start(*self.echo)
+        for i in range(3):
+            self.assertEqual(self.invoke_ok({"i": i}).json(), {"i": i})
+        self.assertGreaterEqual(self.api.connections, 6)  # one per request
+        self.assertEqual(self.output("stderr"), "")
+
+    def test_connection_close_then_reconnect(self):
+        self.restart_api("close")
+        self.start(*self.echo)
+        for i in range(3):
+            self.assertEqual(self.invoke_ok(i).json(), i)
+        self.assertGreaterEqual(self.api.connections, 6)  # every answer closed its connection
+        self.assertEqual(self.output("stderr"), "")
+
+    def test_idle_connection_closed_by_server_is_retried(self):
+        # The server closes the kept-alive connection after each /next answer, without saying
+        # so, while the handler runs: each POST fails on it and goes out again on a new one.
+        self.restart_api("drop-idle")
+        self.start(*self.slow_echo)
+        for i in range(3):
+            self.assertEqual(self.invoke_ok(i).json(), i)
+        self.assertEqual([m for m, _ in self.api.requests].count("POST"), 3)
+        self.assertGreaterEqual(self.api.connections, 4)
+        self.assertEqual(self.output("stderr"), "")
+        self.assertIsNone(self.proc.poll())
+
+    def test_dropped_request_is_retried_only_once(self):
+        self.start(*self.echo)
+        self.invoke_ok(1)  # the runtime now waits in /next on a kept-alive connection
+        self.api.abort = True
+        self.api.enqueue(2)
+        self.assertNotEqual(self.wait_exit(), 0)
+        # Closed without an answer: the reused connection's /next, then the one retry on a new one.
+        self.assertEqual(self.api.aborted, 2)
+
+
 # ================================================================ Python
 
 
-class PythonRuntimeTest(RuntimeTestCase):
+class PythonRuntimeTest(HttpClientCases, RuntimeTestCase):
     base_env = {"AWS_EXECUTION_ENV": "AWS_Lambda_python3.11"}
+    echo = ("app.handler", {"app.py": "def handler(event, context):\n    return event\n"})
+    slow_echo = ("app.handler", {"app.py": "import time\ndef handler(event, context):\n    time.sleep(0.05)\n"
+                                           "    return event\n"})
 
     @classmethod
     def setUpClass(cls):
@@ -425,12 +502,256 @@ class PythonRuntimeTest(RuntimeTestCase):
         self.api.shutdown_next()
         self.assertNotEqual(self.wait_exit(), 0)
 
+    def test_event_bodies_decode_as_json_loads_does(self):
+        self.start("app.handler", {"app.py": "def handler(event, context):\n    return event\n"})
+        for body in (b'{"a": "\xc3\xa9"}', b"\xef\xbb\xbf[1]", '["\u00e9"]'.encode("utf-16"),
+                     '"\u00e9"'.encode("utf-16-le"), '{"k": 2}'.encode("utf-32-be"), b"7", b" \n[]"):
+            with self.subTest(body=body):
+                self.assertEqual(self.invoke_ok(body=body).json(), json.loads(body))
+        for body in (b"{nope", b"", b'"\xc3(', b"\xef\xbb\xbf", b"\x00"):
+            with self.subTest(body=body):
+                with self.assertRaises(ValueError) as cm:
+                    json.loads(body)
+                error = self.invoke_error(body=body)
+                self.assertEqual((error["errorType"], error["errorMessage"]),
+                                 ("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % cm.exception))
+
+    def test_function_fields_of_the_context_include_changes_made_at_init(self):
+        self.start("app.handler", {"app.py": """
+            import os
+            os.environ["AWS_LAMBDA_FUNCTION_VERSION"] = "7"
+            def handler(event, context):
+                return [context.function_name, context.function_version, context.memory_limit_in_mb]
+            """})
+        self.assertEqual(self.invoke_ok({}).json(), [FUNCTION_NAME, "7", "128"])
+
+    def test_header_names_in_any_case(self):
+        code = """
+            import os
+            def handler(event, context):
+                cc = context.client_context
+                return [context.aws_request_id, context.invoked_function_arn,
+                        0 < context.get_remaining_time_in_millis() <= 5000, cc.custom, cc.client.installation_id,
+                        context.identity.cognito_identity_pool_id, context.tenant_id, os.environ["_X_AMZN_TRACE_ID"]]
+            """
+        arn = DEFAULT_ARN + ":prod"
+        for case in ("lower", "upper", "mixed"):
+            with self.subTest(header_case=case):
+                self.restart_api(header_case=case)
+                self.start("app.handler", {"app.py": code})
+                report = self.invoke_ok({}, function_arn=arn, trace_id=TRACE_ID,
+                                        client_context={"client": {"installation_id": "inst-1"}, "custom": {"k": 1}},
+                                        cognito_identity={"cognitoIdentityPoolId": "pool-1"},
+                                        extra_headers={"Lambda-Runtime-Aws-Tenant-Id": "tenant-1"})
+                self.assertEqual(report.json(), [report.request_id, arn, True, {"k": 1}, "inst-1", "pool-1",
+                                                 "tenant-1", TRACE_ID])
+
+    def test_default_socket_timeout_set_by_user_code_does_not_apply(self):
+        # /next blocks until there is an event; the Runtime API says not to time it out. With
+        # Connection: close every request needs a new socket, made after the timeout was set.
+        self.restart_api("close")
+        self.start("app.handler", {"app.py": """
+            import socket
+            socket.setdefaulttimeout(0.05)
+            def handler(event, context):
+                return event
+            """})
+        self.assertEqual(self.invoke_ok(1).json(), 1)
+        time.sleep(0.3)
+        self.assertEqual(self.invoke_ok(2).json(), 2)
+        self.assertEqual(self.output("stderr"), "")
+
+
+class RawServer:
+    """A TCP server that answers each request it reads with the next of some canned answers.
+
+    An answer is bytes (the connection stays open), ("close", bytes) (closed after it) or None
+    (closed without answering). requests holds each request as received; connections counts.
+    """
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.connections = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept(); close() alone does not
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
+
+    def _serve(self):
+        try:
+            while self.answers:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                with conn:
+                    self._serve_connection(conn)
+        except OSError:
+            pass  # closed
+
+    def _serve_connection(self, conn):
+        buf = b""
+        while self.answers:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+            length = int(length.group(1)) if length else 0
+            while len(buf) < length:
+                buf += conn.recv(65536)
+            self.requests.append(head + b"\r\n\r\n" + buf[:length])
+            buf = buf[length:]
+            answer = self.answers.pop(0)
+            if answer is None:
+                return
+            if isinstance(answer, tuple):
+                conn.sendall(answer[1])
+                return
+            conn.sendall(answer)
+
+
+class PythonClientTest(unittest.TestCase):
+    """The Python bootstrap's HTTP client (RuntimeApiClient) against canned answers, in-process."""
+
+    @classmethod
+    def setUpClass(cls):
+        spec = importlib.util.spec_from_file_location("nimbus_python_bootstrap",
+                                                      os.path.join(RUNTIMES_DIR, "python", "bootstrap.py"))
+        cls.bootstrap = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cls.bootstrap)
+
+    def serve(self, *answers):
+        server = RawServer(answers)
+        self.addCleanup(server.close)
+        client = self.bootstrap.RuntimeApiClient(server.address)
+        self.addCleanup(client.close)
+        return server, client
+
+    def expect_fatal(self, call):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), self.assertRaises(SystemExit) as cm:
+            call()
+        self.assertEqual(cm.exception.code, 1)
+        return err.getvalue()
+
+    def test_requests_on_the_wire(self):
+        server, client = self.serve(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nLambda-Runtime-Aws-Request-Id: a/b c\r\n\r\n{}",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+        headers, body = client.next_invocation()
+        self.assertEqual((headers.get("lambda-runtime-aws-request-id"), body), ("a/b c", b"{}"))
+        client.post_response("a/b c", b'{"r": 1}')
+        client.post_error("a/b c", {"errorMessage": "m", "errorType": "Bad\u00e9Type", "stackTrace": []})
+        client.post_init_error({"errorMessage": "m", "errorType": "Runtime.X", "stackTrace": []})
+        common = (b" HTTP/1.1\r\nHost: %s\r\nAccept-Encoding: identity\r\nUser-Agent: nimbus-python-runtime/1.0 "
+                  b"(python/%d.%d.%d)\r\n" % ((server.address.encode(),) + tuple(sys.version_info[:3])))
+        error = json.dumps({"errorMessage": "m", "errorType": "Bad\u00e9Type", "stackTrace": []}).encode()
+        init_error = json.dumps({"errorMessage": "m", "errorType": "Runtime.X", "stackTrace": []}).encode()
+        self.assertEqual(server.requests, [
+            b"GET /2018-06-01/runtime/invocation/next" + common + b"\r\n",
+            b"POST /2018-06-01/runtime/invocation/a%2Fb%20c/response" + common
+            + b"Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"r\": 1}",
+            b"POST /2018-06-01/runtime/invocation/a%2Fb%20c/error" + common
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(error)
+            + b"Lambda-Runtime-Function-Error-Type: Bad%C3%A9Type\r\n\r\n" + error,
+            b"POST /2018-06-01/runtime/init/error" + common
+            + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(init_error)
+            + b"Lambda-Runtime-Function-Error-Type: Runtime.X\r\n\r\n" + init_error,
+        ])
+        self.assertEqual(server.connections, 1)
+
+    def test_headers(self):
+        _, client = self.serve(
+            b"HTTP/1.1 200 OK\r\nx-ODD-case:  first \t\r\nX-Odd-Case: second\r\nFolded: one\r\n  two\r\n"
+            b"\ttwo-b\r\nEmpty:\r\nCONTENT-LENGTH: 1\r\n\r\nx")
+        headers, body = client.next_invocation()
+        self.assertEqual(body, b"x")
+        for name in ("X-Odd-Case", "x-odd-case", "X-ODD-CASE"):
+            self.assertEqual(headers.get(name), "first")  # the first of repeated headers, as HTTPMessage
+            self.assertEqual(headers[name], "first")
+            self.assertIn(name, headers)
+        self.assertEqual(headers.get("Folded"), "one two two-b")
+        self.assertEqual(headers.get("Empty"), "")
+        self.assertIsNone(headers.get("Missing"))
+        self.assertEqual(headers.get("Missing", "d"), "d")
+        self.assertNotIn("Missing", headers)
+
+    def test_interim_answer_is_skipped(self):
+        _, client = self.serve(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        self.assertEqual(client.next_invocation()[1], b"abc")
+
+    def test_http10_answers_close_unless_kept_alive(self):
+        server, client = self.serve(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\na",
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\nb",
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\nc",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nd")
+        self.assertEqual([client.next_invocation()[1] for _ in range(4)], [b"a", b"b", b"c", b"d"])
+        self.assertEqual(server.connections, 3)
+
+    def test_body_framed_by_chunks_or_close(self):
+        server, client = self.serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\nA\r\n0123456789\r\n0\r\n"
+            b"T: 1\r\n\r\n",
+            ("close", b"HTTP/1.1 200 OK\r\n\r\nuntil the end"),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual([client.next_invocation()[1] for _ in range(3)], [b"abc0123456789", b"until the end", b""])
+        self.assertEqual(server.connections, 2)
+
+    def test_post_status_handling(self):
+        _, client = self.serve(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 7\r\n\r\ntoo big",
+                               b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops")
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            client.post_response("id", b"{}")  # logged; the loop carries on
+        self.assertEqual(err.getvalue(),
+                         "nimbus python runtime: POST /invocation/id/response returned HTTP 413: too big\n")
+        self.assertEqual(self.expect_fatal(lambda: client.post_response("id", b"{}")),
+                         "nimbus python runtime: POST /invocation/id/response returned HTTP 500: oops\n")
+
+    def test_truncated_answer_is_fatal(self):
+        _, client = self.serve(("close", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        self.assertEqual(self.expect_fatal(client.next_invocation),
+                         "nimbus python runtime: GET /runtime/invocation/next failed: "
+                         "connection closed after 3 of 10 body bytes\n")
+
+    def test_no_answer_on_a_new_connection_is_not_retried(self):
+        server, client = self.serve(None, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertIn("Remote end closed connection without response", self.expect_fatal(client.next_invocation))
+        self.assertEqual(server.connections, 1)
+
+    def test_split_host_port(self):
+        split = self.bootstrap.split_host_port
+        self.assertEqual(split("127.0.0.1:9001"), ("127.0.0.1", 9001))
+        self.assertEqual(split("[::1]:9001"), ("::1", 9001))
+        self.assertEqual(split("[::1]"), ("::1", 80))
+        self.assertEqual(split("localhost"), ("localhost", 80))
+        self.assertEqual(split("localhost:"), ("localhost", 80))
+        with self.assertRaises(ValueError):
+            split("localhost:http")
+
 
 # ================================================================ Node.js
 
 
 @unittest.skipUnless(os.access(NODE, os.X_OK), "node not found at %s" % NODE)
-class NodeRuntimeTest(RuntimeTestCase):
+class NodeRuntimeTest(HttpClientCases, RuntimeTestCase):
+    echo = ("index.handler", {"index.js": "exports.handler = async (event) => event;\n"})
+    slow_echo = ("index.handler", {"index.js": """
+        exports.handler = async (event) => { await new Promise((r) => setTimeout(r, 50)); return event; };
+        """})
 
     @classmethod
     def setUpClass(cls):
