@@ -71,7 +71,8 @@ uint64_t get_u64(const char* p) {
   return v;
 }
 
-// Appends one encoded record to `out`.
+// Appends one encoded record to `out`. `type` is the on-disk byte: the
+// record's type, with log_record_batch_end when it ends a batch.
 void encode_record(std::string& out, uint64_t seq, uint64_t epoch, uint8_t type,
                    std::string_view payload) {
   auto start = out.size();
@@ -107,9 +108,10 @@ const char* describe(record_check check) {
 }
 
 // Checks the record at `offset` of `data`; when it is valid, fills `out` (if
-// given) and `size` (header and payload).
+// given; its type without the flag), `size` (header and payload) and
+// `batch_end` (the record ends a batch in its segment).
 record_check check_record(std::string_view data, uint64_t offset, uint64_t max_payload,
-                          log_record* out, uint64_t& size) {
+                          log_record* out, uint64_t& size, bool& batch_end) {
   if (data.size() - offset < log_record_header_bytes)
     return record_check::incomplete;
   const char* p = data.data() + offset;
@@ -124,25 +126,63 @@ record_check check_record(std::string_view data, uint64_t offset, uint64_t max_p
   auto covered = data.substr(offset + checked_offset, size - checked_offset);
   if (crc32c(covered) != get_u32(p + crc_offset))
     return record_check::bad_crc;
+  auto type = static_cast<uint8_t>(p[type_offset]);
+  batch_end = (type & log_record_batch_end) != 0;
   if (out) {
     out->seq = get_u64(p + seq_offset);
     out->epoch = get_u64(p + epoch_offset);
-    out->type = static_cast<uint8_t>(p[type_offset]);
+    out->type = static_cast<uint8_t>(type & log_record_max_type);
     out->payload.assign(p + log_record_header_bytes, length);
   }
   return record_check::ok;
 }
 
 // The offset of the first valid record at or after `from`, or -1. Used to
-// tell a torn tail (nothing valid after the damage) from corruption.
+// tell a torn tail from corruption.
 int64_t find_valid_record(std::string_view data, uint64_t from, uint64_t max_payload) {
   for (uint64_t at = from; at + log_record_header_bytes <= data.size(); ++at) {
     uint64_t size = 0;
+    bool batch_end = false;
     if (get_u32(data.data() + at) == log_record_magic
-        && check_record(data, at, max_payload, nullptr, size) == record_check::ok)
+        && check_record(data, at, max_payload, nullptr, size, batch_end) == record_check::ok)
       return static_cast<int64_t>(at);
   }
   return -1;
+}
+
+// What follows the first damage in the last segment.
+struct after_damage {
+  // The first valid record after the damage, or -1.
+  int64_t first_valid = -1;
+  // The first valid record after the damage that carries the batch-end
+  // flag, or -1, and the offset just past it.
+  int64_t first_batch_end = -1;
+  uint64_t first_batch_end_stop = 0;
+  // The first valid record after that one (a later batch), or -1.
+  int64_t later_batch = -1;
+};
+
+// Walks the valid records after the damage at `damage`: from one valid
+// record to the next after its end (records do not overlap, and a payload
+// that happens to hold a record is not searched), up to the first flagged
+// one; then looks for anything valid after that.
+after_damage scan_after_damage(std::string_view data, uint64_t damage, uint64_t max_payload) {
+  after_damage out;
+  out.first_valid = find_valid_record(data, damage + 1, max_payload);
+  for (auto at = out.first_valid; at >= 0;) {
+    uint64_t size = 0;
+    bool batch_end = false;
+    check_record(data, static_cast<uint64_t>(at), max_payload, nullptr, size, batch_end);
+    auto stop = static_cast<uint64_t>(at) + size;
+    if (batch_end) {
+      out.first_batch_end = at;
+      out.first_batch_end_stop = stop;
+      out.later_batch = find_valid_record(data, stop, max_payload);
+      break;
+    }
+    at = find_valid_record(data, stop, max_payload);
+  }
+  return out;
 }
 
 std::string segment_name(uint64_t first_seq) {
@@ -397,6 +437,12 @@ struct durable_log::impl {
   int active = -1;
   std::string active_path;
   uint64_t active_size = 0;
+  // Set by recover() when the last segment ends with a record without the
+  // batch-end flag (a log written before the flag existed, or whole records
+  // of a batch a crash interrupted): the first batch then goes into a new
+  // segment, so that no segment holds batches after unflagged records,
+  // which recovery could not tell from the start of an unfinished batch.
+  bool roll_before_next_batch = false;
   std::string buffer;
   std::thread writer;
 
@@ -442,6 +488,9 @@ std::string durable_log::impl::recover(log_recovery& recovered) {
   if (expected == 0)
     return corruption(found.front().path, 0, "segment names seq 0 (seqs start at 1)");
   std::string data;
+  // Whether the last record of the segment before the current one carries
+  // the batch-end flag.
+  bool previous_ends_batch = false;
   for (size_t i = 0; i < found.size(); ++i) {
     const auto& seg = found[i];
     bool last = i + 1 == found.size();
@@ -456,10 +505,20 @@ std::string durable_log::impl::recover(log_recovery& recovered) {
     if (read_all(*fs, file.handle, data) != 0)
       return failure("read", seg.path, errno);
     uint64_t offset = 0;
+    // The end of the last flagged record so far (0 when none), with the
+    // record count and next seq there: where a torn final batch is cut.
+    uint64_t batch_stop = 0;
+    size_t records_at_batch_stop = recovered.records.size();
+    uint64_t expected_at_batch_stop = expected;
+    bool seen_batch_end = false;
+    // Whether the last valid record so far carries the flag.
+    bool ends_batch = false;
+    bool truncated = false;
     while (offset < data.size()) {
       log_record record;
       uint64_t size = 0;
-      auto check = check_record(data, offset, options.max_record_bytes, &record, size);
+      bool batch_end = false;
+      auto check = check_record(data, offset, options.max_record_bytes, &record, size, batch_end);
       if (check == record_check::ok) {
         // A checksummed record with the wrong seq was written that way: no
         // torn write explains it.
@@ -470,37 +529,104 @@ std::string durable_log::impl::recover(log_recovery& recovered) {
         recovered.records.push_back(std::move(record));
         ++expected;
         offset += size;
+        ends_batch = batch_end;
+        if (batch_end) {
+          seen_batch_end = true;
+          batch_stop = offset;
+          records_at_batch_stop = recovered.records.size();
+          expected_at_batch_stop = expected;
+        }
         continue;
       }
       // Only the last segment can hold a write that a crash interrupted:
       // the writer fsyncs a segment before it creates the next one.
       if (!last)
         return corruption(seg.path, offset, describe(check));
-      // A torn write leaves nothing valid behind it. A valid record after
-      // the damage means acknowledged data may sit there: refuse to cut it.
-      auto later = find_valid_record(data, offset + 1, options.max_record_bytes);
-      if (later >= 0)
-        return corruption(seg.path, offset,
-                          std::string{describe(check)} + ", yet a valid record follows at byte "
-                              + std::to_string(later));
-      recovered.truncated_bytes = data.size() - offset;
+      // Which writes can a crash have left unfinished here? The writer
+      // writes a batch (one pwrite per segment), fsyncs, and only then
+      // acknowledges it and takes the next batch; a batch split by a roll is
+      // acknowledged only after the fsync of its last part, and recovery
+      // fsyncs the last segment before anything more is written to it.
+      // So only the final batch of the log can be partly on disk, in any
+      // order (a hole of zeros or garbage with whole records after it),
+      // and none of its records was acknowledged.
+      auto after = scan_after_damage(data, offset, options.max_record_bytes);
+      uint64_t cut = 0;
+      if (seen_batch_end || after.first_batch_end >= 0 || previous_ends_batch) {
+        // The damaged batch ends at the first flagged record after the
+        // damage (or its end is lost). Anything valid after that end was
+        // written by a later batch, after the damaged one was fsynced: the
+        // damage hit durable data, which is corruption. Otherwise the
+        // damage lies in the final batch: cut back to the end of the last
+        // flagged record before it (the end of the last batch that can
+        // have been acknowledged), dropping the whole final batch. Its
+        // whole records before the damage go too: they were never
+        // acknowledged, since nothing of a batch is acknowledged before
+        // its last part's fsync returned. (A record whose flag the damage
+        // destroyed cannot be told apart: damage to the end of the last
+        // batch but one, with the last batch whole after it, is cut like a
+        // torn final batch. Recovery trusts fsynced data to stay as it
+        // was written, as the rule before the flag did for the last
+        // record.)
+        //
+        // A segment with no flagged record at all counts here only when
+        // the previous segment ends with a flagged record: then this
+        // segment was begun by a roll of this format, and everything in it
+        // belongs to its first batch, which never finished (a finished
+        // batch would have left its flagged end).
+        if (after.later_batch >= 0)
+          return corruption(seg.path, offset,
+                            std::string{describe(check)} + ", yet after the end of its batch at byte "
+                                + std::to_string(after.first_batch_end)
+                                + " a later batch follows at byte "
+                                + std::to_string(after.later_batch));
+        cut = batch_stop;
+        recovered.records.resize(records_at_batch_stop);
+        expected = expected_at_batch_stop;
+        ends_batch = cut > 0;
+      } else {
+        // No flagged record at all: a segment written before the flag
+        // existed, whose records were acknowledged one batch at a time with
+        // nothing on disk to say where batches end (cutting back to the
+        // segment start could drop acknowledged records). The rule from
+        // before the flag holds: a torn write leaves nothing valid behind
+        // it; a valid record after the damage means acknowledged data may
+        // sit there: refuse to cut it. (A segment of this format whose
+        // first batch lost its end, and that is the first segment left,
+        // looks the same and is refused too.)
+        if (after.first_valid >= 0)
+          return corruption(seg.path, offset,
+                            std::string{describe(check)} + ", yet a valid record follows at byte "
+                                + std::to_string(after.first_valid));
+        cut = offset;
+      }
+      recovered.truncated_bytes = data.size() - cut;
       config::logger("storage")->warn(
-          "storage truncates a torn tail of {} bytes from {} at byte {}", recovered.truncated_bytes,
-          seg.path, offset);
-      if (fs->truncate(file.handle, offset) != 0)
+          "storage truncates a torn tail of {} bytes from {} at byte {} ({} at byte {})",
+          recovered.truncated_bytes, seg.path, cut, describe(check), offset);
+      if (fs->truncate(file.handle, cut) != 0)
         return failure("truncate", seg.path, errno);
       // Make the cut durable now, so that the recovered log is what is on
       // disk even if the next crash comes before any append's fsync.
       if (fs->fsync(file.handle) != 0)
         return failure("fsync", seg.path, errno);
-      data.resize(offset);
+      data.resize(cut);
+      truncated = true;
       break;
     }
     if (last) {
+      // What was read may be in the page cache only (the previous process
+      // was killed before its fsync): make it durable before the next batch
+      // is written after it, or a power loss could leave a hole in it with
+      // a later batch behind, which recovery would call corruption.
+      if (!truncated && !data.empty() && fs->fsync(file.handle) != 0)
+        return failure("fsync", seg.path, errno);
       active = file.release();
       active_path = seg.path;
       active_size = data.size();
+      roll_before_next_batch = !data.empty() && !ends_batch;
     }
+    previous_ends_batch = ends_batch;
   }
   next_seq = expected;
   segments = std::move(found);
@@ -566,20 +692,36 @@ void durable_log::impl::run() {
 }
 
 // Writes a batch: one pwrite per segment it touches, then one fsync of the
-// active segment (group commit). Returns the error, or empty when every
-// record in the batch is durable.
+// active segment (group commit). The last record each pwrite carries gets
+// the batch-end flag (see the format in durable_log.hpp). Returns the error,
+// or empty when every record in the batch is durable; run() acknowledges
+// the batch only then, so no record of it is acknowledged before all of it
+// is durable, even when a roll split it.
 std::string durable_log::impl::write_batch(const std::vector<pending_append>& batch) {
   buffer.clear();
   uint64_t accepted = 0;
+  // The last record taken from the batch, encoded only once it is known
+  // whether it ends what the batch writes to its segment.
+  const pending_append* held = nullptr;
+  uint64_t held_size = 0;
+  auto encode_held = [&](bool batch_end) {
+    auto type = static_cast<uint8_t>(held->type | (batch_end ? log_record_batch_end : 0));
+    encode_record(buffer, held->seq, held->epoch, type, held->payload);
+    held = nullptr;
+    held_size = 0;
+  };
   for (const auto& a : batch) {
     if (!a.refused.empty())
       continue;
     uint64_t size = log_record_header_bytes + a.payload.size();
-    uint64_t used = active_size + buffer.size();
+    uint64_t used = active_size + buffer.size() + held_size;
     // Roll before the record that would carry the segment past
     // segment_bytes. An empty segment takes any record, so one larger than
     // segment_bytes still gets written (alone).
-    if (used > 0 && used + size > options.segment_bytes) {
+    if (used > 0 && (roll_before_next_batch || used + size > options.segment_bytes)) {
+      // The batch's part in the old segment ends here.
+      if (held)
+        encode_held(true);
       if (auto e = flush(); !e.empty())
         return e;
       // The full segment must be durable before the next one exists:
@@ -591,12 +733,17 @@ std::string durable_log::impl::write_batch(const std::vector<pending_append>& ba
       active = -1;
       if (auto e = create_segment(a.seq); !e.empty())
         return e;
+      roll_before_next_batch = false;
     }
-    encode_record(buffer, a.seq, a.epoch, a.type, a.payload);
+    if (held)
+      encode_held(false);
+    held = &a;
+    held_size = size;
     ++accepted;
   }
   if (accepted == 0)
     return {};
+  encode_held(true);
   if (auto e = flush(); !e.empty())
     return e;
   // One fsync for everything the batch wrote to this segment.
@@ -671,7 +818,11 @@ void durable_log::append(uint8_t type, std::string payload, append_callback done
   a.done = std::move(done);
   {
     std::lock_guard<std::mutex> lock{d.mu};
-    if (a.payload.size() > d.options.max_record_bytes)
+    if (type > log_record_max_type)
+      // The type byte's high bit is the batch-end flag on disk.
+      a.refused = "durable log: record type " + std::to_string(type) + " is over "
+                  + std::to_string(log_record_max_type);
+    else if (a.payload.size() > d.options.max_record_bytes)
       a.refused = "durable log: payload of " + std::to_string(a.payload.size())
                   + " bytes exceeds max_record_bytes " + std::to_string(d.options.max_record_bytes);
     else if (!d.failure_text.empty())

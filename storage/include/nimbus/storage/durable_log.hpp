@@ -18,11 +18,46 @@
 /// increase by one across segments; a segment's name is the seq of its first
 /// record (an empty segment is the last one and names the next seq).
 ///
-/// Recovery: in the last segment, an incomplete record or a record with a bad
-/// checksum at the end (with nothing valid after it) is a torn write and is
-/// truncated. Damage anywhere else (a bad record followed by valid ones, any
-/// bad record in an earlier segment, a gap in sequence numbers) is
-/// corruption: open() fails and says where, instead of skipping records.
+/// `type` holds the caller's record type (0 to log_record_max_type) in its
+/// low 7 bits; its high bit (log_record_batch_end) marks the last record of
+/// a batch written to a segment: the writer writes each batch with one
+/// pwrite per segment followed by one fsync, and flags the last record of
+/// that pwrite. A batch split by a segment roll thus has a flagged record at
+/// the end of the old segment (fsynced before the next segment is created)
+/// and another at its end in the new segment. The flag is covered by the
+/// crc; log_record::type never includes it. Logs written before the flag
+/// existed have no flagged records and still read back.
+///
+/// Recovery: only the last segment can hold damage a crash explains, and in
+/// it only the final batch: a batch is written only after the previous one's
+/// fsync returned (recovery fsyncs the last segment before anything is
+/// written after what it read), and it is acknowledged only after its own
+/// fsync (after every part of a batch split by a roll is durable). So at the
+/// first damage (an incomplete record, a bad magic, length or checksum) in
+/// the last segment, when no later batch follows the damaged one (no valid
+/// record after the first flagged record past the damage), the segment is
+/// cut back to the end of the last flagged record before the damage (or to
+/// its start): the final, never acknowledged batch goes whole, including any
+/// valid records of it before the damage and after a hole. When a later
+/// batch does follow, the damaged batch was fsynced: that is corruption.
+///
+/// A last segment without any flagged record is cut to its start in the
+/// same way when the segment before it ends with a flagged record (it was
+/// begun by a roll and holds only the unfinished first batch). Otherwise it
+/// was written before the flag existed, and damage in it is a torn tail only
+/// when nothing valid follows it (cut at the damage). So that a segment
+/// never holds batches after records without the flag, when the log is
+/// opened with a last segment ending in such a record (written before the
+/// flag, or whole records of an interrupted batch), the first batch goes
+/// into a new segment.
+///
+/// Damage anywhere else (any bad record in an earlier segment, a checksummed
+/// record with the wrong seq, a gap in sequence numbers) is corruption:
+/// open() fails and says where, instead of skipping records. Recovery trusts
+/// fsynced data to stay as written: damage to acknowledged records at the
+/// end of the log with no later batch behind it (for instance the flagged
+/// record of the last batch but one, with the last batch whole after it)
+/// cannot be told from a torn final batch and is cut like one.
 ///
 /// Failure: once a write or fsync fails, the log is failed for good (no
 /// retry of fsync: the kernel may have dropped the dirty pages). Every
@@ -43,6 +78,13 @@ inline constexpr uint32_t log_record_magic = 0x31524c4e;
 
 /// Size of a record without its payload: magic, length, crc, seq, epoch, type.
 inline constexpr size_t log_record_header_bytes = 4 + 4 + 4 + 8 + 8 + 1;
+
+/// The bit of the on-disk type byte that marks the last record of a batch
+/// in its segment (see the format above).
+inline constexpr uint8_t log_record_batch_end = 0x80;
+
+/// The largest record type append() accepts (the types below the flag bit).
+inline constexpr uint8_t log_record_max_type = 0x7f;
 
 /// The file operations the log uses. The real one is posix_log_fs(); tests
 /// substitute layers that lose unsynced writes or fail fsync.
@@ -76,6 +118,7 @@ std::shared_ptr<log_fs> posix_log_fs();
 struct log_record {
   uint64_t seq = 0;
   uint64_t epoch = 0;
+  /// As appended (0 to log_record_max_type), without the batch-end flag.
   uint8_t type = 0;
   std::string payload;
 };
@@ -96,7 +139,8 @@ struct durable_log_options {
 struct log_recovery {
   /// Records in the log, oldest first.
   std::vector<log_record> records;
-  /// Bytes cut off the end of the last segment (a torn write).
+  /// Bytes cut off the end of the last segment (a torn write: the final,
+  /// never acknowledged batch, with any whole records it left).
   uint64_t truncated_bytes = 0;
 };
 
@@ -124,7 +168,9 @@ public:
   durable_log& operator=(const durable_log&) = delete;
 
   /// Queues a record; `done` is called once it is durable or failed.
-  /// Records become durable in the order they were appended.
+  /// Records become durable in the order they were appended. A `type` over
+  /// log_record_max_type or a payload over max_record_bytes is refused
+  /// (`done` gets the error) without failing the log.
   void append(uint8_t type, std::string payload, append_callback done);
 
   /// Appends and waits until the record is durable. Returns the sequence
