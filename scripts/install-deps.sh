@@ -14,6 +14,9 @@ packages=(
   libtomlplusplus-dev   # TOML config files
   libzip-dev            # reading function code archives
   libseccomp-dev        # the sandbox's syscall filter
+  libarchive-dev        # reading container image archives (docker save, OCI; tar, gzip, zstd)
+  erofs-utils           # mkfs.erofs builds function images; fsck.erofs extracts them without a mount
+  fuse3 libfuse3-dev    # lazy loading: code images served through FUSE
   bubblewrap            # baseline for the sandbox benchmark
   awscli                # /usr/bin/aws (AWS CLI v2) for the integration tests
   zip unzip curl python3 procps

@@ -764,7 +764,12 @@ TEST_CASE("io runner: a stopped fd_watch never calls back") {
   int p[2];
   REQUIRE(::pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
   std::atomic<int> calls{0};
-  auto watch = std::make_unique<fd_watch>(runner, p[0], [&] {
+  // The watch owns (and closes) the descriptor it is given: hand it a
+  // duplicate, so the pipe keeps a reader of ours and the write below can not
+  // raise SIGPIPE once the watch closed its end.
+  int watched = ::fcntl(p[0], F_DUPFD_CLOEXEC, 0);
+  REQUIRE(watched >= 0);
+  auto watch = std::make_unique<fd_watch>(runner, watched, [&] {
     ++calls;
     return true;
   });
@@ -773,5 +778,6 @@ TEST_CASE("io runner: a stopped fd_watch never calls back") {
   std::this_thread::sleep_for(50ms);
   CHECK(calls.load() == 0);
   watch.reset();
+  ::close(p[0]);
   ::close(p[1]);
 }
