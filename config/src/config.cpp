@@ -168,6 +168,8 @@ void validate(node_config& cfg, std::vector<config_error>& errors) {
   if (cfg.limits.unreserved_concurrency_minimum > cfg.limits.concurrent_executions)
     errors.push_back({"limits.unreserved_concurrency_minimum",
                       "must not exceed limits.concurrent_executions"});
+  if (cfg.code.convergence_domain != "account" && cfg.code.convergence_domain != "global")
+    errors.push_back({"code.convergence_domain", "must be \"account\" or \"global\""});
   if (cfg.async.pollers_min > cfg.async.pollers_max)
     errors.push_back({"async.pollers_min", "must not exceed async.pollers_max"});
   if (cfg.async.backoff_initial > cfg.async.backoff_max)
@@ -273,6 +275,16 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.duration("backoff_max_ms", a.backoff_max, 1, 3'600'000);
       r.duration("tick_ms", a.tick, 1, 60'000);
       r.integer("segment_bytes", a.segment_bytes, 4096, int64_t{1} << 34);
+    }
+    if (auto t = top.table("code")) {
+      table_reader r{*t, "code", errors};
+      auto& c = cfg.code;
+      r.string("convergence_domain", c.convergence_domain);
+      r.string("master_key_file", c.master_key_file);
+      r.integer("image_bytes", c.image_bytes, 1 << 20, int64_t{1} << 40);
+      r.integer("cache_memory_bytes", c.cache_memory_bytes, 1 << 20, int64_t{1} << 40);
+      r.integer("cache_disk_bytes", c.cache_disk_bytes, 0, int64_t{1} << 44);
+      r.boolean("lazy", c.lazy);
     }
     if (auto t = top.table("log")) {
       table_reader r{*t, "log", errors};

@@ -122,3 +122,31 @@ TEST_CASE("config: a missing file is an error") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.errors.front().message.find("/nonexistent/nimbus.toml") != std::string::npos);
 }
+
+TEST_CASE("config: the [code] section is read and checked") {
+  auto defaults = parse(default_config_text(), "single-node.toml");
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config.code.convergence_domain == "account");
+  CHECK(defaults.config.code.lazy);
+  CHECK(defaults.config.code.image_bytes == (10ull << 30));
+  auto r = parse(std::string{R"(
+[code]
+convergence_domain = "global"
+master_key_file = "/etc/nimbus/master.key"
+cache_memory_bytes = 2097152
+cache_disk_bytes = 0
+lazy = false
+)"} + account_block,
+                 "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.code.convergence_domain == "global");
+  CHECK(r.config.code.master_key_file == "/etc/nimbus/master.key");
+  CHECK(r.config.code.cache_memory_bytes == 2097152);
+  CHECK(r.config.code.cache_disk_bytes == 0);
+  CHECK_FALSE(r.config.code.lazy);
+  auto bad = parse(std::string{"[code]\nconvergence_domain = \"tenant\"\ncache_memory_bytes = 5\n"}
+                     + account_block,
+                   "t.toml");
+  CHECK(has_error(bad, "code.convergence_domain", "account"));
+  CHECK(has_error(bad, "code.cache_memory_bytes", "between"));
+}

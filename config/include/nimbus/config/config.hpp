@@ -123,6 +123,25 @@ struct async_config {
   uint64_t segment_bytes = 64ull << 20;
 };
 
+/// Code storage: chunked, encrypted, deduplicated images (ARCHITECTURE.md §5).
+struct code_config {
+  /// "account": identical chunks are shared only within an account (CS-1);
+  /// "global": across all accounts of the node.
+  std::string convergence_domain = "account";
+  /// The master key wrapping the accounts' data keys; empty means
+  /// data_dir/code/keys/master.key, created at first start (mode 0600).
+  std::string master_key_file;
+  /// Largest pushed container image archive, and largest flattened image.
+  uint64_t image_bytes = 10ull << 30;
+  /// The worker's chunk cache: verified plaintext in memory, sealed chunks
+  /// on disk (the disk tier is skipped while the chunk store is local).
+  uint64_t cache_memory_bytes = 256ull << 20;
+  uint64_t cache_disk_bytes = 4ull << 30;
+  /// Serve images lazily through FUSE; false (or no FUSE) copies each image
+  /// out of the store before it is mounted.
+  bool lazy = true;
+};
+
 /// Log settings.
 struct log_config {
   /// spdlog level name: trace, debug, info, warn, error, critical, off.
@@ -141,6 +160,7 @@ struct node_config {
   limits_config limits;
   worker_settings worker;
   async_config async;
+  code_config code;
   log_config log;
   std::vector<account> accounts;
 };
