@@ -163,6 +163,11 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
               spec.variables = function.environment;
               spec.region = self->state.config.region;
               spec.code_sha256_hex = function.code_sha256_hex;
+              spec.package_type = function.package_type;
+              spec.code_image = function.code_image;
+              spec.image_argv = function.image_argv;
+              spec.image_workdir = function.image_workdir;
+              spec.image_env = function.image_env;
               auto id = spec.environment_id;
               assignment_state::environment e;
               e.id = id;

@@ -6,6 +6,7 @@
 #include "nimbus/storage/json.hpp"
 #include "nimbus/transport/http_server.hpp"
 #include "nimbus/transport/runtime_api.hpp"
+#include "nimbus/vmm/image_library.hpp"
 #include "nimbus/vmm/jail.hpp"
 #include "nimbus/vmm/runtime_catalog.hpp"
 
@@ -19,6 +20,8 @@
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -110,6 +113,8 @@ struct sandbox {
   std::string root_dir;
   /// The pooled network namespace this sandbox uses (empty: its own).
   std::string netns;
+  /// Gives back the code image this sandbox holds mounted (may be empty).
+  std::function<void()> release_image;
   int64_t sandbox_us = 0;
 
   /// Ends the sandbox and releases everything; blocking, idempotent.
@@ -136,6 +141,12 @@ struct sandbox {
     exit_watch.reset();
     log_watch.reset();
     logs.reset();
+    // After the jail: its mount namespace held binds of the image's mount.
+    if (release_image) {
+      auto release = std::move(release_image);
+      release_image = nullptr;
+      release();
+    }
     if (!root_dir.empty()) {
       ::rmdir(root_dir.c_str());
       root_dir.clear();
@@ -151,6 +162,40 @@ struct sandbox {
     teardown();
   }
 };
+
+/// The environment of an image function: the image's ENV, then Lambda's
+/// variables, then the function's own. The image keeps its PATH and
+/// LD_LIBRARY_PATH unless the function sets them: its programs live there.
+std::vector<std::string> image_environment(const std::vector<std::string>& image_env,
+                                           const std::vector<std::string>& lambda_env,
+                                           const std::map<std::string, std::string>& own) {
+  std::vector<std::pair<std::string, std::string>> merged;
+  auto set = [&](const std::string& entry, bool keep_existing) {
+    auto eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return;
+    auto key = entry.substr(0, eq);
+    for (auto& [k, v] : merged)
+      if (k == key) {
+        if (!keep_existing)
+          v = entry.substr(eq + 1);
+        return;
+      }
+    merged.emplace_back(key, entry.substr(eq + 1));
+  };
+  for (const auto& e : image_env)
+    set(e, false);
+  for (const auto& e : lambda_env) {
+    auto key = e.substr(0, e.find('='));
+    bool image_path = key == "PATH" || key == "LD_LIBRARY_PATH";
+    set(e, image_path && own.count(key) == 0);
+  }
+  std::vector<std::string> out;
+  out.reserve(merged.size());
+  for (auto& [k, v] : merged)
+    out.push_back(k + "=" + v);
+  return out;
+}
 
 std::string error_json(std::string_view type, std::string_view message) {
   storage::json_writer w;
@@ -243,11 +288,31 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
                          environment_actor me) {
   auto log = config::logger("actors");
   auto started = clock::now();
-  auto runtime = vmm::find_runtime(spec.runtime);
+  bool image_function = spec.package_type == "Image";
+  // Image functions bring their own runtime; Lambda's variables are those of
+  // a provided runtime.
+  auto runtime = vmm::find_runtime(image_function ? "provided.al2023" : spec.runtime);
   if (!runtime)
     return init_failure("Runtime.InvalidRuntime", "Unsupported runtime " + spec.runtime);
   auto code_dir = spec.code_dir;
-  if (code_dir.empty()) {
+  std::string image_root;
+  if (!spec.code_image.empty() && host.images) {
+    std::string root;
+    if (auto problem = host.images->acquire(spec.account_id, spec.code_image, root);
+        !problem.empty()) {
+      log->error("environment {} cannot mount its code image: {}", spec.environment_id,
+                 problem);
+      return init_failure("Sandbox.Failed", "cannot load the function code");
+    }
+    sb.release_image = [images = host.images, account = spec.account_id,
+                        image = spec.code_image] { images->release(account, image); };
+    if (image_function)
+      image_root = root;
+    else
+      code_dir = root;
+  } else if (image_function) {
+    return init_failure("Sandbox.Failed", "the function's image is not available");
+  } else if (code_dir.empty()) {
     // Unpack into the shared cache: into a private directory first, then
     // rename, so a concurrent environment never sees a half-written tree.
     auto target = host.code_cache_dir + "/" + spec.code_sha256_hex;
@@ -321,10 +386,21 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   vmm::jail_spec js;
   js.id = spec.environment_id;
   js.root_dir = sb.root_dir;
-  js.code_dir = code_dir;
-  js.runtime_dir = host.runtimes_dir;
-  js.argv = vmm::runtime_command(*runtime);
-  js.env = vmm::runtime_environment(*runtime, fn);
+  if (image_function) {
+    if (spec.image_argv.empty())
+      return init_failure("Runtime.InvalidEntrypoint",
+                          "The image has no ENTRYPOINT or CMD, and ImageConfig sets none");
+    js.image_root = image_root;
+    js.workdir = spec.image_workdir;
+    js.argv = spec.image_argv;
+    js.env = image_environment(spec.image_env, vmm::runtime_environment(*runtime, fn),
+                               spec.variables);
+  } else {
+    js.code_dir = code_dir;
+    js.runtime_dir = host.runtimes_dir;
+    js.argv = vmm::runtime_command(*runtime);
+    js.env = vmm::runtime_environment(*runtime, fn);
+  }
   js.uid = host.uid;
   js.gid = host.gid;
   js.tmp_bytes = static_cast<uint64_t>(spec.ephemeral_mb) << 20;

@@ -1,5 +1,7 @@
 #include "nimbus/actors/frontend.hpp"
 
+#include "nimbus/actors/code_builder.hpp"
+
 #include "nimbus/actors/error.hpp"
 #include "nimbus/config/logging.hpp"
 #include "nimbus/storage/digest.hpp"
@@ -758,6 +760,8 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
                 + std::to_string(st.cache_hits) + "\nnimbus_frontend_metadata_cache_total{result=\"miss\"} "
                 + std::to_string(st.cache_misses) + "\n";
     res.body += render_invoke_metrics(st.invocations);
+    if (st.config.extra_metrics)
+      res.body += st.config.extra_metrics();
     res.set_header("Content-Type", "text/plain; version=0.0.4");
     if (!st.assignment) {
       answer(std::move(res));
@@ -852,6 +856,29 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
     };
   };
   switch (op) {
+    case operation::push_image: {
+      // The HTTP server spooled the archive to disk (and SigV4 checked its
+      // hash); a detached code builder flattens and stores it. The server
+      // removes the spool file after the response.
+      if (!st.config.code || !req.spooled()) {
+        fail({500, "ServiceException", "This node does not store container images"});
+        return;
+      }
+      code_builder_config bc;
+      bc.code = st.config.code;
+      bc.region = region;
+      auto builder = spawn_code_builder(self->system(), std::move(bc));
+      self->request(builder, caf::infinite, build_atom::value, account, req.body_file,
+                    r.labels[0], r.labels[1])
+        .then(
+          [=](std::string& body) mutable {
+            finish(self, rp, op, start, json_response(200, std::move(body)));
+          },
+          [=](caf::error& err) mutable {
+            finish(self, rp, op, start, error_response(to_api_error(err)));
+          });
+      return;
+    }
     case operation::create_function: {
       auto p = parse_create_function(req.body, st.config.codec);
       if (!p.value) {

@@ -60,42 +60,102 @@ uint64_t account_code_size(const registry_state& st, const std::string& account)
   return total;
 }
 
-// Validates a zip and stores it if new. On success `hex`/`b64` name it.
-caf::error store_code(self_ptr self, const std::string& zip, std::string& hex,
-                      std::string& b64) {
+// References to stored zips are counted per account: with the code store,
+// each account's copy is sealed under its own convergence secret.
+std::string code_key(const std::string& account, const std::string& hex) {
+  return account + "/" + hex;
+}
+
+// True if any account still references a zip with this hash (the plain
+// function store keeps one copy for all accounts).
+bool zip_in_use(const registry_state& st, const std::string& hex) {
+  for (const auto& [key, n] : st.code_refs)
+    if (n > 0 && key.size() > hex.size() && key.compare(key.size() - hex.size(), hex.size(), hex) == 0
+        && key[key.size() - hex.size() - 1] == '/')
+      return true;
+  return false;
+}
+
+// Validates a zip and stores it if new: flattened into an image of the code
+// store, or (without a code store, in tests) as the zip itself. On success
+// the record's code_sha256(_hex) and code_image name it.
+caf::error store_code(self_ptr self, const std::string& account, const std::string& zip,
+                      function_record& r) {
   auto& st = self->state;
   auto report = storage::check_zip(zip, st.config.code_size_unzipped);
   if (!report.ok)
     return make_error(ec::invalid_parameter, report.error);
+  if (st.config.code) {
+    storage::stored_zip stored;
+    if (auto problem = st.config.code->store_zip(account, zip, stored); !problem.empty()) {
+      constexpr std::string_view invalid = "invalid: ";
+      if (problem.compare(0, invalid.size(), invalid) == 0)
+        return make_error(ec::invalid_parameter,
+                          "Could not unzip uploaded file. Please check your file, then try to "
+                          "upload again. ("
+                            + problem.substr(invalid.size()) + ")");
+      config::logger("actors")->error("registry failed to store code: {}", problem);
+      return make_error(ec::storage_failure, "Failed to store the function code");
+    }
+    r.code_sha256_hex = stored.sha256_hex;
+    r.code_sha256 = stored.sha256_base64;
+    r.code_image = stored.image;
+    return {};
+  }
   auto digest = storage::sha256(zip);
-  hex = storage::to_hex(digest);
-  b64 = storage::base64_encode(storage::as_bytes(digest));
-  if (st.code_refs.count(hex) == 0)
-    if (auto s = st.store->put_code(hex, zip); !s.ok()) {
+  r.code_sha256_hex = storage::to_hex(digest);
+  r.code_sha256 = storage::base64_encode(storage::as_bytes(digest));
+  r.code_image.clear();
+  if (!zip_in_use(st, r.code_sha256_hex))
+    if (auto s = st.store->put_code(r.code_sha256_hex, zip); !s.ok()) {
       config::logger("actors")->error("registry failed to store code: {}", s.error);
       return make_error(ec::storage_failure, "Failed to store the function code");
     }
   return {};
 }
 
-// Drops one reference to stored code and deletes it when unused.
-void release_code(self_ptr self, const std::string& hex) {
+// Deletes a zip nothing references any more.
+void delete_code(self_ptr self, const std::string& account, const std::string& hex) {
   auto& st = self->state;
-  auto it = st.code_refs.find(hex);
-  if (it != st.code_refs.end() && --it->second > 0)
+  if (st.config.code) {
+    if (auto problem = st.config.code->remove_zip(account, hex); !problem.empty())
+      // Unreferenced chunks are collected again later, so this leaks nothing.
+      config::logger("actors")->warn("registry could not remove unused code: {}", problem);
     return;
-  if (it != st.code_refs.end())
-    st.code_refs.erase(it);
+  }
+  if (zip_in_use(st, hex))
+    return;
   if (auto s = st.store->remove_code(hex); !s.ok())
     // The next startup removes unreferenced code, so this leaks nothing.
     config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
 }
 
+// Counts a reference of a record to its zip (image functions hold none: a
+// pushed image stays with its repository tag).
+void retain_code(registry_state& st, const function_record& r) {
+  if (r.package_type != "Image" && !r.code_sha256_hex.empty())
+    ++st.code_refs[code_key(r.account_id, r.code_sha256_hex)];
+}
+
+// Drops one reference to a stored zip and deletes it when unused.
+void release_code(self_ptr self, const function_record& r) {
+  auto& st = self->state;
+  if (r.package_type == "Image" || r.code_sha256_hex.empty())
+    return;
+  auto it = st.code_refs.find(code_key(r.account_id, r.code_sha256_hex));
+  if (it != st.code_refs.end() && --it->second > 0)
+    return;
+  if (it != st.code_refs.end())
+    st.code_refs.erase(it);
+  delete_code(self, r.account_id, r.code_sha256_hex);
+}
+
 // Removes code stored for a request that then failed, unless it is in use.
-void discard_new_code(self_ptr self, const std::string& hex) {
-  if (self->state.code_refs.count(hex) == 0)
-    if (auto s = self->state.store->remove_code(hex); !s.ok())
-      config::logger("actors")->warn("registry could not remove unused code: {}", s.error);
+void discard_new_code(self_ptr self, const function_record& r) {
+  if (r.package_type == "Image" || r.code_sha256_hex.empty())
+    return;
+  if (self->state.code_refs.count(code_key(r.account_id, r.code_sha256_hex)) == 0)
+    delete_code(self, r.account_id, r.code_sha256_hex);
 }
 
 // Tells every subscribed cache that a function changed; `revision` is its
@@ -141,9 +201,9 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
   if (account_code_size(st, account) + spec.zip.size() > st.config.total_code_size)
     return make_error(ec::code_storage_exceeded, "Code storage limit exceeded.");
   function_record r;
-  if (auto err = store_code(self, spec.zip, r.code_sha256_hex, r.code_sha256))
-    return err;
   r.account_id = account;
+  if (auto err = store_code(self, account, spec.zip, r))
+    return err;
   r.name = spec.name;
   r.runtime = spec.runtime;
   r.role = spec.role;
@@ -162,10 +222,10 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
   r.revision_id = storage::random_uuid();
   if (auto s = st.store->put_function(r); !s.ok()) {
     config::logger("actors")->error("registry failed to store function {}: {}", r.name, s.error);
-    discard_new_code(self, r.code_sha256_hex);
+    discard_new_code(self, r);
     return make_error(ec::storage_failure, "Failed to store the function");
   }
-  ++st.code_refs[r.code_sha256_hex];
+  retain_code(st, r);
   announce_change(self, account, r.name, r.revision_id);
   config::logger("actors")->info("registry created function {} in account {}", r.name, account);
   return fns.emplace(r.name, r).first->second;
@@ -210,18 +270,18 @@ caf::result<function_record> update_code(self_ptr self, const std::string& accou
     return preview;
   }
   auto next = *current;
-  if (auto err = store_code(self, update.zip, next.code_sha256_hex, next.code_sha256))
+  if (auto err = store_code(self, account, update.zip, next))
     return err;
   next.code_size = static_cast<int64_t>(update.zip.size());
   next.last_modified = new_timestamp(st);
   next.revision_id = storage::random_uuid();
   if (auto s = st.store->put_function(next); !s.ok()) {
     config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
-    discard_new_code(self, next.code_sha256_hex);
+    discard_new_code(self, next);
     return make_error(ec::storage_failure, "Failed to store the function");
   }
-  ++st.code_refs[next.code_sha256_hex];
-  auto old = current->code_sha256_hex;
+  retain_code(st, next);
+  auto old = *current;
   *current = next;
   release_code(self, old);
   announce_change(self, account, name, next.revision_id);
@@ -408,12 +468,12 @@ caf::result<bool> remove(self_ptr self, const std::string& account, const std::s
     config::logger("actors")->error("registry failed to delete function {}: {}", name, s.error);
     return make_error(ec::storage_failure, "Failed to delete the function");
   }
-  auto hex = current->code_sha256_hex;
+  auto old = *current;
   bool had_reservation = current->reserved_concurrency >= 0;
   st.functions[account].erase(name);
   if (had_reservation && st.config.counter)
     self->send(st.config.counter, reserve_atom::value, account, name, int32_t{-1});
-  release_code(self, hex);
+  release_code(self, old);
   announce_change(self, account, name, std::string{});
   config::logger("actors")->info("registry deleted function {} in account {}", name, account);
   return true;
@@ -436,7 +496,7 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
              ls.end());
   });
   for (auto& r : loaded) {
-    ++st.code_refs[r.code_sha256_hex];
+    retain_code(st, r);
     auto account = r.account_id;
     auto name = r.name;
     st.functions[account].emplace(std::move(name), std::move(r));
@@ -483,6 +543,14 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
       if (!r || r->code_sha256_hex != sha_hex)
         return not_found(self->state, account, name);
       std::string code;
+      if (self->state.config.code) {
+        if (auto problem = self->state.config.code->read_zip(account, sha_hex, code);
+            !problem.empty()) {
+          config::logger("actors")->error("registry failed to read code: {}", problem);
+          return make_error(ec::storage_failure, "Failed to read the function code");
+        }
+        return code;
+      }
       if (auto s = self->state.store->get_code(sha_hex, code); !s.ok()) {
         config::logger("actors")->error("registry failed to read code: {}", s.error);
         return make_error(ec::storage_failure, "Failed to read the function code");

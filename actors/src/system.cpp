@@ -9,8 +9,12 @@
 #include "nimbus/actors/queue_manager.hpp"
 #include "nimbus/actors/registry.hpp"
 #include "nimbus/actors/worker.hpp"
+#include "nimbus/storage/chunk_cache.hpp"
+#include "nimbus/storage/code_store.hpp"
 #include "nimbus/storage/function_logs.hpp"
+#include "nimbus/vmm/image_library.hpp"
 #include "nimbus/config/logging.hpp"
+#include "nimbus/storage/digest.hpp"
 #include "nimbus/storage/durable_file.hpp"
 #include "nimbus/transport/http_server.hpp"
 #include "nimbus/transport/lambda_api.hpp"
@@ -68,6 +72,67 @@ int64_t unix_ms() {
     .count();
 }
 
+// Moves zips that an earlier release kept in the function store into the
+// code store (flattened and chunked), then drops the old copies.
+std::string migrate_zips(storage::function_store& store, storage::code_store& code,
+                         std::vector<storage::function_record>& records) {
+  auto log = config::logger("actors");
+  std::vector<std::string> moved;
+  for (auto& r : records) {
+    if (r.package_type == "Image" || !r.code_image.empty() || r.code_sha256_hex.empty())
+      continue;
+    std::string zip;
+    if (auto s = store.get_code(r.code_sha256_hex, zip); !s.ok())
+      return s.error;
+    storage::stored_zip stored;
+    if (auto problem = code.store_zip(r.account_id, zip, stored); !problem.empty())
+      return problem;
+    r.code_image = stored.image;
+    if (auto s = store.put_function(r); !s.ok())
+      return s.error;
+    moved.push_back(r.code_sha256_hex);
+  }
+  for (const auto& hex : moved)
+    store.remove_code(hex);
+  if (!moved.empty())
+    log->info("moved {} functions' code into the code store", moved.size());
+  return {};
+}
+
+// Prometheus text for code storage and the worker's chunk cache.
+std::string render_code_metrics(const storage::code_store& code,
+                                const storage::chunk_cache* cache) {
+  auto c = code.stats();
+  std::string out;
+  auto counter = [&](const char* name, const char* help, uint64_t value) {
+    out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " counter\n" + name
+           + " " + std::to_string(value) + "\n";
+  };
+  counter("nimbus_code_zips_stored_total", "Zips flattened and stored as chunked images.",
+          c.zips_stored);
+  counter("nimbus_code_zips_deduplicated_total",
+          "Zips whose image the account had already (nothing stored).", c.zips_deduplicated);
+  counter("nimbus_code_images_pushed_total", "Container images pushed and stored.",
+          c.images_pushed);
+  counter("nimbus_code_chunks_written_total", "Sealed chunks written to the chunk store.",
+          c.chunks_written);
+  counter("nimbus_code_chunks_collected_total", "Unreferenced chunks deleted by GC.",
+          c.chunks_collected);
+  if (cache) {
+    auto s = cache->stats();
+    out += "# HELP nimbus_chunk_cache_reads_total Chunk reads of the worker, by the tier that "
+           "answered.\n# TYPE nimbus_chunk_cache_reads_total counter\n";
+    out += "nimbus_chunk_cache_reads_total{tier=\"memory\"} " + std::to_string(s.memory_hits)
+           + "\n";
+    out += "nimbus_chunk_cache_reads_total{tier=\"disk\"} " + std::to_string(s.disk_hits) + "\n";
+    out += "nimbus_chunk_cache_reads_total{tier=\"store\"} " + std::to_string(s.store_reads)
+           + "\n";
+    counter("nimbus_chunk_cache_fetched_bytes_total",
+            "Sealed bytes the worker fetched from the chunk store.", s.fetched_bytes);
+  }
+  return out;
+}
+
 } // namespace
 
 struct node::impl {
@@ -84,6 +149,10 @@ struct node::impl {
   assignment_actor assignment;
   queue_manager_actor queues;
   frontend_actor frontend;
+  /// Code storage; released after the actors (environments hold images).
+  std::shared_ptr<storage::code_store> code;
+  std::shared_ptr<storage::chunk_cache> chunk_cache;
+  std::shared_ptr<vmm::image_library> images;
   int lock_fd = -1;
   bool stopped = false;
   /// Set once stop() begins: core actors ending after this are expected.
@@ -136,6 +205,10 @@ void node::stop() {
     d.registry = nullptr;
     d.system.reset(); // waits for all actors
   }
+  // Environments are gone: unmount the images and stop the FUSE server.
+  d.images.reset();
+  d.chunk_cache.reset();
+  d.code.reset();
   log->info("node stopped");
 }
 
@@ -167,6 +240,22 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   }
   log->info("node {} loaded {} functions from {}", cfg.node_name, loaded.size(), cfg.data_dir);
 
+  // -- code storage ------------------------------------------------------------
+  storage::code_store_options co;
+  co.dir = cfg.data_dir + "/code";
+  co.convergence_domain = cfg.code.convergence_domain;
+  co.master_key_file = cfg.code.master_key_file;
+  co.limits.max_bytes = cfg.code.image_bytes;
+  d.code = storage::code_store::open(co, error);
+  if (!d.code) {
+    error = "cannot open the code store: " + error;
+    return nullptr;
+  }
+  if (auto problem = migrate_zips(*store, *d.code, loaded); !problem.empty()) {
+    error = "cannot move stored zips into the code store: " + problem;
+    return nullptr;
+  }
+
   // -- actors ------------------------------------------------------------------
   d.system = std::make_unique<caf::actor_system>(d.caf_config);
   counter_config cc;
@@ -193,6 +282,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   rc.account_concurrency = cfg.limits.concurrent_executions;
   rc.unreserved_minimum = cfg.limits.unreserved_concurrency_minimum;
   rc.counter = d.counter;
+  rc.code = d.code;
   if (auto problem = validate(rc); !problem.empty()) {
     error = problem;
     return nullptr;
@@ -232,6 +322,29 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       wc.first_uid = cfg.worker.first_uid;
       wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();
       wc.registry = d.registry;
+      // Code images: chunks through the worker's cache, served by FUSE and
+      // mounted as erofs while environments use them.
+      d.chunk_cache = std::make_shared<storage::chunk_cache>(
+        d.code->chunks(), cfg.data_dir + "/worker/chunk-cache", cfg.code.cache_memory_bytes,
+        cfg.code.cache_disk_bytes);
+      auto code = d.code;
+      vmm::image_resolver resolve = [code](const std::string& account, const std::string& name,
+                                           uint64_t& size,
+                                           std::vector<storage::chunk_ref>& chunks) {
+        storage::image_manifest manifest;
+        if (auto problem = code->images().manifest(account, name, manifest); !problem.empty())
+          return problem;
+        size = manifest.size;
+        chunks = std::move(manifest.chunks);
+        return std::string{};
+      };
+      d.images = vmm::image_library::open(cfg.data_dir + "/worker/images", d.chunk_cache,
+                                          resolve, cfg.code.lazy, error);
+      if (!d.images) {
+        error = "cannot prepare code images: " + error;
+        return nullptr;
+      }
+      wc.host.images = d.images;
       // Left over from a previous run: sandboxes died with it.
       std::error_code ec;
       std::filesystem::remove_all(wc.host.jails_dir, ec);
@@ -302,6 +415,10 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   fc.queues = d.queues;
   fc.async_payload_bytes = cfg.async.payload_bytes;
   fc.logs = function_logs;
+  fc.code = d.code;
+  fc.extra_metrics = [code = d.code, cache = d.chunk_cache] {
+    return render_code_metrics(*code, cache.get());
+  };
   if (auto problem = validate(fc); !problem.empty()) {
     error = problem;
     return nullptr;
@@ -318,6 +435,24 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   options.body_deadline = cfg.api.body_timeout;
   options.idle_timeout = cfg.api.idle_timeout;
   options.max_pipeline = cfg.api.max_pipeline;
+  // Pushed container images stream to disk (hashed as they arrive), never
+  // into memory.
+  auto spool_dir = cfg.data_dir + "/spool";
+  {
+    std::error_code ec;
+    std::filesystem::remove_all(spool_dir, ec);
+    if (auto s = storage::make_directories(spool_dir); !s.ok()) {
+      error = s.error;
+      n->stop();
+      return nullptr;
+    }
+  }
+  options.spool_path = [spool_dir](const transport::http_request& head) -> std::string {
+    if (head.method != "PUT" || head.path().rfind("/nimbus/images/", 0) != 0)
+      return {};
+    return spool_dir + "/upload-" + storage::request_hex(16);
+  };
+  options.max_spool_bytes = cfg.code.image_bytes;
 
   transport::http_server_hooks hooks;
   auto frontend = d.frontend;

@@ -114,7 +114,9 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
         struct stat sb {};
         cached = ::stat((host.code_cache_dir + "/" + spec.code_sha256_hex).c_str(), &sb) == 0;
       }
-      if (!spec.code_dir.empty() || cached || !st.config.registry) {
+      // A code image is mounted by the environment itself.
+      bool image = !spec.code_image.empty() && host.images;
+      if (image || !spec.code_dir.empty() || cached || !st.config.registry) {
         launch(std::move(spec));
         return rp;
       }

@@ -7,6 +7,10 @@
  *   {"action":"error"}          report a function error
  *   {"action":"log"}            print a line to stdout and stderr, then answer
  *   {"action":"big","bytes":N}  answer with a JSON string of about N bytes
+ *   {"action":"probe"}          answer with the working directory, the
+ *                               variables GREETING and STAGE, and whether
+ *                               ./data.txt and /gone.txt exist, and the
+ *                               first line of ./data.txt
  * Used as /var/task/bootstrap of a `provided` function. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -162,6 +166,29 @@ int main(void) {
       big[bytes + 1] = '"';
       post(path, "", big, (size_t)bytes + 2);
       free(big);
+      free(event);
+      continue;
+    } else if (strstr(event, "\"probe\"")) {
+      char cwd[512] = "";
+      if (!getcwd(cwd, sizeof cwd))
+        strcpy(cwd, "?");
+      char line[128] = "";
+      FILE* f = fopen("data.txt", "r");
+      if (f) {
+        if (!fgets(line, sizeof line, f))
+          line[0] = 0;
+        fclose(f);
+        line[strcspn(line, "\r\n\"\\")] = 0;
+      }
+      const char* greeting = getenv("GREETING");
+      const char* stage = getenv("STAGE");
+      char out[1024];
+      int n = snprintf(out, sizeof out,
+                       "{\"cwd\":\"%s\",\"greeting\":\"%s\",\"stage\":\"%s\",\"data\":%s,"
+                       "\"data_line\":\"%s\",\"gone\":%s}",
+                       cwd, greeting ? greeting : "", stage ? stage : "",
+                       f ? "true" : "false", line, access("/gone.txt", F_OK) == 0 ? "true" : "false");
+      post(path, "", out, (size_t)n);
       free(event);
       continue;
     } else if (strstr(event, "\"log\"")) {

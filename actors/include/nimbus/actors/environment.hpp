@@ -35,6 +35,10 @@
 #include <memory>
 #include <string>
 
+namespace nimbus::vmm {
+class image_library;
+} // namespace nimbus::vmm
+
 namespace nimbus {
 
 /// Host settings every environment of a worker shares.
@@ -47,6 +51,9 @@ struct environment_host_config {
   std::string jails_dir;
   /// Unpacked code, one directory per code hash, shared by environments.
   std::string code_cache_dir;
+  /// Code images, mounted (lazily) while environments use them; null: code
+  /// is unpacked from the zip into code_cache_dir.
+  std::shared_ptr<vmm::image_library> images;
   /// Limit for unpacking.
   uint64_t code_size_unzipped = 250ull << 20;
   /// cgroup layout of this host.

@@ -10,6 +10,7 @@
 /// metrics and serves /health and /metrics.
 
 #include "nimbus/actors/interfaces.hpp"
+#include "nimbus/storage/code_store.hpp"
 #include "nimbus/config/config.hpp"
 #include "nimbus/transport/lambda_codec.hpp"
 #include "nimbus/storage/function_logs.hpp"
@@ -58,6 +59,10 @@ struct frontend_config {
   queue_manager_actor queues;
   /// Largest Event payload.
   uint64_t async_payload_bytes = 1024 * 1024;
+  /// Stores pushed container images (may be null: pushes answer 500).
+  std::shared_ptr<storage::code_store> code;
+  /// More Prometheus text for /metrics (code storage); may be empty.
+  std::function<std::string()> extra_metrics;
 };
 
 /// Invocation metrics (Prometheus text), kept by the frontend.

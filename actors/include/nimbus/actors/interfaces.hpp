@@ -58,6 +58,7 @@ using lease_atom = caf::atom_constant<caf::atom("lease")>;
 using complete_atom = caf::atom_constant<caf::atom("complete")>;
 using retry_atom = caf::atom_constant<caf::atom("retry")>;
 using committed_atom = caf::atom_constant<caf::atom("committed")>;
+using build_atom = caf::atom_constant<caf::atom("build")>;
 using poll_atom = caf::atom_constant<caf::atom("poll")>;
 using retire_atom = caf::atom_constant<caf::atom("retire")>;
 using send_atom = caf::atom_constant<caf::atom("send")>;
@@ -229,6 +230,14 @@ using poller_actor = caf::typed_actor<
 
 /// The QUEUE MANAGER actor interface: owns the queue partitions and their
 /// pollers, routes events to partitions, scales pollers with backlog.
+/// CODE BUILDER: flattens one pushed container image archive into the code
+/// store, off the scheduler (a detached actor: it blocks for seconds).
+using code_builder_actor = caf::typed_actor<
+  // Flattens and stores the archive at a path for (account, repository,
+  // tag); answers the push response as JSON.
+  caf::replies_to<build_atom, std::string, std::string, std::string, std::string>::with<
+    std::string>>;
+
 using queue_manager_actor = caf::typed_actor<
   // Stores an event in its function's partition (see queue_actor).
   caf::replies_to<enqueue_atom, queued_event>::with<std::string>,
@@ -283,4 +292,5 @@ CAF_BEGIN_TYPE_ID_BLOCK(nimbus, caf::first_custom_type_id)
   CAF_ADD_TYPE_ID(nimbus, (nimbus::queue_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::poller_actor))
   CAF_ADD_TYPE_ID(nimbus, (nimbus::queue_manager_actor))
+  CAF_ADD_TYPE_ID(nimbus, (nimbus::code_builder_actor))
 CAF_END_TYPE_ID_BLOCK(nimbus)

@@ -81,6 +81,16 @@ struct environment_spec {
   std::string code_sha256_hex;
   /// The zip itself, filled in by the worker when its cache misses.
   std::string code_zip;
+  /// "Zip" or "Image".
+  std::string package_type = "Zip";
+  /// The function's image in the code store ("zip-<hex>", "oci-<hex>"); when
+  /// set, the worker mounts it (lazily) instead of unpacking code_zip.
+  std::string code_image;
+  /// Image functions: the command (ENTRYPOINT + CMD, or ImageConfig), the
+  /// working directory and the image's ENV ("KEY=VALUE").
+  std::vector<std::string> image_argv;
+  std::string image_workdir;
+  std::vector<std::string> image_env;
 };
 
 /// An environment that finished INIT.
@@ -175,7 +185,8 @@ typename Inspector::result_type inspect(Inspector& f, environment_spec& x) {
   return f(caf::meta::type_name("environment_spec"), x.environment_id, x.account_id,
            x.function_name, x.version, x.function_arn, x.runtime, x.handler, x.code_dir,
            x.memory_mb, x.timeout_s, x.ephemeral_mb, x.variables, x.region, x.code_sha256_hex,
-           x.code_zip);
+           x.code_zip, x.package_type, x.code_image, x.image_argv, x.image_workdir,
+           x.image_env);
 }
 
 template <class Inspector>

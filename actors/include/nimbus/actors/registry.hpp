@@ -12,6 +12,7 @@
 /// nothing uses.
 
 #include "nimbus/actors/interfaces.hpp"
+#include "nimbus/storage/code_store.hpp"
 #include "nimbus/storage/function_store.hpp"
 
 #include <caf/fwd.hpp>
@@ -40,6 +41,10 @@ struct registry_config {
   uint32_t unreserved_minimum = 100;
   /// Told about reserved-concurrency changes (may be null).
   counter_actor counter;
+  /// Where code goes: zips flattened into encrypted chunked images, pushed
+  /// container images. Null (unit tests): zips are kept as they are in the
+  /// function store and image functions can not be created.
+  std::shared_ptr<storage::code_store> code;
 };
 
 /// Checks a registry config; returns an error text or nothing.
@@ -52,7 +57,7 @@ struct registry_state {
   std::shared_ptr<storage::function_store> store;
   /// account id -> function name -> record.
   std::map<std::string, std::map<std::string, storage::function_record>> functions;
-  /// hex SHA-256 of stored code -> number of functions using it.
+  /// "<account>/<hex SHA-256>" of a stored zip -> number of functions using it.
   std::map<std::string, uint32_t> code_refs;
   /// Caches to invalidate when a function changes.
   std::vector<metadata_listener_actor> listeners;
