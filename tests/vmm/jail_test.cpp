@@ -398,8 +398,7 @@ private:
 // bare name, found on the PATH (image mode).
 std::vector<std::string> c_probe(const std::string& mode, const std::string& arg = {},
                                  root_mode root = root_mode::zip) {
-  std::vector<std::string> argv{root == root_mode::zip ? "/var/task/probe" : "sandbox_probe",
-                                mode};
+  std::vector<std::string> argv{root == root_mode::zip ? "/var/task/probe" : "sandbox_probe", mode};
   if (!arg.empty())
     argv.push_back(arg);
   return argv;
@@ -574,9 +573,9 @@ TEST_CASE("jail: image root: the runtime is found on the PATH, starts in its wor
   CHECK(r["sbin_link"] == "bin");
   CHECK(r["sbin_probe"] == "ok");
   // Read-only (the image is owned by the sandbox user: only mounts refuse).
-  for (const char* attempt : {"write_cwd", "write_app", "write_app_existing", "write_bin",
-                              "write_bin_existing", "write_marker", "write_root", "mkdir_root",
-                              "symlink_root", "write_etc"}) {
+  for (const char* attempt :
+       {"write_cwd", "write_app", "write_app_existing", "write_bin", "write_bin_existing",
+        "write_marker", "write_root", "mkdir_root", "symlink_root", "write_etc"}) {
     INFO("attempt " << std::string{attempt} << ": " << r[attempt]);
     CHECK(r[attempt] == "EROFS");
   }

@@ -279,7 +279,7 @@ void build_root(const jail_spec& spec) {
   const auto& root = spec.root_dir;
   if (spec.rootfs.empty()
       && ::mount("nimbus-root", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-           != 0)
+             != 0)
     die("mount root tmpfs");
   if (spec.image_root.empty())
     build_zip_root(spec);

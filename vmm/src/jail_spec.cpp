@@ -30,7 +30,8 @@ std::string validate(const jail_spec& spec) {
     return "spec image_root must be an absolute path";
   if (!spec.rootfs.empty() || !spec.code_dir.empty() || !spec.runtime_dir.empty())
     return "spec image_root excludes rootfs, code_dir and runtime_dir";
-  struct stat image {}, host_root {};
+  struct stat image {};
+  struct stat host_root {};
   if (::stat(spec.image_root.c_str(), &image) != 0)
     return "spec image_root " + spec.image_root + ": " + std::strerror(errno);
   if (!S_ISDIR(image.st_mode))
