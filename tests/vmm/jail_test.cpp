@@ -4,6 +4,10 @@
 // one "<attempt> <result>" line each; the test checks every attempt failed the
 // expected way and that the host and neighbouring sandboxes are unaffected.
 //
+// The shape, system call, file system and network probes run in both root
+// modes: zip mode (host /usr, code at /var/task) and image-root mode (a test
+// image with the static probe on its PATH and no /usr).
+//
 // Needs root, cgroups (v1 memory/pids/cpu/freezer or v2) and namespaces; skips
 // with a message otherwise.
 
@@ -166,9 +170,21 @@ void copy_file(const std::string& from, const std::string& to, mode_t mode) {
   [[maybe_unused]] int rc = ::lchown(to.c_str(), sandbox_uid, sandbox_uid);
 }
 
-// The host side of one sandbox: temp dirs (root, code with the probes), its
-// own cgroup, the jail, and its captured stdout+stderr.
+// Which root the sandbox gets (see jail_spec).
+enum class root_mode { zip, image };
+
+// The test image's working directory.
+constexpr const char* image_workdir = "/app";
+
+// The host side of one sandbox: temp dirs (root, code with the probes, in
+// image mode a container image), its own cgroup, the jail, and its captured
+// stdout+stderr.
 struct sandbox_options {
+  root_mode mode = root_mode::zip;
+  /// Image mode: jail_spec::workdir (empty: the default, /).
+  std::string workdir = image_workdir;
+  /// Image mode: give the image its own /etc.
+  bool image_etc = false;
   std::vector<std::string> argv;
   std::vector<std::string> env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8"};
   cgroup_limits limits{};
@@ -218,6 +234,9 @@ public:
   const std::string& code_dir() const {
     return code_;
   }
+  const std::string& image_dir() const {
+    return image_;
+  }
   const std::string& root_dir() const {
     return root_;
   }
@@ -242,7 +261,13 @@ public:
     jail_spec spec;
     spec.id = tag_;
     spec.root_dir = root_;
-    spec.code_dir = code_;
+    if (options.mode == root_mode::image) {
+      build_image(options);
+      spec.image_root = image_;
+      spec.workdir = options.workdir;
+    } else {
+      spec.code_dir = code_;
+    }
     spec.argv = options.argv;
     spec.env = options.env;
     spec.tmp_bytes = options.tmp_bytes;
@@ -330,7 +355,35 @@ public:
   }
 
 private:
-  std::string tag_, base_, root_, code_, error_;
+  // A container image's root as a plain directory: the static probe as
+  // /bin/sandbox_probe and /bin/true, sbin -> bin, the code in /app (with the
+  // host symlinks of the code dir), a marker file, and /tmp, /dev and /proc
+  // with a file each that the sandbox must hide. No /usr; /etc only if asked.
+  void build_image(const sandbox_options& options) {
+    image_ = base_ + "/image";
+    for (const char* dir : {"", "/bin", "/app", "/tmp", "/dev", "/proc"})
+      fs::create_directory(image_ + dir);
+    copy_file(SANDBOX_PROBE_PATH, image_ + "/bin/sandbox_probe", 0755);
+    copy_file(SANDBOX_PROBE_PATH, image_ + "/bin/true", 0755);
+    fs::create_directory_symlink("bin", image_ + "/sbin");
+    copy_file(SANDBOX_PROBE_PY, image_ + "/app/probe.py", 0644);
+    fs::create_symlink(base_ + "/secret", image_ + "/app/hostlink");
+    fs::create_directory_symlink(base_, image_ + "/app/hostdir");
+    std::ofstream{image_ + "/image-marker"} << "nimbus test image\n";
+    for (const char* file : {"/tmp/image-file", "/dev/image-file", "/proc/image-file"})
+      std::ofstream{image_ + file} << "image\n";
+    // Owned by the sandbox user: only the read-only mounts may stop writes.
+    for (const char* path : {"/app", "/bin", "", "/image-marker"}) {
+      [[maybe_unused]] int rc = ::chown((image_ + path).c_str(), sandbox_uid, sandbox_uid);
+    }
+    if (options.image_etc) {
+      fs::create_directory(image_ + "/etc");
+      std::ofstream{image_ + "/etc/hosts"} << "10.9.8.7 image-host\n";
+      std::ofstream{image_ + "/etc/passwd"} << "root:x:0:0:root:/root:/sbin/nologin\n";
+    }
+  }
+
+  std::string tag_, base_, root_, code_, image_, error_;
   std::optional<cgroup> group_;
   std::unique_ptr<jail_process> jail_;
   int out_read_ = -1;
@@ -341,8 +394,11 @@ private:
   bool eof_ = false;
 };
 
-std::vector<std::string> c_probe(const std::string& mode, const std::string& arg = {}) {
-  std::vector<std::string> argv{"/var/task/probe", mode};
+// The C probe's command line: by its path in the code (zip mode), or by its
+// bare name, found on the PATH (image mode).
+std::vector<std::string> c_probe(const std::string& mode, const std::string& arg = {},
+                                 root_mode root = root_mode::zip) {
+  std::vector<std::string> argv{root == root_mode::zip ? "/var/task/probe" : "sandbox_probe", mode};
   if (!arg.empty())
     argv.push_back(arg);
   return argv;
@@ -403,8 +459,9 @@ bool has_pending_connection(int listen_fd) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN);
 }
 
-// The checks every SBX-1 shape run shares (C and Python probes).
-void check_shape(const probe_results& r, const std::set<std::string>& expected_env) {
+// The checks every SBX-1 shape run shares (C and Python probes, both roots).
+void check_shape(const probe_results& r, const std::set<std::string>& expected_env,
+                 root_mode mode = root_mode::zip) {
   CHECK(r["NoNewPrivs"] == "1");
   CHECK(r["Seccomp"] == "2");
   const std::string zero = "0000000000000000";
@@ -421,10 +478,17 @@ void check_shape(const probe_results& r, const std::set<std::string>& expected_e
     CHECK(head(r[std::string{"ns_"} + ns]) == "differs");
   }
   CHECK(r["write_root"] == "EROFS");
-  CHECK(r["write_usr"] == "EROFS");
-  CHECK(r["write_var_task"] == "EROFS");
   CHECK(r["write_tmp"] == "ok");
-  CHECK(r["cwd"] == "/var/task");
+  if (mode == root_mode::zip) {
+    CHECK(r["write_usr"] == "EROFS");
+    CHECK(r["write_var_task"] == "EROFS");
+    CHECK(r["cwd"] == "/var/task");
+  } else {
+    // Neither the host's /usr nor zip mode's code directory is there.
+    CHECK(r["write_usr"] == "ENOENT");
+    CHECK(r["write_var_task"] == "ENOENT");
+    CHECK(r["cwd"] == image_workdir);
+  }
   auto env = split(r["env"], ' ');
   CHECK(std::set<std::string>(env.begin(), env.end()) == expected_env);
   CHECK(env.size() == expected_env.size());
@@ -439,9 +503,10 @@ std::set<std::string> env_names(const std::vector<std::string>& env) {
 }
 
 // Runs one shape probe and checks it (SBX-1).
-void run_shape(const std::vector<std::string>& argv) {
+void run_shape(const std::vector<std::string>& argv, root_mode mode = root_mode::zip) {
   sandbox box{"sbx1"};
   sandbox_options options;
+  options.mode = mode;
   options.argv = argv;
   options.env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8", "HOST_NS=" + host_namespaces(),
                  "NIMBUS_MARKER=sbx1"};
@@ -458,7 +523,7 @@ void run_shape(const std::vector<std::string>& argv) {
   CHECK(exit->exited);
   CHECK(exit->code == 0);
   probe_results r{box.results()};
-  check_shape(r, env_names(options.env));
+  check_shape(r, env_names(options.env), mode);
   for (const char* ns : all_namespaces) {
     auto reported = r[std::string{"ns_"} + ns];
     CHECK(reported.substr(reported.find(' ') + 1) == init_ns[ns]);
@@ -476,6 +541,138 @@ void run_shape(const std::vector<std::string>& argv) {
 TEST_CASE("jail: SBX-1 shape of the sandbox (C probe)") {
   SKIP_UNLESS_SANDBOX();
   run_shape(c_probe("shape"));
+}
+
+TEST_CASE("jail: image root: SBX-1 shape of the sandbox (C probe found on PATH)") {
+  SKIP_UNLESS_SANDBOX();
+  run_shape(c_probe("shape", {}, root_mode::image), root_mode::image);
+}
+
+TEST_CASE("jail: image root: the runtime is found on the PATH, starts in its workdir, and the "
+          "image is read-only") {
+  SKIP_UNLESS_SANDBOX();
+  sandbox box{"image"};
+  sandbox_options options;
+  options.mode = root_mode::image;
+  options.argv = c_probe("image", {}, root_mode::image);
+  options.env = {"PATH=/nowhere:/bin", "LANG=C.UTF-8"};
+  REQUIRE_MESSAGE(box.run(options), box.error());
+  auto exit = box.finish(15s);
+  INFO("output:\n" << box.output());
+  REQUIRE(exit);
+  CHECK(exit->exited);
+  CHECK(exit->code == 0);
+  probe_results r{box.results()};
+  // execvpe: the bare name resolved on the environment's PATH, argv[0] kept.
+  CHECK(r["argv0"] == "sandbox_probe");
+  CHECK(r["exe"] == "/bin/sandbox_probe");
+  CHECK(r["path"] == "/nowhere:/bin");
+  CHECK(r["cwd"] == "/app");
+  // The image's entries: a file, and a top-level symlink kept as a symlink.
+  CHECK(r["marker"] == "nimbus test image");
+  CHECK(r["sbin_link"] == "bin");
+  CHECK(r["sbin_probe"] == "ok");
+  // Read-only (the image is owned by the sandbox user: only mounts refuse).
+  for (const char* attempt :
+       {"write_cwd", "write_app", "write_app_existing", "write_bin", "write_bin_existing",
+        "write_marker", "write_root", "mkdir_root", "symlink_root", "write_etc"}) {
+    INFO("attempt " << std::string{attempt} << ": " << r[attempt]);
+    CHECK(r[attempt] == "EROFS");
+  }
+  CHECK(r["write_tmp"] == "ok");
+  CHECK(r["root_flags"] == "ro,nosuid,nodev");
+  CHECK(r["app_flags"] == "ro,nosuid,nodev");
+  CHECK(r["tmp_flags"] == "rw,nosuid,nodev");
+  // Nothing of the host or of zip mode.
+  for (const char* path : {"usr", "var_task", "var_runtime", "sys"}) {
+    INFO("path /" << std::string{path});
+    CHECK(r[path] == "ENOENT");
+  }
+  // The image's /tmp, /dev and /proc are replaced by the sandbox's own.
+  CHECK(r["image_tmp_file"] == "ENOENT");
+  CHECK(r["image_dev_file"] == "ENOENT");
+  CHECK(r["image_proc_file"] == "ENOENT");
+  CHECK(r["dev_null"] == "chr");
+  CHECK(r["proc_self"] == "ok");
+  // An image without /etc gets the minimal one, with a user for our uid.
+  CHECK(r["etc_hosts"] == "127.0.0.1 localhost");
+  CHECK(r["etc_passwd_self"] == "yes");
+  CHECK(r["end"] != "missing");
+  // Nothing reached the image or the host.
+  CHECK_FALSE(fs::exists(box.image_dir() + "/app/nimbus-probe"));
+  CHECK_FALSE(fs::exists(box.image_dir() + "/bin/nimbus-probe"));
+  CHECK_FALSE(fs::exists(box.image_dir() + "/nimbus-probe"));
+  CHECK_FALSE(fs::exists(box.image_dir() + "/etc"));
+  CHECK_FALSE(fs::exists("/nimbus-probe"));
+  CHECK(fs::file_size(box.image_dir() + "/bin/true") == fs::file_size(SANDBOX_PROBE_PATH));
+  CHECK(fs::is_empty(box.root_dir()));
+}
+
+TEST_CASE("jail: image root: the image's own /etc is used; the default workdir is / and the "
+          "default PATH finds the runtime") {
+  SKIP_UNLESS_SANDBOX();
+  sandbox box{"image-etc"};
+  sandbox_options options;
+  options.mode = root_mode::image;
+  options.image_etc = true;
+  options.workdir.clear();
+  options.argv = c_probe("image", {}, root_mode::image);
+  options.env = {"LANG=C.UTF-8"};
+  REQUIRE_MESSAGE(box.run(options), box.error());
+  auto exit = box.finish(15s);
+  INFO("output:\n" << box.output());
+  REQUIRE(exit);
+  CHECK(exit->exited);
+  CHECK(exit->code == 0);
+  probe_results r{box.results()};
+  CHECK(r["exe"] == "/bin/sandbox_probe");
+  // The default PATH served the lookup only: the runtime's environment is
+  // exactly the spec's.
+  CHECK(r["path"] == "unset");
+  CHECK(r["cwd"] == "/");
+  CHECK(r["etc_hosts"] == "10.9.8.7 image-host");
+  CHECK(r["etc_passwd_self"] == "no");
+  CHECK(r["write_etc"] == "EROFS");
+  CHECK(r["end"] != "missing");
+  CHECK_FALSE(fs::exists(box.image_dir() + "/etc/nimbus-probe"));
+}
+
+TEST_CASE("jail: image root: a missing workdir fails the sandbox's setup") {
+  SKIP_UNLESS_SANDBOX();
+  sandbox box{"image-nowd"};
+  sandbox_options options;
+  options.mode = root_mode::image;
+  options.workdir = "/no-such-dir";
+  options.argv = c_probe("image", {}, root_mode::image);
+  CHECK_FALSE(box.start(options));
+  INFO("error: " << box.error());
+  CHECK(box.error().find("workdir /no-such-dir") != std::string::npos);
+  CHECK(box.error().find("No such file or directory") != std::string::npos);
+  // A file is no working directory either.
+  sandbox file_box{"image-filewd"};
+  options.workdir = "/image-marker";
+  CHECK_FALSE(file_box.start(options));
+  INFO("error: " << file_box.error());
+  CHECK(file_box.error().find("workdir /image-marker: Not a directory") != std::string::npos);
+}
+
+TEST_CASE("jail: image root: a command not on the PATH ends the runtime with 127 and says why") {
+  SKIP_UNLESS_SANDBOX();
+  sandbox box{"image-noexec"};
+  sandbox_options options;
+  options.mode = root_mode::image;
+  // The probe is in /bin, which this PATH does not name.
+  options.argv = c_probe("image", {}, root_mode::image);
+  options.env = {"PATH=/usr/bin:/app"};
+  REQUIRE_MESSAGE(box.run(options), box.error());
+  auto exit = box.finish(15s);
+  INFO("output:\n" << box.output());
+  REQUIRE(exit);
+  CHECK(exit->exited);
+  CHECK(exit->code == 127);
+  CHECK(box.output().find("nimbus-jail: exec sandbox_probe: No such file or directory")
+        != std::string::npos);
+  CHECK(box.output().find("probe image") == std::string::npos);
 }
 
 TEST_CASE("jail: SBX-1 shape of the sandbox (Python probe) and SBX-3/4 subset") {
@@ -513,11 +710,13 @@ TEST_CASE("jail: SBX-1 shape of the sandbox (Python probe) and SBX-3/4 subset") 
   CHECK(r["end"] != "missing");
 }
 
-TEST_CASE("jail: SBX-3 denied system calls fail with EPERM and ordinary ones work") {
-  SKIP_UNLESS_SANDBOX();
+namespace {
+
+void run_syscalls(root_mode mode) {
   sandbox box{"sbx3"};
   sandbox_options options;
-  options.argv = c_probe("syscalls");
+  options.mode = mode;
+  options.argv = c_probe("syscalls", {}, mode);
   REQUIRE_MESSAGE(box.run(options), box.error());
   auto exit = box.finish(15s);
   INFO("output:\n" << box.output());
@@ -615,6 +814,18 @@ TEST_CASE("jail: SBX-3 denied system calls fail with EPERM and ordinary ones wor
   }
   CHECK(r["ioctl_tcgets_devnull"] == "ENOTTY");
   CHECK(r["end"] != "missing");
+}
+
+} // namespace
+
+TEST_CASE("jail: SBX-3 denied system calls fail with EPERM and ordinary ones work") {
+  SKIP_UNLESS_SANDBOX();
+  run_syscalls(root_mode::zip);
+}
+
+TEST_CASE("jail: image root: SBX-3 denied system calls fail with EPERM and ordinary ones work") {
+  SKIP_UNLESS_SANDBOX();
+  run_syscalls(root_mode::image);
 }
 
 TEST_CASE("jail: SBX-2 fork bomb stops at pids.max") {
@@ -769,11 +980,13 @@ TEST_CASE("jail: SBX-2 sandboxes with distinct uids do not share per-user limits
   hog.jail().kill();
 }
 
-TEST_CASE("jail: SBX-4 file system and /proc stay inside the sandbox") {
-  SKIP_UNLESS_SANDBOX();
+namespace {
+
+void run_fs(root_mode mode) {
   sandbox box{"sbx4"};
   sandbox_options options;
-  options.argv = c_probe("fs");
+  options.mode = mode;
+  options.argv = c_probe("fs", {}, mode);
   REQUIRE_MESSAGE(box.run(options), box.error());
   auto exit = box.finish(15s);
   INFO("output:\n" << box.output());
@@ -803,15 +1016,16 @@ TEST_CASE("jail: SBX-4 file system and /proc stay inside the sandbox") {
   CHECK(r["sys_fs_cgroup"] == "ENOENT");
   // Read-only everywhere but /tmp (code owned by the sandbox user, so only
   // the mount can refuse).
-  for (const char* attempt : {"write_var_task", "write_var_task_existing", "chmod_var_task",
-                              "write_root", "symlink_root", "write_dev"}) {
+  for (const char* attempt : {"write_code", "write_code_existing", "chmod_code", "write_root",
+                              "symlink_root", "write_dev"}) {
     INFO("attempt " << std::string{attempt});
     CHECK(r[attempt] == "EROFS");
   }
   CHECK(r["mknod_tmp"] == "EPERM");
-  CHECK(r["usr_flags"] == "ro,nosuid");
+  // The host's /usr, without setuid; none at all in an image without one.
+  CHECK(r["usr_flags"] == (mode == root_mode::zip ? "ro,nosuid" : "ENOENT"));
   CHECK(r["tmp_flags"] == "rw,nosuid,nodev");
-  // ".." from /var/task ends at the sandbox's root.
+  // ".." from the code (/var/task, /app) ends at the sandbox's root.
   CHECK(r["realpath_dotdot"] == "/");
   CHECK(r["realpath_dotdot_deep"] == "/");
   CHECK(r["openat_dotdot_is_root"] == "yes");
@@ -827,10 +1041,29 @@ TEST_CASE("jail: SBX-4 file system and /proc stay inside the sandbox") {
   CHECK_FALSE(fs::exists(box.code_dir() + "/nimbus-probe"));
   CHECK(fs::is_empty(box.root_dir()));
   CHECK((fs::status(box.code_dir()).permissions() & fs::perms::others_write) == fs::perms::none);
+  if (mode == root_mode::image) {
+    CHECK_FALSE(fs::exists(box.image_dir() + "/app/nimbus-probe"));
+    CHECK_FALSE(fs::exists(box.image_dir() + "/escape"));
+    CHECK((fs::status(box.image_dir() + "/app").permissions() & fs::perms::others_write)
+          == fs::perms::none);
+  }
 }
 
-TEST_CASE("jail: SBX-5 no route to the host or a neighbour or the metadata address") {
+} // namespace
+
+TEST_CASE("jail: SBX-4 file system and /proc stay inside the sandbox") {
   SKIP_UNLESS_SANDBOX();
+  run_fs(root_mode::zip);
+}
+
+TEST_CASE("jail: image root: SBX-4 file system and /proc stay inside the sandbox") {
+  SKIP_UNLESS_SANDBOX();
+  run_fs(root_mode::image);
+}
+
+namespace {
+
+void run_net(root_mode mode) {
   host_listener host;
   REQUIRE(host.port != 0);
   // A neighbouring sandbox listening on its own loopback.
@@ -845,7 +1078,8 @@ TEST_CASE("jail: SBX-5 no route to the host or a neighbour or the metadata addre
 
   sandbox box{"sbx5"};
   sandbox_options options;
-  options.argv = c_probe("net");
+  options.mode = mode;
+  options.argv = c_probe("net", {}, mode);
   options.env = {"PATH=/usr/bin:/bin", "HOST_PORT=" + std::to_string(host.port),
                  "NEIGHBOUR_PORT=9002", "API_PORT=9001"};
   REQUIRE_MESSAGE(box.start(options), box.error());
@@ -881,6 +1115,18 @@ TEST_CASE("jail: SBX-5 no route to the host or a neighbour or the metadata addre
   CHECK(has_pending_connection(api_fd));
   ::close(api_fd);
   ::close(neighbour_fd);
+}
+
+} // namespace
+
+TEST_CASE("jail: SBX-5 no route to the host or a neighbour or the metadata address") {
+  SKIP_UNLESS_SANDBOX();
+  run_net(root_mode::zip);
+}
+
+TEST_CASE("jail: image root: SBX-5 no route to the host or a neighbour or the metadata address") {
+  SKIP_UNLESS_SANDBOX();
+  run_net(root_mode::image);
 }
 
 TEST_CASE("jail: SBX-6 destroying the jail leaves no process behind") {

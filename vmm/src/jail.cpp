@@ -91,6 +91,12 @@ bool jail_process::wait_joined(std::chrono::milliseconds timeout) {
 
 bool jail_process::configure(const jail_spec& spec, std::chrono::milliseconds timeout,
                              std::string& error) {
+  // Refused here too, so the worker gets the reason without a round trip.
+  if (auto problem = validate(spec); !problem.empty()) {
+    close_fd(spec_fd_); // the waiting helper reads EOF and exits
+    error = problem;
+    return false;
+  }
   auto json = to_json(spec);
   // The spec fits the pipe buffer (64 KiB): the environment is limited to
   // 4 KB and the rest is paths.

@@ -17,14 +17,24 @@
 //        pid, then wait for it and report how it ended.
 //   inner PID 1:
 //     4. die with the outer helper (PDEATHSIG), bring up loopback;
-//     5. assemble a read-only root on a tmpfs: host /usr (and the merged-usr
-//        links), /etc with only what dynamic linking needs, code at /var/task,
-//        bootstrap files at /var/runtime, a sized /tmp, a minimal /dev, a
-//        fresh /proc; pivot_root into it and detach the old root;
+//     5. assemble a read-only root on a tmpfs, in one of two modes:
+//          zip mode: host /usr (and the merged-usr links), /etc with only
+//          what dynamic linking needs, code at /var/task, bootstrap files at
+//          /var/runtime;
+//          image-root mode: every top-level entry of the image bound
+//          read-only (symlinks recreated), nothing of the host; a minimal
+//          /etc only if the image has none;
+//        then, in both, a sized /tmp, a minimal /dev, a fresh /proc (the
+//        image's own /tmp, /dev and /proc are not used); pivot_root into it,
+//        detach the old root, check that the working directory exists;
 //     6. report "ready", wait for "go" (the worker binds the Runtime API in
 //        our network namespace in between);
 //     7. fork the runtime: drop every capability, switch to the unprivileged
-//        uid/gid, set rlimits and no_new_privs, load the seccomp filter, exec;
+//        uid/gid, set rlimits and no_new_privs, enter the working directory,
+//        load the seccomp filter, exec (image-root mode: a bare argv[0] is
+//        looked up in the PATH of the function's environment); a failure from
+//        here on is written to the runtime's stderr (the function's log) and
+//        ends the runtime with status 127;
 //     8. reap orphans; when the runtime exits, exit with its status, which
 //        kills everything left in the pid namespace. A runtime killed by a
 //        signal (the OOM killer's SIGKILL) is noted in a page shared with the
@@ -35,6 +45,7 @@
 #include "nimbus/vmm/seccomp_policy.hpp"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -65,6 +76,8 @@ using nimbus::vmm::jail_control_fd;
 using nimbus::vmm::jail_spec;
 using nimbus::vmm::jail_spec_fd;
 using nimbus::vmm::jail_status_fd;
+
+extern char** environ;
 
 namespace {
 
@@ -145,16 +158,37 @@ void loopback_up() {
     die(error, 0);
 }
 
-// Step 5: the sandbox's file system.
-void build_root(const jail_spec& spec) {
-  // Nothing we mount may propagate back to the host's mount table.
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    die("make mounts private");
+// Step 5, zip mode and image-root mode without an /etc: a read-only tmpfs
+// with only what dynamic linking and name lookups of localhost need.
+// `host_loader_cache`: the host's ld.so.cache, which matches the host's /usr
+// (and nothing an image brings).
+void build_minimal_etc(const jail_spec& spec, bool host_loader_cache) {
+  const auto etc = spec.root_dir + "/etc";
+  make_dir(etc);
+  if (::mount("nimbus-etc", etc.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755") != 0)
+    die("mount /etc tmpfs");
+  write_file(etc + "/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+                              "sbx_user1051:x:" + std::to_string(spec.uid) + ":"
+                              + std::to_string(spec.gid) + "::/tmp:/usr/sbin/nologin\n");
+  write_file(etc + "/group", "root:x:0:\nsbx_user1051:x:" + std::to_string(spec.gid) + ":\n");
+  write_file(etc + "/hosts", "127.0.0.1 localhost\n::1 localhost\n");
+  write_file(etc + "/hostname", spec.id + "\n");
+  write_file(etc + "/resolv.conf", "");
+  write_file(etc + "/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n");
+  if (host_loader_cache && exists("/etc/ld.so.cache")) {
+    write_file(etc + "/ld.so.cache", "");
+    bind_read_only("/etc/ld.so.cache", etc + "/ld.so.cache", false);
+  }
+  if (::mount(nullptr, etc.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              "size=64k,mode=755")
+      != 0)
+    die("remount /etc read-only");
+}
+
+// Step 5, zip mode: the host's runtime directories and the function's code.
+void build_zip_root(const jail_spec& spec) {
   const auto& root = spec.root_dir;
   if (spec.rootfs.empty()) {
-    if (::mount("nimbus-root", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
-        != 0)
-      die("mount root tmpfs");
     // The host's runtime directories, read-only. Debian's merged /usr makes
     // /bin, /lib, /lib64 and /sbin symlinks into /usr: recreate those.
     make_dir(root + "/usr");
@@ -169,28 +203,7 @@ void build_root(const jail_spec& spec) {
         bind_read_only(dir, root + dir);
       }
     }
-    // /etc: only what dynamic linking and name lookups of localhost need.
-    make_dir(root + "/etc");
-    if (::mount("nimbus-etc", (root + "/etc").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
-                "size=64k,mode=755")
-        != 0)
-      die("mount /etc tmpfs");
-    write_file(root + "/etc/passwd", "root:x:0:0:root:/root:/usr/sbin/nologin\n"
-                                       "sbx_user1051:x:" + std::to_string(spec.uid) + ":"
-                                       + std::to_string(spec.gid) + "::/tmp:/usr/sbin/nologin\n");
-    write_file(root + "/etc/group", "root:x:0:\nsbx_user1051:x:" + std::to_string(spec.gid) + ":\n");
-    write_file(root + "/etc/hosts", "127.0.0.1 localhost\n::1 localhost\n");
-    write_file(root + "/etc/hostname", spec.id + "\n");
-    write_file(root + "/etc/resolv.conf", "");
-    write_file(root + "/etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n");
-    if (exists("/etc/ld.so.cache")) {
-      write_file(root + "/etc/ld.so.cache", "");
-      bind_read_only("/etc/ld.so.cache", root + "/etc/ld.so.cache", false);
-    }
-    if (::mount(nullptr, (root + "/etc").c_str(), nullptr,
-                MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-        != 0)
-      die("remount /etc read-only");
+    build_minimal_etc(spec, true);
   } else {
     bind_read_only(spec.rootfs, root);
   }
@@ -201,6 +214,77 @@ void build_root(const jail_spec& spec) {
   bind_read_only(spec.code_dir, root + "/var/task");
   if (!spec.runtime_dir.empty())
     bind_read_only(spec.runtime_dir, root + "/var/runtime");
+}
+
+// Step 5, image-root mode: the image's top-level entries, read-only, on our
+// root tmpfs. The tmpfs (not a bind of the whole image) lets us put our own
+// /tmp, /dev and /proc, and an /etc where the image has none, without
+// writing into the image. Nothing here follows a link of the image: the
+// entries are opened with O_NOFOLLOW and bound through their descriptors,
+// and image symlinks are only recreated (they resolve once we are inside).
+void build_image_root(const jail_spec& spec) {
+  const auto& root = spec.root_dir;
+  int image = ::open(spec.image_root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (image < 0)
+    die("open image " + spec.image_root);
+  // A second descriptor for readdir (an O_PATH one cannot list).
+  int listing = ::openat(image, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR* dir = listing < 0 ? nullptr : ::fdopendir(listing);
+  if (dir == nullptr)
+    die("list image " + spec.image_root);
+  while (dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    // Ours, not the image's: the sized /tmp, the minimal /dev, a fresh /proc
+    // and the pivot point.
+    if (name == "." || name == ".." || name == "tmp" || name == "dev" || name == "proc"
+        || name == ".old-root")
+      continue;
+    const auto target = root + "/" + name;
+    int fd = ::openat(image, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0)
+      die("image entry /" + name);
+    if (S_ISLNK(st.st_mode)) {
+      char link[4096];
+      auto n = ::readlinkat(image, name.c_str(), link, sizeof link - 1);
+      if (n < 0)
+        die("read image link /" + name);
+      link[n] = '\0';
+      if (::symlink(link, target.c_str()) != 0)
+        die("symlink /" + name);
+    } else if (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode)) {
+      if (S_ISDIR(st.st_mode))
+        make_dir(target);
+      else
+        write_file(target, "", 0644);
+      // Not recursive: nothing mounted below the image comes along.
+      bind_read_only("/proc/self/fd/" + std::to_string(fd), target, false);
+    }
+    // Device nodes, fifos and sockets at the top level are left out.
+    ::close(fd);
+  }
+  ::closedir(dir);
+  ::close(image);
+  if (!exists(root + "/etc"))
+    build_minimal_etc(spec, false);
+  for (const char* dir : {"/tmp", "/dev", "/proc"})
+    make_dir(root + dir);
+}
+
+// Step 5: the sandbox's file system.
+void build_root(const jail_spec& spec) {
+  // Nothing we mount may propagate back to the host's mount table.
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    die("make mounts private");
+  const auto& root = spec.root_dir;
+  if (spec.rootfs.empty()
+      && ::mount("nimbus-root", root.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+             != 0)
+    die("mount root tmpfs");
+  if (spec.image_root.empty())
+    build_zip_root(spec);
+  else
+    build_image_root(spec);
   // /tmp: the only writable place, sized by EphemeralStorage.
   auto tmp_options = "size=" + std::to_string(spec.tmp_bytes) + ",mode=1777";
   if (::mount("nimbus-tmp", (root + "/tmp").c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
@@ -247,6 +331,23 @@ void build_root(const jail_spec& spec) {
     die("remount root read-only");
   if (::sethostname(spec.id.data(), std::min<size_t>(spec.id.size(), 64)) != 0)
     die("sethostname");
+  // A missing working directory is the function's configuration error:
+  // report it now, as a failed setup, rather than as a runtime that died.
+  // (Whether the uid may enter it shows in step 7.)
+  auto workdir = nimbus::vmm::effective_workdir(spec);
+  struct stat st {};
+  if (::stat(workdir.c_str(), &st) != 0)
+    die("workdir " + workdir);
+  if (!S_ISDIR(st.st_mode))
+    die("workdir " + workdir, ENOTDIR);
+}
+
+// Step 7: once the status pipe is closed, failures go to the runtime's
+// stderr, the function's log (paths and errno only).
+[[noreturn]] void runtime_die(const std::string& step, int err = errno) {
+  auto text = "nimbus-jail: " + step + (err ? std::string{": "} + std::strerror(err) : "") + "\n";
+  [[maybe_unused]] auto n = ::write(2, text.data(), text.size());
+  ::_exit(127);
 }
 
 // Step 7, in the runtime's process: give up everything, then exec.
@@ -265,22 +366,24 @@ void build_root(const jail_spec& spec) {
   rlimit fsize{spec.tmp_bytes, spec.tmp_bytes};
   if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0 || ::setrlimit(RLIMIT_CORE, &core) != 0
       || ::setrlimit(RLIMIT_FSIZE, &fsize) != 0)
-    die("setrlimit");
+    runtime_die("setrlimit");
   // No capability can ever come back: empty the bounding and ambient sets,
   // then switch to the unprivileged user, which clears the rest.
   for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
     ::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
   ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
   if (::setgroups(0, nullptr) != 0)
-    die("setgroups");
+    runtime_die("setgroups");
   if (::setresgid(spec.gid, spec.gid, spec.gid) != 0)
-    die("setresgid");
+    runtime_die("setresgid");
   if (::setresuid(spec.uid, spec.uid, spec.uid) != 0)
-    die("setresuid");
+    runtime_die("setresuid");
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
-    die("no_new_privs");
-  if (::chdir("/var/task") != 0)
-    die("chdir /var/task");
+    runtime_die("no_new_privs");
+  // As the unprivileged user: a directory it may not enter fails here.
+  auto workdir = nimbus::vmm::effective_workdir(spec);
+  if (::chdir(workdir.c_str()) != 0)
+    runtime_die("chdir " + workdir);
   std::vector<char*> argv;
   for (const auto& a : spec.argv)
     argv.push_back(const_cast<char*>(a.c_str()));
@@ -289,11 +392,26 @@ void build_root(const jail_spec& spec) {
   for (const auto& e : spec.env)
     envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
+  // execvpe searches the PATH of our own environment (empty: posix_spawn
+  // gave us none), so the lookup environment is the function's, plus the
+  // default PATH if it sets none; the runtime gets exactly spec.env.
+  std::string default_path = std::string{"PATH="} + nimbus::vmm::jail_default_path;
+  std::vector<char*> lookup_env = envp;
+  bool has_path = false;
+  for (const auto& e : spec.env)
+    has_path = has_path || e.rfind("PATH=", 0) == 0;
+  if (!has_path)
+    lookup_env.insert(lookup_env.begin(), default_path.data());
   // The filter goes on last: everything above needs calls it denies.
   if (auto err = nimbus::vmm::load_seccomp_policy(); !err.empty())
-    die("seccomp: " + err, 0);
-  ::execve(argv[0], argv.data(), envp.data());
-  die("exec " + spec.argv[0]);
+    runtime_die("seccomp: " + err, 0);
+  if (spec.image_root.empty()) {
+    ::execve(argv[0], argv.data(), envp.data());
+  } else {
+    environ = lookup_env.data();
+    ::execvpe(argv[0], argv.data(), envp.data());
+  }
+  runtime_die("exec " + spec.argv[0]);
 }
 
 // Steps 4-8: PID 1 of the sandbox.

@@ -4,7 +4,44 @@
 
 #include <simdjson.h>
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
 namespace nimbus::vmm {
+
+std::string effective_workdir(const jail_spec& spec) {
+  if (!spec.workdir.empty())
+    return spec.workdir;
+  return spec.image_root.empty() ? "/var/task" : "/";
+}
+
+std::string validate(const jail_spec& spec) {
+  if (spec.uid == 0 || spec.gid == 0)
+    return "spec must name an unprivileged uid and gid";
+  if (spec.argv.empty() || spec.argv[0].empty())
+    return "spec argv is empty";
+  if (!spec.workdir.empty() && spec.workdir[0] != '/')
+    return "spec workdir must be an absolute path";
+  if (spec.image_root.empty())
+    return {};
+  if (spec.image_root[0] != '/')
+    return "spec image_root must be an absolute path";
+  if (!spec.rootfs.empty() || !spec.code_dir.empty() || !spec.runtime_dir.empty())
+    return "spec image_root excludes rootfs, code_dir and runtime_dir";
+  struct stat image {};
+  struct stat host_root {};
+  if (::stat(spec.image_root.c_str(), &image) != 0)
+    return "spec image_root " + spec.image_root + ": " + std::strerror(errno);
+  if (!S_ISDIR(image.st_mode))
+    return "spec image_root " + spec.image_root + " is not a directory";
+  // Binding the host root's entries would hand the sandbox the host.
+  if (::stat("/", &host_root) == 0 && image.st_dev == host_root.st_dev
+      && image.st_ino == host_root.st_ino)
+    return "spec image_root must not be the host's root";
+  return {};
+}
 
 std::string to_json(const jail_spec& s) {
   storage::json_writer w;
@@ -14,6 +51,8 @@ std::string to_json(const jail_spec& s) {
   w.key("rootfs").value(s.rootfs);
   w.key("code_dir").value(s.code_dir);
   w.key("runtime_dir").value(s.runtime_dir);
+  w.key("image_root").value(s.image_root);
+  w.key("workdir").value(s.workdir);
   w.key("argv").begin_array();
   for (const auto& a : s.argv)
     w.value(a);
@@ -75,24 +114,36 @@ std::optional<jail_spec> jail_spec_from_json(std::string_view json, std::string&
     }
     return true;
   };
+  // Fields that came later may be missing (a spec of an older worker).
+  auto optional_str = [&](const char* key, std::string& out) {
+    std::string_view v;
+    auto field = doc[key];
+    if (field.error() == simdjson::NO_SUCH_FIELD)
+      return true;
+    if (field.get_string().get(v)) {
+      error = std::string{"spec field "} + key + " is not a string";
+      return false;
+    }
+    out = std::string{v};
+    return true;
+  };
   uint64_t uid = 0, gid = 0, nofile = 0;
   if (!str("id", s.id) || !str("root_dir", s.root_dir) || !str("rootfs", s.rootfs)
       || !str("code_dir", s.code_dir) || !str("runtime_dir", s.runtime_dir)
       || !list("argv", s.argv) || !list("env", s.env) || !num("uid", uid) || !num("gid", gid)
       || !num("tmp_bytes", s.tmp_bytes) || !num("nofile", nofile)
-      || !list("cgroup_procs", s.cgroup_procs) || !str("netns", s.netns))
+      || !list("cgroup_procs", s.cgroup_procs) || !str("netns", s.netns)
+      || !optional_str("image_root", s.image_root) || !optional_str("workdir", s.workdir))
     return std::nullopt;
-  if (uid == 0 || gid == 0) {
-    error = "spec must name an unprivileged uid and gid";
-    return std::nullopt;
-  }
-  if (s.argv.empty()) {
-    error = "spec argv is empty";
+  if (uid > UINT32_MAX || gid > UINT32_MAX || nofile > UINT32_MAX) {
+    error = "spec uid, gid or nofile out of range";
     return std::nullopt;
   }
   s.uid = static_cast<uint32_t>(uid);
   s.gid = static_cast<uint32_t>(gid);
   s.nofile = static_cast<uint32_t>(nofile);
+  if (error = validate(s); !error.empty())
+    return std::nullopt;
   return s;
 }
 

@@ -11,7 +11,9 @@
  *               (compared with $HOST_NS), root read-only, /tmp writable,
  *               environment variable names, open descriptors
  *   syscalls    SBX-3: every denied call, plus fork, threads, posix_spawn
- *   fs          SBX-4: /proc, /sys, /var/task, "..", symlinks
+ *   fs          SBX-4: /proc, /sys, the code (the working directory), "..",
+ *               symlinks
+ *   image       image-root mode: what the image's root looks like inside
  *   net         SBX-5: connections to metadata, gateway, host and neighbour
  *               ports ($HOST_PORT, $NEIGHBOUR_PORT), and the runtime API
  *               port bound for us ($API_PORT)
@@ -23,6 +25,9 @@
  *   work        a small computation, then "work done"
  *   sleepfork   SBX-6: forks a sleeping child, then sleeps
  *   nap MS      sleeps MS milliseconds, then "nap done"
+ *
+ * Started as "true" (argv[0]'s last component), it exits 0 at once: in a test
+ * image without a libc it stands in for /bin/true.
  *
  * Potentially harmful calls use arguments that would do nothing even if the
  * call were allowed and privileged (bad magic, nonexistent paths, NULLs).
@@ -562,27 +567,31 @@ static int mode_fs(void) {
     /* setuid binaries of the host's /usr must not raise privileges. */
     struct statvfs v;
     int ok = statvfs("/usr", &v) == 0;
-    printf("usr_flags %s%s\n", ok && (v.f_flag & ST_RDONLY) ? "ro" : "rw",
-           ok && (v.f_flag & ST_NOSUID) ? ",nosuid" : "");
+    if (ok)
+      printf("usr_flags %s%s\n", (v.f_flag & ST_RDONLY) ? "ro" : "rw",
+             (v.f_flag & ST_NOSUID) ? ",nosuid" : "");
+    else
+      printf("usr_flags %s\n", errname(errno));
     ok = statvfs("/tmp", &v) == 0;
     printf("tmp_flags %s%s%s\n", ok && (v.f_flag & ST_RDONLY) ? "ro" : "rw",
            ok && (v.f_flag & ST_NOSUID) ? ",nosuid" : "", ok && (v.f_flag & ST_NODEV) ? ",nodev" : "");
   }
-  result("write_var_task", open("/var/task/nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  /* The code is the working directory (/var/task in zip mode). */
+  result("write_code", open("nimbus-probe", O_WRONLY | O_CREAT, 0644));
   /* (probe.py: the probe itself is busy as a running executable.) */
-  result("write_var_task_existing", open("/var/task/probe.py", O_WRONLY));
-  result("chmod_var_task", chmod("/var/task", 0777));
+  result("write_code_existing", open("probe.py", O_WRONLY));
+  result("chmod_code", chmod(".", 0777));
   result("write_root", open("/nimbus-probe", O_WRONLY | O_CREAT, 0644));
   result("symlink_root", symlink("/", "/escape"));
   result("write_dev", open("/dev/nimbus-probe", O_WRONLY | O_CREAT, 0644));
   result("mknod_tmp", mknod("/tmp/nimbus-sda", S_IFBLK | 0600, makedev(8, 0)));
   {
     char buf[4096];
-    char* r = realpath("/var/task/../../..", buf);
+    char* r = realpath("../../..", buf);
     printf("realpath_dotdot %s\n", r ? r : errname(errno));
-    r = realpath("/var/task/../../../../../../..", buf);
+    r = realpath("../../../../../../..", buf);
     printf("realpath_dotdot_deep %s\n", r ? r : errname(errno));
-    int fd = open("/var/task", O_RDONLY | O_DIRECTORY);
+    int fd = open(".", O_RDONLY | O_DIRECTORY);
     int up = fd < 0 ? -1 : openat(fd, "../../../../..", O_RDONLY | O_DIRECTORY);
     struct stat a, b;
     int same = up >= 0 && fstat(up, &a) == 0 && stat("/", &b) == 0 && a.st_dev == b.st_dev
@@ -595,14 +604,112 @@ static int mode_fs(void) {
   }
   /* A symlink shipped in the code pointing at a host path (placed by the
    * test) resolves inside the sandbox, where that path does not exist. */
-  result("symlink_out", open("/var/task/hostlink", O_RDONLY));
-  result("symlink_out_dir", open("/var/task/hostdir/secret", O_RDONLY));
+  result("symlink_out", open("hostlink", O_RDONLY));
+  result("symlink_out_dir", open("hostdir/secret", O_RDONLY));
   {
     /* /etc holds only the sandbox's minimal files. */
     struct stat st;
     result("etc_shadow", stat("/etc/shadow", &st));
     result("etc_passwd", stat("/etc/passwd", &st));
   }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- image */
+
+/* First line of a file, or its errno name. */
+static void first_line(const char* name, const char* path) {
+  FILE* f = fopen(path, "r");
+  char line[256] = {0};
+  if (!f) {
+    printf("%s %s\n", name, errname(errno));
+    return;
+  }
+  if (!fgets(line, sizeof line, f))
+    line[0] = 0;
+  fclose(f);
+  line[strcspn(line, "\n")] = 0;
+  printf("%s %s\n", name, line);
+}
+
+static void exists(const char* name, const char* path) {
+  struct stat st;
+  result(name, lstat(path, &st));
+}
+
+/* The test image (tests/vmm/jail_test.cpp) has /bin/sandbox_probe and
+ * /bin/true, sbin -> bin, /app, /image-marker, and /tmp/image-file,
+ * /dev/image-file and /proc/image-file that the sandbox must hide. */
+static int mode_image(const char* argv0) {
+  char buf[4096] = {0};
+  printf("argv0 %s\n", argv0);
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  printf("exe %s\n", n < 0 ? errname(errno) : buf);
+  printf("cwd %s\n", getcwd(buf, sizeof buf) ? buf : errname(errno));
+  first_line("marker", "/image-marker");
+  n = readlink("/sbin", buf, sizeof buf - 1);
+  buf[n < 0 ? 0 : n] = 0;
+  printf("sbin_link %s\n", n < 0 ? errname(errno) : buf);
+  exists("sbin_probe", "/sbin/sandbox_probe");
+  /* Read-only everywhere but /tmp; the image files are owned by the sandbox
+   * user, so only the mount can refuse. */
+  result("write_cwd", open("nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  result("write_app", open("/app/nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  result("write_app_existing", open("/app/probe.py", O_WRONLY));
+  result("write_bin", open("/bin/nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  result("write_bin_existing", open("/bin/true", O_WRONLY));
+  result("write_marker", open("/image-marker", O_WRONLY));
+  result("write_root", open("/nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  result("mkdir_root", mkdir("/nimbus-probe-dir", 0755));
+  result("symlink_root", symlink("/", "/escape"));
+  result("write_etc", open("/etc/nimbus-probe", O_WRONLY | O_CREAT, 0644));
+  {
+    int fd = open("/tmp/nimbus-probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    long rc = fd < 0 ? -1 : write(fd, "hello\n", 6);
+    result("write_tmp", rc == 6 ? 0 : -1);
+    if (fd >= 0)
+      close(fd);
+    unlink("/tmp/nimbus-probe");
+  }
+  /* Nothing of the host, none of zip mode's directories. */
+  exists("usr", "/usr");
+  exists("var_task", "/var/task");
+  exists("var_runtime", "/var/runtime");
+  exists("sys", "/sys");
+  /* The image's own /tmp, /dev and /proc are replaced. */
+  exists("image_tmp_file", "/tmp/image-file");
+  exists("image_dev_file", "/dev/image-file");
+  exists("image_proc_file", "/proc/image-file");
+  {
+    struct stat st;
+    printf("dev_null %s\n", stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode) ? "chr" : "bad");
+    printf("proc_self %s\n", stat("/proc/self/status", &st) == 0 ? "ok" : "missing");
+  }
+  /* /etc: the image's, or the minimal one with a user for our uid. */
+  first_line("etc_hosts", "/etc/hosts");
+  {
+    FILE* f = fopen("/etc/passwd", "r");
+    char line[512], want[32];
+    int found = 0;
+    snprintf(want, sizeof want, ":x:%u:", (unsigned)getuid());
+    while (f && fgets(line, sizeof line, f))
+      found = found || strstr(line, want) != NULL;
+    if (f)
+      fclose(f);
+    printf("etc_passwd_self %s\n", found ? "yes" : "no");
+  }
+  {
+    struct statvfs v;
+    const char* paths[][2] = {{"root_flags", "/"}, {"app_flags", "/app"}, {"tmp_flags", "/tmp"}};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; ++i) {
+      if (statvfs(paths[i][1], &v) != 0)
+        printf("%s %s\n", paths[i][0], errname(errno));
+      else
+        printf("%s %s%s%s\n", paths[i][0], (v.f_flag & ST_RDONLY) ? "ro" : "rw",
+               (v.f_flag & ST_NOSUID) ? ",nosuid" : "", (v.f_flag & ST_NODEV) ? ",nodev" : "");
+    }
+  }
+  printf("path %s\n", getenv("PATH") ? getenv("PATH") : "unset");
   return 0;
 }
 
@@ -865,6 +972,9 @@ static int mode_nap(int ms) {
 }
 
 int main(int argc, char** argv) {
+  const char* base = strrchr(argv[0], '/');
+  if (!strcmp(base ? base + 1 : argv[0], "true"))
+    return 0;
   setvbuf(stdout, NULL, _IOLBF, 0);
   const char* mode = argc > 1 ? argv[1] : "shape";
   int arg = argc > 2 ? atoi(argv[2]) : 0;
@@ -902,6 +1012,8 @@ int main(int argc, char** argv) {
     rc = mode_inotify(1);
   else if (!strcmp(mode, "inotify"))
     rc = mode_inotify(0);
+  else if (!strcmp(mode, "image"))
+    rc = mode_image(argv[0]);
   else if (!strcmp(mode, "nap"))
     rc = mode_nap(arg);
   else
