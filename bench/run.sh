@@ -23,3 +23,6 @@ python3 "$root/bench/invoke_bench.py" --nimbusd "$build/bin/nimbusd" \
 # of nimbusd's data directory, and accept-to-handler latency: async.json.
 python3 "$root/bench/async_bench.py" --nimbusd "$build/bin/nimbusd" \
   --test-runtime "$build/tests/test_runtime" --out "$out"
+# Code store ingest (chunk, seal, store, manifest) in MiB per CPU second next
+# to raw SHA-256 + AES-256-GCM over the same data, and dedup: code_store.json.
+BENCH_OUT="$out/code_store.json" "$build/bench/code_store_bench" /var/tmp 256 5
