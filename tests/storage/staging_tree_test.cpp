@@ -42,7 +42,7 @@ mode_t mode_of(const std::string& path) {
 std::set<std::string> listing(const std::string& dir) {
   std::set<std::string> out;
   for (auto& e : fs::recursive_directory_iterator(dir))
-    out.insert(fs::relative(e.path(), dir).string());
+    out.insert(e.path().lexically_relative(dir).string());
   return out;
 }
 
