@@ -55,6 +55,7 @@ TEST_CASE("code archive: the unzipped size is bounded") {
   CHECK(report.error.find("Unzipped size must be smaller than 50000 bytes") != std::string::npos);
 }
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>
@@ -85,5 +86,35 @@ TEST_CASE("code archive: extraction writes files, modes and inner links") {
   auto evil = (base / "evil").string();
   CHECK_FALSE(extract_zip(make_zip({{"ok.txt", "x"}, {"../../escape", "x"}}), evil, 1 << 20).empty());
   CHECK_FALSE(fs::exists(evil));
+  fs::remove_all(base);
+}
+
+TEST_CASE("code archive: a chain of symlinks cannot redirect a later write") {
+  // Each link looks harmless alone (d/up -> "..", d/up2 -> "up/.." both stay
+  // inside lexically), but followed in turn d/up2 is the directory above the
+  // extraction target. A file below it must not land outside.
+  namespace fs = std::filesystem;
+  char tmpl[] = "/tmp/nimbus-extract-XXXXXX";
+  fs::path base = ::mkdtemp(tmpl);
+  auto target = (base / "code").string();
+  std::vector<nimbus::test::zip_entry> entries = {{"d/up", "..", true},
+                                                  {"d/up2", "up/..", true},
+                                                  {"d/up2/escape.txt", "owned"},
+                                                  {"d/up2/up2/escape2.txt", "owned"}};
+  for (int order = 0; order < 2; ++order) {
+    auto problem = extract_zip(make_zip(entries), target, 1 << 20);
+    CHECK_FALSE(fs::exists(base / "escape.txt"));
+    CHECK_FALSE(fs::exists(base / "escape2.txt"));
+    CHECK_FALSE(fs::exists(base.parent_path() / "escape2.txt"));
+    if (problem.empty()) {
+      // Contained: whatever was written is inside the target.
+      CHECK(fs::exists(target));
+    } else {
+      CHECK_FALSE(fs::exists(target));
+    }
+    fs::remove_all(target);
+    std::reverse(entries.begin(), entries.end());
+  }
+  CHECK(std::distance(fs::directory_iterator(base), fs::directory_iterator{}) == 0);
   fs::remove_all(base);
 }

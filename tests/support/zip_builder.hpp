@@ -23,6 +23,10 @@ struct zip_entry {
   std::string content;
   bool symlink = false;
   bool executable = false;
+  /// Modification time stored in the archive (0: libzip's default, now).
+  time_t mtime = 0;
+  /// Unix mode bits to store instead of the ones derived above (0: derived).
+  uint32_t mode = 0;
 };
 
 inline std::string make_zip(const std::vector<zip_entry>& entries) {
@@ -41,6 +45,10 @@ inline std::string make_zip(const std::vector<zip_entry>& entries) {
     if (idx < 0)
       throw std::runtime_error("zip_file_add failed for " + e.name);
     zip_uint32_t mode = e.symlink ? (S_IFLNK | 0777) : (S_IFREG | (e.executable ? 0755 : 0644));
+    if (e.mode != 0)
+      mode = e.mode;
+    if (e.mtime != 0)
+      zip_file_set_mtime(z, static_cast<zip_uint64_t>(idx), e.mtime, 0);
     zip_file_set_external_attributes(z, static_cast<zip_uint64_t>(idx), 0, ZIP_OPSYS_UNIX,
                                      mode << 16);
   }
