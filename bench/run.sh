@@ -26,3 +26,7 @@ python3 "$root/bench/async_bench.py" --nimbusd "$build/bin/nimbusd" \
 # Code store ingest (chunk, seal, store, manifest) in MiB per CPU second next
 # to raw SHA-256 + AES-256-GCM over the same data, and dedup: code_store.json.
 BENCH_OUT="$out/code_store.json" "$build/bench/code_store_bench" /var/tmp 256 5
+# Lazy images: cold mount of a 200 MB erofs image through FUSE + reading one
+# 5 MB file, next to a tiny image; chunks fetched and extra time (on disk:
+# /var/tmp holds the images while they are built).
+BENCH_OUT="$out/lazy_image.json" "$build/bench/lazy_image_bench" 15 /var/tmp

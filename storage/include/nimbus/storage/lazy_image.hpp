@@ -1,0 +1,101 @@
+#pragma once
+
+/// Lazily loaded images: a read-only FUSE file system (libfuse3, low-level
+/// API) whose files are chunked images. A read fetches only the chunks it
+/// overlaps, through a chunk_cache, so mounting an erofs image on top of such
+/// a file loads only what the function touches (ARCHITECTURE.md §5).
+///
+/// The file system has one flat directory. Each added image is a regular file
+/// of mode 0444 with a fresh inode number; its content never changes, so the
+/// kernel may keep its pages cached (keep_cache). A chunk that fails
+/// verification makes the read fail with EIO, never return wrong bytes.
+///
+/// Requests are served by a small pool of threads, so reads of different
+/// chunks proceed in parallel. Stopping the server unmounts lazily: a user
+/// still holding a file sees errors, never a hang.
+
+#include "nimbus/storage/chunk.hpp"
+#include "nimbus/storage/chunk_cache.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+struct fuse_session;
+
+namespace nimbus::storage {
+
+/// One mounted lazy image file system; see the file comment.
+class lazy_image_server {
+public:
+  /// True when /dev/fuse can be opened (FUSE is usable on this machine).
+  static bool available();
+
+  /// Mounts the file system at `mount_dir` (created when missing) and starts
+  /// serving it. Returns null and sets `error` on failure.
+  static std::unique_ptr<lazy_image_server> start(const std::string& mount_dir,
+                                                  std::shared_ptr<chunk_cache> cache,
+                                                  std::string& error);
+
+  /// Unmounts (lazily) and joins the serving threads.
+  ~lazy_image_server();
+  lazy_image_server(const lazy_image_server&) = delete;
+  lazy_image_server& operator=(const lazy_image_server&) = delete;
+
+  /// Exposes an image of `size` bytes made of `chunks` (chunk i holds bytes
+  /// [i * chunk_size, i * chunk_size + chunks[i].size)) as `<mount_dir>/<name>`
+  /// and sets `file_path` to that path. `name` is one path component. Returns
+  /// an error when the name is taken or the chunks do not add up to `size`.
+  std::string add(const std::string& name, uint64_t size, std::vector<chunk_ref> chunks,
+                  std::string& file_path);
+
+  /// Removes a file; users that still have it open keep reading it.
+  void remove(const std::string& name);
+
+  const std::string& mount_dir() const {
+    return mount_dir_;
+  }
+
+  /// One image file (internal, public for the request handlers).
+  struct image {
+    uint64_t inode = 0;
+    std::string name;
+    uint64_t size = 0;
+    std::vector<chunk_ref> chunks;
+  };
+
+  /// Internal: the request handlers' view of the server. lookup() counts a
+  /// kernel reference to the inode, forget() drops `count` of them.
+  std::shared_ptr<const image> lookup(const std::string& name);
+  void forget(uint64_t inode, uint64_t count);
+  std::shared_ptr<const image> find(uint64_t inode) const;
+  std::vector<std::shared_ptr<const image>> list() const;
+  chunk_cache& cache() {
+    return *cache_;
+  }
+
+private:
+  lazy_image_server(std::string mount_dir, std::shared_ptr<chunk_cache> cache);
+  void serve();
+  void stop();
+
+  std::string mount_dir_;
+  std::shared_ptr<chunk_cache> cache_;
+  fuse_session* session_ = nullptr;
+  int stop_fd_ = -1;
+  std::vector<std::thread> workers_;
+
+  mutable std::mutex mutex_;
+  uint64_t next_inode_ = 2; // 1 is the root directory
+  std::unordered_map<std::string, std::shared_ptr<const image>> by_name_;
+  // Inodes stay known while the kernel holds references to them (lookups not
+  // yet forgotten), also after remove().
+  std::unordered_map<uint64_t, std::shared_ptr<const image>> by_inode_;
+  std::unordered_map<uint64_t, uint64_t> lookups_;
+};
+
+} // namespace nimbus::storage
