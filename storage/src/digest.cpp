@@ -20,6 +20,45 @@ digest256 sha256(std::string_view data) {
   return out;
 }
 
+sha256_stream::sha256_stream() : ctx_(EVP_MD_CTX_new()) {
+  if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+    throw std::runtime_error("EVP_DigestInit_ex(sha256) failed");
+  }
+}
+
+sha256_stream::~sha256_stream() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
+
+sha256_stream::sha256_stream(sha256_stream&& other) noexcept : ctx_(other.ctx_) {
+  other.ctx_ = nullptr;
+}
+
+sha256_stream& sha256_stream::operator=(sha256_stream&& other) noexcept {
+  if (this != &other) {
+    EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+    ctx_ = other.ctx_;
+    other.ctx_ = nullptr;
+  }
+  return *this;
+}
+
+void sha256_stream::update(std::string_view data) {
+  if (!ctx_ || EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) != 1)
+    throw std::runtime_error("EVP_DigestUpdate(sha256) failed");
+}
+
+digest256 sha256_stream::finish() {
+  digest256 out{};
+  unsigned int len = 0;
+  auto* ctx = static_cast<EVP_MD_CTX*>(ctx_);
+  if (!ctx || EVP_DigestFinal_ex(ctx, out.data(), &len) != 1
+      || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1)
+    throw std::runtime_error("EVP_DigestFinal_ex(sha256) failed");
+  return out;
+}
+
 digest256 hmac_sha256(std::string_view key, std::string_view data) {
   digest256 out{};
   unsigned int len = 0;

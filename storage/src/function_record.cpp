@@ -12,7 +12,73 @@ namespace {
 
 constexpr int64_t format_version = 1;
 
+void write_strings(json_writer& w, const std::vector<std::string>& list) {
+  w.begin_array();
+  for (const auto& v : list)
+    w.value(v);
+  w.end_array();
+}
+
+/// Reads an optional array of strings; false (with `error`) when present but
+/// not an array of strings.
+bool read_strings(simdjson::dom::element parent, const char* key, std::vector<std::string>& out,
+                  std::string& error) {
+  simdjson::dom::element e;
+  if (parent[key].get(e) != simdjson::SUCCESS)
+    return true;
+  simdjson::dom::array list;
+  if (e.get_array().get(list)) {
+    error = std::string{"non-array field "} + key;
+    return false;
+  }
+  out.clear();
+  for (auto item : list) {
+    std::string_view v;
+    if (item.get_string().get(v)) {
+      error = std::string{"non-string entry in "} + key;
+      return false;
+    }
+    out.emplace_back(v);
+  }
+  return true;
+}
+
+/// Reads an optional string field; false (with `error`) when present but not
+/// a string.
+bool read_optional_string(simdjson::dom::element parent, const char* key, std::string& out,
+                          std::string& error) {
+  simdjson::dom::element e;
+  if (parent[key].get(e) != simdjson::SUCCESS)
+    return true;
+  std::string_view v;
+  if (e.get_string().get(v)) {
+    error = std::string{"non-string field "} + key;
+    return false;
+  }
+  out = std::string{v};
+  return true;
+}
+
+bool read_optional_bool(simdjson::dom::element parent, const char* key, bool& out,
+                        std::string& error) {
+  simdjson::dom::element e;
+  if (parent[key].get(e) != simdjson::SUCCESS)
+    return true;
+  if (e.get_bool().get(out)) {
+    error = std::string{"non-boolean field "} + key;
+    return false;
+  }
+  return true;
+}
+
 } // namespace
+
+bool operator==(const image_config& a, const image_config& b) {
+  return a.entry_point == b.entry_point && a.entry_point_set == b.entry_point_set
+         && a.command == b.command && a.command_set == b.command_set
+         && a.working_directory == b.working_directory
+         && a.working_directory_set == b.working_directory_set;
+}
 
 std::string format_last_modified(int64_t unix_ms) {
   std::time_t secs = static_cast<std::time_t>(unix_ms / 1000);
@@ -74,6 +140,29 @@ std::string to_json(const function_record& r) {
       .end_object();
   }
   w.key("dead_letter_target").value(r.dead_letter_target);
+  if (r.package_type == "Image") {
+    // Container-image fields, written only for Image functions so that Zip
+    // records keep their earlier shape.
+    w.key("image_uri").value(r.image_uri);
+    w.key("resolved_image_uri").value(r.resolved_image_uri);
+    const auto& c = r.image_config;
+    w.key("image_config").begin_object();
+    w.key("entry_point_set").value(c.entry_point_set);
+    w.key("entry_point");
+    write_strings(w, c.entry_point);
+    w.key("command_set").value(c.command_set);
+    w.key("command");
+    write_strings(w, c.command);
+    w.key("working_directory_set").value(c.working_directory_set);
+    w.key("working_directory").value(c.working_directory);
+    w.end_object();
+    w.key("code_image").value(r.code_image);
+    w.key("image_argv");
+    write_strings(w, r.image_argv);
+    w.key("image_workdir").value(r.image_workdir);
+    w.key("image_env");
+    write_strings(w, r.image_env);
+  }
   w.end_object();
   return w.take();
 }
@@ -164,6 +253,34 @@ std::optional<function_record> function_record_from_json(std::string_view json,
       return std::nullopt;
     }
     r.dead_letter_target = std::string{target};
+  }
+  // Container-image fields (added later; absent on Zip records).
+  simdjson::dom::element doc_element = doc;
+  if (!read_optional_string(doc_element, "image_uri", r.image_uri, error)
+      || !read_optional_string(doc_element, "resolved_image_uri", r.resolved_image_uri, error)
+      || !read_optional_string(doc_element, "code_image", r.code_image, error)
+      || !read_strings(doc_element, "image_argv", r.image_argv, error)
+      || !read_optional_string(doc_element, "image_workdir", r.image_workdir, error)
+      || !read_strings(doc_element, "image_env", r.image_env, error))
+    return std::nullopt;
+  simdjson::dom::element image;
+  if (doc["image_config"].get(image) == simdjson::SUCCESS) {
+    auto& c = r.image_config;
+    if (!image.is_object()) {
+      error = "non-object field image_config";
+      return std::nullopt;
+    }
+    if (!read_optional_bool(image, "entry_point_set", c.entry_point_set, error)
+        || !read_strings(image, "entry_point", c.entry_point, error)
+        || !read_optional_bool(image, "command_set", c.command_set, error)
+        || !read_strings(image, "command", c.command, error)
+        || !read_optional_bool(image, "working_directory_set", c.working_directory_set, error)
+        || !read_optional_string(image, "working_directory", c.working_directory, error))
+      return std::nullopt;
+  }
+  if (r.package_type != "Zip" && r.package_type != "Image") {
+    error = "unknown package_type " + r.package_type;
+    return std::nullopt;
   }
   simdjson::dom::object env;
   if (doc["environment"].get_object().get(env)) {

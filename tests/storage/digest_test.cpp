@@ -43,3 +43,26 @@ TEST_CASE("digest: constant-time comparison and uuids") {
   CHECK(a[14] == '4');
   CHECK(a != b);
 }
+
+TEST_CASE("digest: sha256_stream equals the one-shot hash however the data is cut") {
+  std::string data;
+  for (int i = 0; i < 100000; ++i)
+    data.push_back(static_cast<char>(i * 7 + i / 251));
+  const auto whole = nimbus::storage::sha256(data);
+  for (size_t piece : {1ul, 63ul, 64ul, 4096ul, 99999ul}) {
+    nimbus::storage::sha256_stream s;
+    for (size_t off = 0; off < data.size(); off += piece)
+      s.update(std::string_view{data}.substr(off, piece));
+    CHECK(s.finish() == whole);
+  }
+  // finish() starts over: the next digest is of the empty input.
+  nimbus::storage::sha256_stream s;
+  s.update("abc");
+  s.finish();
+  CHECK(nimbus::storage::to_hex(s.finish())
+        == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  auto moved = std::move(s);
+  moved.update("abc");
+  CHECK(nimbus::storage::to_hex(moved.finish())
+        == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}

@@ -101,3 +101,65 @@ TEST_CASE("function record: malformed async fields are corruption, not defaults"
   REQUIRE_MESSAGE(r, error);
   CHECK_FALSE(r->event_invoke);
 }
+
+TEST_CASE("function record: container-image fields round trip") {
+  auto r = sample();
+  r.package_type = "Image";
+  r.runtime.clear();
+  r.handler.clear();
+  r.image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app/web:v1";
+  r.resolved_image_uri = "app/web@sha256:" + std::string(64, 'b');
+  r.image_config.entry_point = {"/bin/sh", "-c"};
+  r.image_config.entry_point_set = true;
+  r.image_config.command_set = true; // given as an empty list
+  r.image_config.working_directory = "/srv";
+  r.image_config.working_directory_set = true;
+  r.code_image = "img-" + std::string(64, 'c');
+  r.image_argv = {"/bin/sh", "-c", "exec server"};
+  r.image_workdir = "/srv";
+  r.image_env = {"PATH=/usr/bin:/bin", "LANG=C.UTF-8"};
+
+  std::string error;
+  auto back = function_record_from_json(to_json(r), error);
+  REQUIRE_MESSAGE(back, error);
+  CHECK(back->package_type == "Image");
+  CHECK(back->image_uri == r.image_uri);
+  CHECK(back->resolved_image_uri == r.resolved_image_uri);
+  CHECK(back->image_config == r.image_config);
+  CHECK(back->image_config.command.empty());
+  CHECK(back->image_config.command_set);
+  CHECK(back->code_image == r.code_image);
+  CHECK(back->image_argv == r.image_argv);
+  CHECK(back->image_workdir == "/srv");
+  CHECK(back->image_env == r.image_env);
+}
+
+TEST_CASE("function record: records without image fields load as Zip with nothing set") {
+  std::string error;
+  auto r = function_record_from_json(old_record, error);
+  REQUIRE_MESSAGE(r, error);
+  CHECK(r->package_type == "Zip");
+  CHECK(r->image_uri.empty());
+  CHECK(r->resolved_image_uri.empty());
+  CHECK_FALSE(r->image_config.any_set());
+  CHECK(r->code_image.empty());
+  CHECK(r->image_argv.empty());
+  CHECK(r->image_env.empty());
+  // Zip records are written without the image fields.
+  CHECK(to_json(*r).find("image") == std::string::npos);
+}
+
+TEST_CASE("function record: malformed image fields are corruption") {
+  std::string base = old_record;
+  base.pop_back();
+  std::string error;
+  for (const char* extra : {R"(,"image_argv":"sh")", R"(,"image_argv":[1])",
+                            R"(,"image_config":[])", R"(,"image_config":{"command":"x"})",
+                            R"(,"image_config":{"command_set":"yes"})", R"(,"image_uri":5)"}) {
+    CAPTURE(extra);
+    CHECK_FALSE(function_record_from_json(base + extra + "}", error));
+  }
+  std::string bad_type = old_record;
+  bad_type.replace(bad_type.find("\"Zip\""), 5, "\"Jar\"");
+  CHECK_FALSE(function_record_from_json(bad_type, error));
+}

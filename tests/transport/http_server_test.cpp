@@ -1,18 +1,25 @@
 #include "nimbus/transport/http_server.hpp"
 
+#include "nimbus/storage/digest.hpp"
+
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <dirent.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -780,4 +787,352 @@ TEST_CASE("io runner: a stopped fd_watch never calls back") {
   watch.reset();
   ::close(p[0]);
   ::close(p[1]);
+}
+
+// --- spooled request bodies ---------------------------------------------------
+
+namespace {
+
+/// A private temporary directory, removed with everything in it.
+class temp_dir {
+public:
+  temp_dir() {
+    char tmpl[] = "/tmp/nimbus-spool-test-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path_ = tmpl;
+  }
+  ~temp_dir() {
+    for (const auto& name : entries())
+      ::unlink((path_ + "/" + name).c_str());
+    ::rmdir(path_.c_str());
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  /// Names in the directory (without "." and "..").
+  std::vector<std::string> entries() const {
+    std::vector<std::string> out;
+    DIR* d = ::opendir(path_.c_str());
+    if (!d)
+      return out;
+    while (auto* e = ::readdir(d)) {
+      std::string name = e->d_name;
+      if (name != "." && name != "..")
+        out.push_back(name);
+    }
+    ::closedir(d);
+    return out;
+  }
+
+private:
+  std::string path_;
+};
+
+/// Polls `pred` until it holds or `timeout` passes.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds timeout = 10'000ms) {
+  auto deadline = steady::now() + timeout;
+  while (!pred()) {
+    if (steady::now() > deadline)
+      return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+/// A field of /proc/self/status in KiB ("VmRSS", "VmHWM"), or -1.
+long status_kib(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.compare(0, field.size() + 1, field + ":") == 0)
+      return std::strtol(line.c_str() + field.size() + 1, nullptr, 10);
+  return -1;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st{};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+/// Options that spool every PUT under /upload/ into `dir` as body-<request id>.
+http_server_options spool_options(const temp_dir& dir) {
+  auto o = test_options();
+  o.body_deadline = 60'000ms;
+  o.spool_path = [path = dir.path()](const http_request& head) -> std::string {
+    if (head.method != "PUT" || head.path().rfind("/upload/", 0) != 0)
+      return {};
+    return path + "/body-" + head.request_id;
+  };
+  return o;
+}
+
+/// Deterministic body bytes: piece `i` of a 1 MiB pattern.
+std::string pattern_mib() {
+  std::string piece(1 << 20, '\0');
+  for (size_t i = 0; i < piece.size(); ++i)
+    piece[i] = static_cast<char>((i * 131 + i / 4093) & 0xff);
+  return piece;
+}
+
+} // namespace
+
+TEST_CASE("http server: a 64 MiB upload is spooled to disk with bounded memory and removed after the response") {
+  temp_dir dir;
+  const std::string piece = pattern_mib();
+  constexpr size_t pieces = 64;
+  nimbus::storage::sha256_stream expected_hash;
+  for (size_t i = 0; i < pieces; ++i)
+    expected_hash.update(piece);
+  const std::string expected_hex = nimbus::storage::to_hex(expected_hash.finish());
+
+  std::mutex m;
+  std::optional<http_request> seen;
+  bool file_there_in_handler = false;
+  long rss_in_handler = -1;
+  auto hooks = test_hooks(); // in-memory limit 1000 bytes: the spool limit must apply instead
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    {
+      std::lock_guard lk(m);
+      rss_in_handler = status_kib("VmRSS");
+      struct stat st{};
+      file_there_in_handler = ::stat(req.body_file.c_str(), &st) == 0
+                              && static_cast<uint64_t>(st.st_size) == req.body_file_size
+                              && (st.st_mode & 0777) == 0600;
+      seen = req;
+    }
+    respond(text("{}"));
+  };
+  http_server server(spool_options(dir), hooks);
+
+  // Peak RSS from here on: reset the high-water mark (Linux >= 4.0).
+  bool hwm_reset = false;
+  if (FILE* f = std::fopen("/proc/self/clear_refs", "w")) {
+    hwm_reset = std::fputs("5", f) >= 0;
+    hwm_reset = (std::fclose(f) == 0) && hwm_reset;
+  }
+  const long rss_before = status_kib("VmRSS");
+  REQUIRE(rss_before > 0);
+
+  client c(server.port());
+  REQUIRE(c.send("PUT /upload/app:v1 HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                 + std::to_string(pieces * piece.size()) + "\r\n\r\n"));
+  for (size_t i = 0; i < pieces; ++i)
+    REQUIRE(c.send(piece));
+  auto r = c.read_response(30'000ms);
+  REQUIRE(r);
+  CHECK(r->status == 200);
+
+  std::string body_file;
+  {
+    std::lock_guard lk(m);
+    REQUIRE(seen);
+    CHECK(seen->body.empty());
+    CHECK(seen->spooled());
+    CHECK(seen->body_file_size == pieces * piece.size());
+    CHECK(seen->body_sha256_hex == expected_hex);
+    CHECK(seen->body_file.rfind(dir.path() + "/body-", 0) == 0);
+    CHECK(file_there_in_handler);
+    // The body was never held in memory: 64 MiB would show in RSS.
+    CHECK_MESSAGE(rss_in_handler - rss_before < 24 * 1024,
+                  "rss before " << rss_before << " KiB, in handler " << rss_in_handler << " KiB");
+    body_file = seen->body_file;
+  }
+  if (hwm_reset) {
+    const long hwm = status_kib("VmHWM");
+    CHECK_MESSAGE(hwm - rss_before < 32 * 1024, "peak rss " << hwm << " KiB, before " << rss_before << " KiB");
+  } else {
+    MESSAGE("skipped the peak-RSS check: /proc/self/clear_refs is not writable");
+  }
+  CHECK(eventually([&] { return !file_exists(body_file); }));
+  CHECK(dir.entries().empty());
+
+  // The connection stays usable, and requests the hook declines are read
+  // into memory as before.
+  REQUIRE(c.send("PUT /other HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  auto r2 = c.read_response();
+  REQUIRE(r2);
+  CHECK(r2->status == 200);
+  std::lock_guard lk(m);
+  CHECK(seen->body == "hello");
+  CHECK_FALSE(seen->spooled());
+  CHECK(seen->body_sha256_hex.empty());
+}
+
+TEST_CASE("http server: a dropped upload leaves no spool file and never reaches the handler") {
+  temp_dir dir;
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  http_server server(spool_options(dir), hooks);
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n"));
+    REQUIRE(c.send(std::string(1 << 20, 'x')));
+    // The file exists while the body streams in...
+    REQUIRE(eventually([&] { return dir.entries().size() == 1; }));
+  } // ...and the client goes away mid-body.
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+  CHECK(calls == 0);
+
+  // Same for a chunked body cut off mid-chunk.
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n100000\r\n"));
+    REQUIRE(c.send(std::string(4096, 'y')));
+    REQUIRE(eventually([&] { return dir.entries().size() == 1; }));
+  }
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+  CHECK(calls == 0);
+}
+
+TEST_CASE("http server: spooled bodies over max_spool_bytes are refused and removed") {
+  temp_dir dir;
+  std::atomic<int> calls{0};
+  std::atomic<uint64_t> seen_limit{0};
+  auto hooks = test_hooks();
+  auto too_large = hooks.too_large;
+  hooks.too_large = [&, too_large](const http_request& head, uint64_t limit) {
+    seen_limit = limit;
+    return too_large(head, limit);
+  };
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  auto options = spool_options(dir);
+  options.max_spool_bytes = 100'000;
+  http_server server(options, hooks);
+
+  // Declared too large: refused from the head, no file is created.
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 100001\r\n\r\n"));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 413);
+    CHECK(seen_limit == 100'000);
+    CHECK(dir.entries().empty());
+  }
+  // A chunked body that grows past the limit: the partial file goes.
+  {
+    client c(server.port());
+    std::string chunk(60'000, 'z');
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nEA60\r\n" + chunk
+                   + "\r\nEA60\r\n" + chunk + "\r\n0\r\n\r\n"));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 413);
+    CHECK(c.wait_closed());
+  }
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+  // Exactly the limit is fine.
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+                   + std::string(100'000, 'q')));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
+  CHECK(calls == 1);
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("http server: a handler may keep the spool file, and holds it until it responds") {
+  temp_dir dir;
+  held_requests held;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) { held.add(std::move(req), std::move(respond)); };
+  http_server server(spool_options(dir), hooks);
+
+  // 1. The handler renames the body away before responding: it stays.
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world"));
+    REQUIRE(held.wait_for(1));
+    auto [req, respond] = held.take(0);
+    CHECK(req.body_sha256_hex == nimbus::storage::to_hex(nimbus::storage::sha256("hello world")));
+    const std::string kept = dir.path() + "/kept";
+    REQUIRE(::rename(req.body_file.c_str(), kept.c_str()) == 0);
+    respond(text("{}"));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    std::ifstream in(kept);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(content == "hello world");
+    ::unlink(kept.c_str());
+  }
+  // 2. The client goes away while the handler works: the file stays until
+  //    the handler responds (it may still be reading it), then goes.
+  {
+    std::string body_file;
+    respond_fn respond;
+    {
+      client c(server.port());
+      REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"));
+      REQUIRE(held.wait_for(2));
+      auto item = held.take(1);
+      body_file = item.first.body_file;
+      respond = item.second;
+    }
+    // Give the server time to notice the close; the file must survive it.
+    std::this_thread::sleep_for(100ms);
+    CHECK(file_exists(body_file));
+    respond(text("{}"));
+    CHECK(eventually([&] { return !file_exists(body_file); }));
+  }
+  // 3. An empty body is spooled too (an empty file), and a handler that
+  //    drops respond still gets the file removed.
+  {
+    client c(server.port());
+    REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"));
+    REQUIRE(held.wait_for(3));
+    auto item = held.take(2);
+    CHECK(item.first.body_file_size == 0);
+    CHECK(item.first.body_sha256_hex == nimbus::storage::to_hex(nimbus::storage::sha256("")));
+    CHECK(file_exists(item.first.body_file));
+    {
+      std::lock_guard lk(held.m);
+      held.items.clear(); // drops every respond function: the server answers 500
+    }
+    item = {};
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 500);
+  }
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+}
+
+TEST_CASE("http server: an existing file at the spool path is never touched") {
+  temp_dir dir;
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  auto options = test_options();
+  const std::string taken = dir.path() + "/taken";
+  {
+    std::ofstream out(taken);
+    out << "precious";
+  }
+  options.spool_path = [taken](const http_request&) { return taken; };
+  http_server server(options, hooks);
+  client c(server.port());
+  REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 500);
+  CHECK(calls == 0);
+  std::ifstream in(taken);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(content == "precious");
 }

@@ -137,3 +137,59 @@ TEST_CASE("lambda api: routes the event invoke config operations") {
   // The API version is part of the path: the old one does not have it.
   CHECK(match("GET", "/2015-03-31/functions/f1/event-invoke-config").error.status == 404);
 }
+
+TEST_CASE("lambda api: PUT /nimbus/images/{repository}:{tag} routes to push_image") {
+  struct row {
+    const char* target;
+    const char* repository;
+    const char* tag;
+  };
+  for (auto r : std::vector<row>{
+         {"/nimbus/images/app:v1", "app", "v1"},
+         {"/nimbus/images/app%3Av1", "app", "v1"},                // SDK-style encoded ':'
+         {"/nimbus/images/team/web-app:1.0_rc-2", "team/web-app", "1.0_rc-2"},
+         {"/nimbus/images/a.b_c-d/e:_", "a.b_c-d/e", "_"},
+         {"/nimbus/images/app:latest?x=1", "app", "latest"},
+       }) {
+    auto m = match("PUT", r.target);
+    REQUIRE_MESSAGE(m.matched, r.target);
+    CHECK(m.matched->op == operation::push_image);
+    REQUIRE(m.matched->labels.size() == 2);
+    CHECK(m.matched->labels[0] == r.repository);
+    CHECK(m.matched->labels[1] == r.tag);
+    CHECK(m.matched->function_name.empty());
+  }
+  CHECK(operation_name(operation::push_image) == "PushImage");
+  CHECK_FALSE(is_public(operation::push_image));
+
+  auto m = match("GET", "/nimbus/images/app:v1");
+  CHECK_FALSE(m.matched);
+  CHECK(m.error.status == 405);
+
+  for (const char* bad : {"/nimbus/images/app", "/nimbus/images/App:v1", "/nimbus/images/app:",
+                          "/nimbus/images/:v1", "/nimbus/images/app:-v1", "/nimbus/images/a..b:v1",
+                          "/nimbus/images/a//b:v1", "/nimbus/images/app/:v1", "/nimbus/images/-app:v1",
+                          "/nimbus/images/app:v1/x:y", "/nimbus/images/app:v%201"}) {
+    auto e = match("PUT", bad);
+    CHECK_MESSAGE(!e.matched, bad);
+    CHECK_MESSAGE(e.error.status == 400, bad);
+    CHECK(e.error.type == "InvalidParameterValueException");
+  }
+  // The length limits: repository 255, tag 128.
+  CHECK(match("PUT", "/nimbus/images/" + std::string(255, 'a') + ":t").matched);
+  CHECK(match("PUT", "/nimbus/images/" + std::string(256, 'a') + ":t").error.status == 400);
+  CHECK(match("PUT", "/nimbus/images/a:" + std::string(128, 'T')).matched);
+  CHECK(match("PUT", "/nimbus/images/a:" + std::string(129, 'T')).error.status == 400);
+}
+
+TEST_CASE("lambda api: repository names and tags") {
+  for (const char* ok : {"a", "0", "a-b", "a.b", "a_b", "a/b", "a1/b2/c3", "x.y-z_w/v"})
+    CHECK_MESSAGE(valid_repository_name(ok), ok);
+  for (const char* bad : {"", "A", "a-", "-a", ".a", "a/", "/a", "a--b", "a._b", "a//b", "a:b",
+                          "a b", "a@b"})
+    CHECK_MESSAGE(!valid_repository_name(bad), bad);
+  for (const char* ok : {"v1", "_", "V1.2-rc_3", "latest"})
+    CHECK_MESSAGE(valid_image_tag(ok), ok);
+  for (const char* bad : {"", ".v", "-v", "v:1", "v/1", "v@1"})
+    CHECK_MESSAGE(!valid_image_tag(bad), bad);
+}

@@ -339,3 +339,248 @@ TEST_CASE("lambda codec: event invoke config and DeadLetterConfig JSON as AWS re
   CHECK(configuration_json(r, "us-east-1").find(R"("DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:123456789012:dlq"})")
         != std::string::npos);
 }
+
+namespace {
+
+const std::string digest_hex(64, 'a');
+
+std::string image_body(std::string code, std::string extra = "") {
+  return R"({"FunctionName":"img","PackageType":"Image","Role":"arn:aws:iam::123456789012:role/lambda","Code":)"
+         + code + extra + "}";
+}
+
+} // namespace
+
+TEST_CASE("lambda codec: image URIs in every accepted form") {
+  struct row {
+    std::string uri;
+    std::string repository, tag, digest;
+  };
+  for (const auto& r : std::vector<row>{
+         {"app:v1", "app", "v1", ""},
+         {"team/web-app:1.0_rc", "team/web-app", "1.0_rc", ""},
+         {"app@sha256:" + digest_hex, "app", "", "sha256:" + digest_hex},
+         {"123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1", "app", "v1", ""},
+         {"123456789012.dkr.ecr.us-east-1.amazonaws.com/a/b@sha256:" + digest_hex, "a/b", "",
+          "sha256:" + digest_hex},
+       }) {
+    image_ref ref;
+    auto err = parse_image_uri(r.uri, "123456789012", "us-east-1", ref);
+    CHECK_MESSAGE(!err, r.uri << ": " << (err ? err->message : ""));
+    CHECK(ref.repository == r.repository);
+    CHECK(ref.tag == r.tag);
+    CHECK(ref.digest == r.digest);
+    CHECK(ref.reference() == (r.tag.empty() ? r.repository + "@" + r.digest : r.repository + ":" + r.tag));
+  }
+  struct bad {
+    std::string uri;
+    std::string fragment;
+  };
+  for (const auto& b : std::vector<bad>{
+         {"", "is not valid"},
+         {"app", "tag"},
+         {"App:v1", "repository name"},
+         {"app:", "tag"},
+         {"app:-x", "tag"},
+         {"app@sha256:" + std::string(63, 'a'), "digest"},
+         {"app@sha256:" + std::string(64, 'A'), "digest"},
+         {"app@md5:" + digest_hex, "digest"},
+         {"docker.io/library/python:3.11", "own registry"},
+         {"localhost:5000/app:v1", "own registry"},
+         {"123456789012.dkr.ecr.us-east-1.amazonaws.com.evil/app:v1", "own registry"},
+         {"210987654321.dkr.ecr.us-east-1.amazonaws.com/app:v1", "account 210987654321 in us-east-1"},
+         {"123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1", "account 123456789012 in eu-west-1"},
+         {std::string(600, 'a') + ":v1", "is not valid"},
+       }) {
+    image_ref ref;
+    auto err = parse_image_uri(b.uri, "123456789012", "us-east-1", ref);
+    REQUIRE_MESSAGE(err, b.uri);
+    CHECK(err->status == 400);
+    CHECK(err->type == "InvalidParameterValueException");
+    CHECK_MESSAGE(err->message.find(b.fragment) != std::string::npos, err->message);
+    CHECK(err->message.rfind("Source image ", 0) == 0);
+  }
+  // Without an account and region only the syntax is checked.
+  image_ref ref;
+  CHECK_FALSE(parse_image_uri("210987654321.dkr.ecr.eu-west-1.amazonaws.com/app:v1", "", "", ref));
+}
+
+TEST_CASE("lambda codec: CreateFunction with PackageType Image") {
+  auto p = parse_create_function(
+    image_body(R"({"ImageUri":"app:v1"})",
+               R"(,"ImageConfig":{"EntryPoint":["/bin/sh","-c"],"Command":[],"WorkingDirectory":"/srv"},"Timeout":30)"),
+    limits);
+  REQUIRE_MESSAGE(p.value, p.error.message);
+  CHECK(p.value->package_type == "Image");
+  CHECK(p.value->image_uri == "app:v1");
+  CHECK(p.value->zip.empty());
+  CHECK(p.value->runtime.empty());
+  CHECK(p.value->handler.empty());
+  CHECK(p.value->timeout == 30);
+  const auto& c = p.value->image_config;
+  CHECK(c.entry_point_set);
+  CHECK(c.entry_point == std::vector<std::string>{"/bin/sh", "-c"});
+  CHECK(c.command_set);
+  CHECK(c.command.empty());
+  CHECK(c.working_directory_set);
+  CHECK(c.working_directory == "/srv");
+
+  // No ImageConfig: nothing is set.
+  auto plain = parse_create_function(image_body(R"({"ImageUri":"app@sha256:)" + digest_hex + "\"}"), limits);
+  REQUIRE_MESSAGE(plain.value, plain.error.message);
+  CHECK_FALSE(plain.value->image_config.any_set());
+  // Zip stays the default.
+  auto zip = parse_create_function(create_body(), limits);
+  REQUIRE(zip.value);
+  CHECK(zip.value->package_type == "Zip");
+  CHECK(zip.value->image_uri.empty());
+}
+
+TEST_CASE("lambda codec: PackageType mismatches are InvalidParameterValueException") {
+  struct row {
+    std::string body;
+    std::string fragment;
+  };
+  const std::string zip64 = base64_encode("PK");
+  for (const auto& r : std::vector<row>{
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"Runtime":"python3.11")"),
+          "Please don't provide Handler or Runtime or Layer when the intended function PackageType is Image."},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"Handler":"a.b")"), "Handler or Runtime or Layer"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"Layers":["arn:aws:lambda:us-east-1:123456789012:layer:l:1"])"),
+          "Handler or Runtime or Layer"},
+         {image_body("{}"), "Please provide ImageUri when the intended function PackageType is Image."},
+         {image_body(R"({"ZipFile":")" + zip64 + "\"}"), "Please don't provide ZipFile"},
+         {image_body(R"({"ImageUri":"app:v1","ZipFile":")" + zip64 + "\"}"), "only one source"},
+         {image_body(R"({"ImageUri":"docker.io/x/y:1"})"), "Source image docker.io/x/y:1 is not valid"},
+         {R"({"FunctionName":"f","Runtime":"python3.11","Handler":"a.b","Role":"arn:aws:iam::123456789012:role/lambda","Code":{"ImageUri":"app:v1"}})",
+          "Please don't provide ImageUri when the intended function PackageType is Zip."},
+         {create_body(R"(,"ImageConfig":{"Command":["x"]})"), "ImageConfig is supported only for functions with PackageType Image"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"WorkingDirectory":"srv"})"), "absolute"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"WorkingDirectory":""})"), "absolute"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"WorkingDirectory":"/)" + std::string(1000, 'w') + "\"}"),
+          "imageConfig.workingDirectory"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"Command":"run"})"), "Command must be a list"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"Command":[1]})"), "list of strings"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"EntryPoint":[")" + std::string(1001, 'e') + "\"]}"),
+          "imageConfig.entryPoint.member"},
+         {image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"EntryPoint":["a\u0000b"]})"), "NUL"},
+       }) {
+    auto p = parse_create_function(r.body, limits);
+    CHECK_MESSAGE(!p.value, r.body.substr(0, 120));
+    CHECK(p.error.status == 400);
+    CHECK(p.error.type == "InvalidParameterValueException");
+    CHECK_MESSAGE(p.error.message.find(r.fragment) != std::string::npos, p.error.message);
+  }
+  // The list bounds: 1500 entries pass, 1501 do not.
+  auto list_of = [](size_t n) {
+    std::string out = "[";
+    for (size_t i = 0; i < n; ++i)
+      out += i ? ",\"x\"" : "\"x\"";
+    return out + "]";
+  };
+  auto at_limit = parse_create_function(
+    image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"Command":)" + list_of(1500) + "}"), limits);
+  CHECK_MESSAGE(at_limit.value, at_limit.error.message);
+  auto over = parse_create_function(
+    image_body(R"({"ImageUri":"app:v1"})", R"(,"ImageConfig":{"Command":)" + list_of(1501) + "}"), limits);
+  REQUIRE_FALSE(over.value);
+  CHECK(over.error.message.find("imageConfig.command") != std::string::npos);
+}
+
+TEST_CASE("lambda codec: UpdateFunctionCode and UpdateFunctionConfiguration for Image functions") {
+  auto u = parse_update_code(R"({"ImageUri":"app:v2","RevisionId":"r"})", limits);
+  REQUIRE_MESSAGE(u.value, u.error.message);
+  CHECK(u.value->image_uri == "app:v2");
+  CHECK(u.value->zip.empty());
+  CHECK(u.value->revision_id == "r");
+  CHECK_FALSE(parse_update_code(R"({"ImageUri":"App:v2"})", limits).value);
+  auto both = parse_update_code(R"({"ImageUri":"app:v2","ZipFile":")" + base64_encode("z") + "\"}", limits);
+  CHECK_FALSE(both.value);
+
+  nimbus::storage::function_record zip_fn;
+  nimbus::storage::function_record image_fn;
+  image_fn.package_type = "Image";
+  auto zip_update = parse_update_code(R"({"ZipFile":")" + base64_encode("z") + "\"}", limits);
+  REQUIRE(zip_update.value);
+  CHECK_FALSE(check_code_update(zip_fn, *zip_update.value));
+  CHECK_FALSE(check_code_update(image_fn, *u.value));
+  auto e = check_code_update(zip_fn, *u.value);
+  REQUIRE(e);
+  CHECK(e->type == "InvalidParameterValueException");
+  CHECK(e->message == "Please don't provide ImageUri when updating a function with packageType Zip.");
+  e = check_code_update(image_fn, *zip_update.value);
+  REQUIRE(e);
+  CHECK(e->message == "Please provide ImageUri when updating a function with packageType Image.");
+
+  auto c = parse_update_configuration(R"({"ImageConfig":{"Command":["serve","--port=8080"]},"Timeout":5})", limits);
+  REQUIRE_MESSAGE(c.value, c.error.message);
+  REQUIRE(c.value->image_config);
+  CHECK(c.value->image_config->command_set);
+  CHECK_FALSE(c.value->image_config->entry_point_set);
+  CHECK(c.value->image_config->command == std::vector<std::string>{"serve", "--port=8080"});
+  CHECK_FALSE(check_configuration_patch(image_fn, *c.value));
+  e = check_configuration_patch(zip_fn, *c.value);
+  REQUIRE(e);
+  CHECK(e->status == 400);
+  auto runtime = parse_update_configuration(R"({"Runtime":"python3.12"})", limits);
+  REQUIRE(runtime.value);
+  CHECK_FALSE(runtime.value->image_config);
+  CHECK_FALSE(check_configuration_patch(zip_fn, *runtime.value));
+  e = check_configuration_patch(image_fn, *runtime.value);
+  REQUIRE(e);
+  CHECK(e->message.find("Handler or Runtime") != std::string::npos);
+  CHECK_FALSE(parse_update_configuration(R"({"ImageConfig":{"WorkingDirectory":"rel"}})", limits).value);
+}
+
+TEST_CASE("lambda codec: Image functions render PackageType, ImageConfigResponse and ECR code") {
+  nimbus::storage::function_record r;
+  r.account_id = "123456789012";
+  r.name = "img";
+  r.role = "arn:aws:iam::123456789012:role/x";
+  r.package_type = "Image";
+  r.image_uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1";
+  r.resolved_image_uri = "app@sha256:" + digest_hex;
+  r.image_config.command = {"serve"};
+  r.image_config.command_set = true;
+  r.image_config.entry_point_set = true; // an empty EntryPoint that was given
+  r.revision_id = "rev";
+  simdjson::dom::parser parser;
+  {
+    auto json = configuration_json(r, "us-east-1");
+    auto doc = parser.parse(json);
+    REQUIRE_FALSE(doc.error());
+    auto v = doc.value();
+    CHECK(std::string_view(v["PackageType"]) == "Image");
+    CHECK(v["Runtime"].error() == simdjson::NO_SUCH_FIELD);
+    CHECK(v["Handler"].error() == simdjson::NO_SUCH_FIELD);
+    auto ic = v["ImageConfigResponse"]["ImageConfig"];
+    REQUIRE_FALSE(ic.error());
+    CHECK(std::string_view(ic["Command"].at(0)) == "serve");
+    CHECK(simdjson::dom::array(ic["EntryPoint"]).size() == 0);
+    CHECK(ic["WorkingDirectory"].error() == simdjson::NO_SUCH_FIELD);
+  }
+  {
+    auto json = get_function_json(r, "us-east-1", "http://ignored");
+    auto doc = parser.parse(json);
+    REQUIRE_FALSE(doc.error());
+    auto code = doc.value()["Code"];
+    CHECK(std::string_view(code["RepositoryType"]) == "ECR");
+    CHECK(std::string_view(code["ImageUri"]) == r.image_uri);
+    CHECK(std::string_view(code["ResolvedImageUri"]) == r.resolved_image_uri);
+    CHECK(code["Location"].error() == simdjson::NO_SUCH_FIELD);
+  }
+  // Without ImageConfig there is no ImageConfigResponse; Zip functions keep
+  // Runtime, Handler and their S3 code location.
+  r.image_config = {};
+  CHECK(configuration_json(r, "us-east-1").find("ImageConfigResponse") == std::string::npos);
+  nimbus::storage::function_record z = r;
+  z.package_type = "Zip";
+  z.runtime = "python3.11";
+  z.handler = "a.b";
+  auto json = get_function_json(z, "us-east-1", "http://code");
+  auto doc = parser.parse(json);
+  REQUIRE_FALSE(doc.error());
+  CHECK(std::string_view(doc.value()["Code"]["RepositoryType"]) == "S3");
+  CHECK(std::string_view(doc.value()["Code"]["Location"]) == "http://code");
+  CHECK(std::string_view(doc.value()["Configuration"]["Runtime"]) == "python3.11");
+}

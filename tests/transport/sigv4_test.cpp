@@ -663,3 +663,122 @@ TEST_CASE("sigv4: failure classes") {
     CHECK(r.message.find(auth_param(signed_req, "Signature")) == std::string::npos);
   }
 }
+
+namespace {
+
+/// An image push as curl 7.88 --aws-sigv4 sends it (-T file, with
+/// x-amz-content-sha256 given by the user): the path with a raw ':', signed as
+/// sent. The body is spooled: the server hands over its hash, not the bytes.
+http_request curl_image_push(const std::string& content_sha256, const std::string& body_hash) {
+  http_request req;
+  req.method = "PUT";
+  req.target = "/nimbus/images/team/app:v1";
+  req.headers = {{"Host", "localhost:9000"},
+                 {"x-amz-content-sha256", content_sha256},
+                 {"X-Amz-Date", sigv4::format_amz_date(lambda_time)}};
+  req.body_file = "/nonexistent/spool-file"; // never opened by the verifier
+  req.body_sha256_hex = body_hash;
+  req.body_file_size = 123;
+  return req;
+}
+
+/// Signs `req` over a canonical request written out by hand, with the raw
+/// path and `payload_hash`, the way curl 7.88 does.
+void sign_raw_path(http_request& req, const std::string& payload_hash) {
+  const auto p = lambda_signing();
+  const auto amz_date = sigv4::format_amz_date(p.time);
+  const auto date = amz_date.substr(0, 8);
+  const auto scope = date + "/" + p.region + "/" + p.service + "/aws4_request";
+  const std::string cr = "PUT\n/nimbus/images/team/app:v1\n\nhost:localhost:9000\nx-amz-content-sha256:"
+                         + std::string(*req.header("x-amz-content-sha256")) + "\nx-amz-date:" + amz_date
+                         + "\n\nhost;x-amz-content-sha256;x-amz-date\n" + payload_hash;
+  const auto sig = sigv4::signature(p.secret_access_key, date, p.region, p.service,
+                                    sigv4::string_to_sign(amz_date, scope, cr));
+  req.headers.emplace_back("Authorization", "AWS4-HMAC-SHA256 Credential=" + p.access_key_id + "/" + scope
+                                              + ", SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature="
+                                              + sig);
+}
+
+} // namespace
+
+TEST_CASE("sigv4: curl 7.88 image pushes sign the raw path and may leave the spooled payload unsigned") {
+  const std::string body_hash = sha256_hex("image archive bytes");
+
+  // The encoded forms (the SDK form encodes the raw ':' once, like the curl
+  // form) differ from what curl signed...
+  auto req = curl_image_push("UNSIGNED-PAYLOAD", body_hash);
+  const std::string sh = "host;x-amz-content-sha256;x-amz-date";
+  CHECK(sigv4::canonical_request(req, sh, "UNSIGNED-PAYLOAD", sigv4::path_form::sdk, false)
+          .find("\n/nimbus/images/team/app%3Av1\n") != std::string::npos);
+  CHECK(sigv4::canonical_request(req, sh, "UNSIGNED-PAYLOAD", sigv4::path_form::curl, false)
+          .find("\n/nimbus/images/team/app%3Av1\n") != std::string::npos);
+  CHECK(sigv4::canonical_request(req, sh, "UNSIGNED-PAYLOAD", sigv4::path_form::raw, false)
+          .find("\n/nimbus/images/team/app:v1\n") != std::string::npos);
+  // ...so only the raw-path attempt verifies it.
+  sign_raw_path(req, "UNSIGNED-PAYLOAD");
+  auto r = sigv4::verify(req, lambda_secrets, lambda_options, lambda_time);
+  CHECK_MESSAGE(r.ok, r.message);
+  CHECK(r.access_key_id == "AKIDNIMBUS");
+
+  // A signed payload hash must match the hash of the spooled body.
+  auto hashed = curl_image_push(body_hash, body_hash);
+  sign_raw_path(hashed, body_hash);
+  r = sigv4::verify(hashed, lambda_secrets, lambda_options, lambda_time);
+  CHECK_MESSAGE(r.ok, r.message);
+  auto other_body = hashed;
+  other_body.body_sha256_hex = sha256_hex("other bytes");
+  r = sigv4::verify(other_body, lambda_secrets, lambda_options, lambda_time);
+  CHECK_FALSE(r.ok);
+  CHECK(r.error == sigv4::auth_error::signature_mismatch);
+  CHECK(r.message.find("x-amz-content-sha256") != std::string::npos);
+
+  // Without the header, the payload hash is the spooled body's.
+  auto implicit = curl_image_push(body_hash, body_hash);
+  implicit.headers.erase(implicit.headers.begin() + 1);
+  {
+    const auto p = lambda_signing();
+    const auto amz_date = sigv4::format_amz_date(p.time);
+    const auto date = amz_date.substr(0, 8);
+    const auto scope = date + "/" + p.region + "/" + p.service + "/aws4_request";
+    const std::string cr = "PUT\n/nimbus/images/team/app:v1\n\nhost:localhost:9000\nx-amz-date:" + amz_date
+                           + "\n\nhost;x-amz-date\n" + body_hash;
+    implicit.headers.emplace_back(
+      "Authorization", "AWS4-HMAC-SHA256 Credential=" + p.access_key_id + "/" + scope
+                         + ", SignedHeaders=host;x-amz-date, Signature="
+                         + sigv4::signature(p.secret_access_key, date, p.region, p.service,
+                                            sigv4::string_to_sign(amz_date, scope, cr)));
+  }
+  r = sigv4::verify(implicit, lambda_secrets, lambda_options, lambda_time);
+  CHECK_MESSAGE(r.ok, r.message);
+
+  // The raw path is a fallback, not a way around the signature.
+  auto tampered = req;
+  tampered.target = "/nimbus/images/team/app:v2";
+  CHECK_FALSE(sigv4::verify(tampered, lambda_secrets, lambda_options, lambda_time).ok);
+}
+
+TEST_CASE("sigv4: UNSIGNED-PAYLOAD is refused for bodies held in memory") {
+  // The same signed request, but the body came in memory (an API call).
+  auto req = curl_image_push("UNSIGNED-PAYLOAD", "");
+  req.body_file.clear();
+  req.body_file_size = 0;
+  req.body = "{\"FunctionName\":\"f\"}";
+  sign_raw_path(req, "UNSIGNED-PAYLOAD");
+  auto r = sigv4::verify(req, lambda_secrets, lambda_options, lambda_time);
+  CHECK_FALSE(r.ok);
+  CHECK(r.error == sigv4::auth_error::signature_mismatch);
+  CHECK(r.message.find("UNSIGNED-PAYLOAD") != std::string::npos);
+
+  // Nor does an SDK-signed API request get to leave its body out.
+  http_request api;
+  api.method = "POST";
+  api.target = "/2015-03-31/functions";
+  api.headers = {{"Host", "localhost:9000"}};
+  api.body = "{}";
+  sigv4::sign(api, lambda_signing());
+  CHECK(sigv4::verify(api, lambda_secrets, lambda_options, lambda_time).ok);
+  for (auto& [k, v] : api.headers)
+    if (nimbus::transport::iequals(k, "x-amz-content-sha256"))
+      v = "UNSIGNED-PAYLOAD";
+  CHECK_FALSE(sigv4::verify(api, lambda_secrets, lambda_options, lambda_time).ok);
+}

@@ -13,11 +13,17 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <deque>
 #include <limits>
@@ -49,6 +55,14 @@
 //    request order after earlier pipelined responses, carry
 //    `Connection: close`, and are followed by a short lingering close so the
 //    peer can read them even when it is still sending a body.
+//  * Spooled bodies: once the head is in and the `spool_path` option names a
+//    file, the string-body parser is converted into a parser whose body
+//    writes each received piece to that file and into a running SHA-256, so
+//    memory stays bounded by the read buffer whatever the body size. The file
+//    belongs to a spool_file object: while reading, the session holds it (any
+//    read failure drops it, which removes the file); at dispatch it moves into
+//    the request's responder, then with the response into its pipeline slot,
+//    and is removed when that slot is written or discarded.
 
 namespace nimbus::transport {
 
@@ -143,6 +157,112 @@ bool is_parse_error(const beast::error_code& ec) {
          ec != http::error::need_more && ec != http::error::need_buffer;
 }
 
+/// A spooled request body on disk. Removes its file when destroyed; a handler
+/// that keeps the body renames the file away first (removing a missing file
+/// is fine).
+class spool_file {
+public:
+  /// Creates `path` exclusively with mode 0600; nothing (and `error` set) if
+  /// it cannot be created. An existing file is never touched.
+  static std::unique_ptr<spool_file> create(const std::string& path, std::string& error) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      error = std::string("cannot create the spool file: ") + std::strerror(errno);
+      return nullptr;
+    }
+    return std::unique_ptr<spool_file>(new spool_file(path, fd));
+  }
+
+  ~spool_file() {
+    close_fd();
+    ::unlink(path_.c_str());
+  }
+
+  spool_file(const spool_file&) = delete;
+  spool_file& operator=(const spool_file&) = delete;
+
+  /// Appends to the file and the hash; false (and failed()) on a write error.
+  bool write(const char* data, size_t n) {
+    if (fd_ < 0 || failed_)
+      return false;
+    hash_.update(std::string_view{data, n});
+    size_ += n;
+    while (n > 0) {
+      ssize_t w = ::write(fd_, data, n);
+      if (w < 0 && errno == EINTR)
+        continue;
+      if (w <= 0) {
+        failed_ = true;
+        return false;
+      }
+      data += w;
+      n -= static_cast<size_t>(w);
+    }
+    return true;
+  }
+
+  /// Closes the file and returns the hex SHA-256 of everything written.
+  std::string finish() {
+    close_fd();
+    return storage::to_hex(hash_.finish());
+  }
+
+  bool failed() const { return failed_; }
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+
+private:
+  spool_file(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+
+  void close_fd() {
+    if (fd_ >= 0)
+      ::close(fd_);
+    fd_ = -1;
+  }
+
+  std::string path_;
+  int fd_ = -1;
+  storage::sha256_stream hash_;
+  uint64_t size_ = 0;
+  bool failed_ = false;
+};
+
+/// A Beast Body whose reader streams into a spool_file (it has no writer:
+/// requests only).
+struct spool_body {
+  struct value_type {
+    spool_file* file = nullptr; // owned by the session while reading
+  };
+
+  class reader {
+  public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+
+    void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) { ec = {}; }
+
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      std::size_t used = 0;
+      for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers); ++it) {
+        net::const_buffer b = *it;
+        if (!body_.file || !body_.file->write(static_cast<const char*>(b.data()), b.size())) {
+          ec = beast::error_code(EIO, boost::system::system_category());
+          return used;
+        }
+        used += b.size();
+      }
+      ec = {};
+      return used;
+    }
+
+    void finish(beast::error_code& ec) { ec = {}; }
+
+  private:
+    value_type& body_;
+  };
+};
+
 class session;
 
 /// State shared by the server, its sessions and every outstanding respond
@@ -200,6 +320,17 @@ struct server_state {
   }
 
   size_t max_pipeline() const { return std::max<size_t>(1, options.max_pipeline); }
+
+  /// The spool file path for a request, or empty (also when the hook fails).
+  std::string call_spool_path(const http_request& head) const {
+    if (!options.spool_path)
+      return {};
+    try {
+      return options.spool_path(head);
+    } catch (...) {
+      return {};
+    }
+  }
 
   uint64_t call_body_limit(const http_request& head) const {
     if (!hooks.body_limit)
@@ -293,8 +424,10 @@ public:
   /// concurrently: breaks the self reference so the session can be freed.
   void abandon() { close_now(); }
 
-  /// A handler's response for the request with sequence number `seq`.
-  void on_response(uint64_t seq, http_response r) {
+  /// A handler's response for the request with sequence number `seq`;
+  /// `spool` (if any) is the request's body file, kept until the response is
+  /// written.
+  void on_response(uint64_t seq, http_response r, std::shared_ptr<spool_file> spool) {
     if (closed_ || seq < head_seq_)
       return;
     uint64_t idx = seq - head_seq_;
@@ -303,6 +436,7 @@ public:
     slot& s = queue_[idx];
     if (s.response)
       return;
+    s.spool = std::move(spool);
     try {
       s.response = build_response(std::move(r), s);
     } catch (...) {
@@ -324,6 +458,8 @@ private:
     bool close = false; // close after writing (error path or handler asked)
     std::string request_id;
     std::optional<http::response<http::string_body>> response;
+    /// The request's spooled body, removed when the slot goes.
+    std::shared_ptr<spool_file> spool;
   };
 
   bool in_request() const { return read_state_ == read_state::header || read_state_ == read_state::body; }
@@ -431,30 +567,70 @@ private:
         return;
       }
 
-      body_limit_ = state_->call_body_limit(head);
+      std::string spool_path = state_->call_spool_path(head);
+      body_limit_ = spool_path.empty() ? state_->call_body_limit(head) : state_->options.max_spool_bytes;
       auto declared = parser_->content_length();
       if (declared && *declared > body_limit_) {
         // Decided from the header alone: the body is never read.
         reject(state_->call_too_large(head, body_limit_), msg.version(), head.request_id);
         return;
       }
+      if (!spool_path.empty()) {
+        std::string error;
+        spool_ = spool_file::create(spool_path, error);
+        if (!spool_) {
+          reject(state_->call_bad_request("The request body could not be stored", 500), msg.version(),
+                 head.request_id);
+          return;
+        }
+      }
       head_ = std::move(head);
       if (parser_->is_done()) {
         dispatch();
         return;
       }
-      parser_->body_limit(body_limit_);
+      if (spool_) {
+        // Switch to the streaming body before any body byte is parsed.
+        spool_parser_.emplace(std::move(*parser_));
+        parser_.reset();
+        spool_parser_->get().body().file = spool_.get();
+        spool_parser_->body_limit(body_limit_);
+      } else {
+        parser_->body_limit(body_limit_);
+      }
       do_read_body();
     } catch (...) {
       close_now();
     }
   }
 
+  /// HTTP minor+major version of the request being read (11 for 1.1).
+  unsigned request_version() const {
+    if (spool_parser_)
+      return spool_parser_->get().version();
+    return parser_ ? parser_->get().version() : 11;
+  }
+
+  /// Drops the parser(s) of the request being read, and its spool file with
+  /// them.
+  void drop_request() {
+    parser_.reset();
+    spool_parser_.reset();
+    spool_.reset();
+  }
+
+  void read_body_now() {
+    if (spool_parser_)
+      http::async_read(stream_, buffer_, *spool_parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+    else
+      http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+  }
+
   void do_read_body() {
     read_state_ = read_state::body;
     stream_.expires_after(state_->options.body_deadline);
     auto expect = head_.header("Expect");
-    if (expect && iequals(*expect, "100-continue") && parser_->get().version() >= 11 && !writing_ &&
+    if (expect && iequals(*expect, "100-continue") && request_version() >= 11 && !writing_ &&
         queue_.empty()) {
       // Clients that ask first (curl for large bodies) would otherwise pause
       // before sending. Only when the write side is free: otherwise they
@@ -464,7 +640,7 @@ private:
                        beast::bind_front_handler(&session::on_continue, shared_from_this()));
       return;
     }
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+    read_body_now();
   }
 
   void on_continue(beast::error_code ec, std::size_t) {
@@ -475,7 +651,7 @@ private:
       close_now();
       return;
     }
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+    read_body_now();
   }
 
   void on_body(beast::error_code ec, std::size_t) {
@@ -485,7 +661,17 @@ private:
     if (ec == http::error::body_limit) {
       // A chunked body (or one without a declared length) grew past the limit.
       try {
-        reject(state_->call_too_large(head_, body_limit_), parser_->get().version(), head_.request_id);
+        reject(state_->call_too_large(head_, body_limit_), request_version(), head_.request_id);
+      } catch (...) {
+        close_now();
+      }
+      return;
+    }
+    if (ec && spool_ && spool_->failed()) {
+      // The disk refused the body (e.g. full): say so instead of hanging up.
+      try {
+        reject(state_->call_bad_request("The request body could not be stored", 500), request_version(),
+               head_.request_id);
       } catch (...) {
         close_now();
       }
@@ -504,7 +690,7 @@ private:
 
   void on_read_error(const beast::error_code& ec) {
     if (is_parse_error(ec)) {
-      unsigned version = parser_ ? parser_->get().version() : 11;
+      unsigned version = request_version();
       if (version != 10 && version != 11)
         version = 11;
       int status = ec == http::error::header_limit ? 431 : 400;
@@ -517,7 +703,7 @@ private:
     }
     // The peer went away, the deadline passed (the stream has closed the
     // socket already), or we closed: close quietly.
-    parser_.reset();
+    drop_request();
     read_closed_ = true;
     if (ec == beast::error::timeout) {
       close_now();
@@ -528,14 +714,29 @@ private:
 
   /// Hands a complete request to the handler and keeps reading ahead.
   void dispatch() {
-    auto msg = parser_->release();
-    parser_.reset();
     slot s;
-    s.version = msg.version();
-    s.keep_alive = msg.keep_alive();
-    s.head_method = msg.method() == http::verb::head;
+    std::shared_ptr<spool_file> spool;
+    if (spool_parser_) {
+      auto msg = spool_parser_->release();
+      s.version = msg.version();
+      s.keep_alive = msg.keep_alive();
+      s.head_method = msg.method() == http::verb::head;
+    } else {
+      auto msg = parser_->release();
+      s.version = msg.version();
+      s.keep_alive = msg.keep_alive();
+      s.head_method = msg.method() == http::verb::head;
+      head_.body = std::move(msg.body()); // empty for a spooled request with no body
+    }
+    parser_.reset();
+    spool_parser_.reset();
+    if (spool_) {
+      head_.body_sha256_hex = spool_->finish();
+      head_.body_file = spool_->path();
+      head_.body_file_size = spool_->size();
+      spool = std::move(spool_);
+    }
     s.request_id = head_.request_id;
-    head_.body = std::move(msg.body());
     if (!s.keep_alive)
       read_closed_ = true; // the peer sends nothing more after this one
     queue_.push_back(std::move(s));
@@ -543,7 +744,7 @@ private:
 
     http_request request = std::move(head_);
     head_ = http_request{};
-    respond_fn respond = make_respond(seq);
+    respond_fn respond = make_respond(seq, std::move(spool));
     try {
       if (state_->hooks.on_request)
         state_->hooks.on_request(std::move(request), std::move(respond));
@@ -556,7 +757,7 @@ private:
   /// Queues a server-generated error response (in request order) and stops
   /// reading: the connection closes after it is written.
   void reject(http_response r, unsigned version, std::string request_id) {
-    parser_.reset();
+    drop_request();
     read_closed_ = true;
     slot s;
     s.version = version;
@@ -569,7 +770,7 @@ private:
     do_write();
   }
 
-  respond_fn make_respond(uint64_t seq);
+  respond_fn make_respond(uint64_t seq, std::shared_ptr<spool_file> spool);
 
   // --- writing -------------------------------------------------------------
 
@@ -688,6 +889,7 @@ private:
   void close_now() {
     closed_ = true;
     queue_.clear();
+    drop_request();
     update_idle_timer();
     stream_.close(); // cancels pending operations; noexcept
     self_.reset();
@@ -736,6 +938,10 @@ private:
 
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
+  /// Replaces parser_ once the head is in, for spooled requests.
+  std::optional<http::request_parser<spool_body>> spool_parser_;
+  /// The body file of the request being read (spooled requests).
+  std::unique_ptr<spool_file> spool_;
   http_request head_;     // the request being read
   uint64_t body_limit_ = 0;
 
@@ -760,8 +966,9 @@ private:
 /// the connection does not stall.
 class responder {
 public:
-  responder(std::shared_ptr<server_state> state, std::weak_ptr<session> target, uint64_t seq)
-      : state_(std::move(state)), target_(std::move(target)), seq_(seq) {}
+  responder(std::shared_ptr<server_state> state, std::weak_ptr<session> target, uint64_t seq,
+            std::shared_ptr<spool_file> spool)
+      : state_(std::move(state)), target_(std::move(target)), seq_(seq), spool_(std::move(spool)) {}
 
   ~responder() {
     if (used_.load())
@@ -781,6 +988,10 @@ public:
   void deliver(http_response r) {
     if (used_.exchange(true))
       return;
+    // Only this (first) call touches spool_: the handler is done with the
+    // body file, which now lives until the response is written, or ends here
+    // if it cannot be.
+    std::shared_ptr<spool_file> spool = std::move(spool_);
     std::lock_guard lk(state_->respond_mutex);
     if (!state_->accepting_responses)
       return; // the server stopped; its io_context may be gone
@@ -788,18 +999,21 @@ public:
     if (!s)
       return; // the connection is gone
     net::any_io_executor ex = s->executor();
-    net::post(ex, [s = std::move(s), seq = seq_, r = std::move(r)]() mutable { s->on_response(seq, std::move(r)); });
+    net::post(ex, [s = std::move(s), seq = seq_, r = std::move(r), spool = std::move(spool)]() mutable {
+      s->on_response(seq, std::move(r), std::move(spool));
+    });
   }
 
 private:
   std::shared_ptr<server_state> state_;
   std::weak_ptr<session> target_;
   uint64_t seq_;
+  std::shared_ptr<spool_file> spool_;
   std::atomic<bool> used_{false};
 };
 
-respond_fn session::make_respond(uint64_t seq) {
-  auto r = std::make_shared<responder>(state_, weak_from_this(), seq);
+respond_fn session::make_respond(uint64_t seq, std::shared_ptr<spool_file> spool) {
+  auto r = std::make_shared<responder>(state_, weak_from_this(), seq, std::move(spool));
   return [r](http_response res) { r->deliver(std::move(res)); };
 }
 

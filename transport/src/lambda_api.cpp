@@ -29,6 +29,7 @@ std::string_view operation_name(operation op) {
     case operation::health: return "Health";
     case operation::metrics: return "Metrics";
     case operation::download_code: return "DownloadCode";
+    case operation::push_image: return "PushImage";
   }
   return "Unknown";
 }
@@ -170,6 +171,37 @@ match_result match(std::string_view method, std::string_view target) {
     result.matched->labels = std::move(labels);
     return result;
   }
+  // PUT /nimbus/images/{repository}:{tag}; the repository may hold '/', so
+  // the label is everything after "/nimbus/images/", and the tag follows the
+  // last ':' (sent raw by curl, or as %3A).
+  if (seg.size() >= 3 && seg[0] == "nimbus" && seg[1] == "images") {
+    constexpr std::string_view prefix = "/nimbus/images/";
+    auto label = uri_decode(path.substr(prefix.size()));
+    if (!label || label->empty())
+      return fail(not_found());
+    if (method != "PUT")
+      return fail(bad_method());
+    auto colon = label->rfind(':');
+    if (colon == std::string::npos)
+      return fail({400, "InvalidParameterValueException",
+                   "The image reference '" + *label + "' must have the form <repository>:<tag>"});
+    std::string repository = label->substr(0, colon);
+    std::string tag = label->substr(colon + 1);
+    if (!valid_repository_name(repository))
+      return fail({400, "InvalidParameterValueException",
+                   "1 validation error detected: Value '" + repository
+                     + "' at 'repositoryName' failed to satisfy constraint: Member must satisfy "
+                       "regular expression pattern: "
+                       "(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*"});
+    if (!valid_image_tag(tag))
+      return fail({400, "InvalidParameterValueException",
+                   "1 validation error detected: Value '" + tag
+                     + "' at 'imageTag' failed to satisfy constraint: Member must satisfy "
+                       "regular expression pattern: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}"});
+    ok(operation::push_image);
+    result.matched->labels = {std::move(repository), std::move(tag)};
+    return result;
+  }
   // The CLI sends /2016-08-19/account-settings/ with a trailing slash.
   if ((seg.size() == 2 || (seg.size() == 3 && seg[2].empty())) && seg[0] == "2016-08-19"
       && seg[1] == "account-settings")
@@ -262,6 +294,41 @@ std::vector<std::string_view> split(std::string_view s, char sep) {
 }
 
 } // namespace
+
+bool valid_repository_name(std::string_view name) {
+  if (name.empty() || name.size() > 255)
+    return false;
+  // Components separated by '/', each [a-z0-9]+([._-][a-z0-9]+)*: every
+  // separator sits between two lowercase letters or digits.
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool after_alnum = false;
+  for (char c : name) {
+    if (alnum(c)) {
+      after_alnum = true;
+    } else if (c == '.' || c == '_' || c == '-' || c == '/') {
+      if (!after_alnum)
+        return false;
+      after_alnum = false;
+    } else {
+      return false;
+    }
+  }
+  return after_alnum;
+}
+
+bool valid_image_tag(std::string_view tag) {
+  if (tag.empty() || tag.size() > 128)
+    return false;
+  auto word = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+  };
+  if (!word(tag[0]))
+    return false;
+  for (char c : tag.substr(1))
+    if (!word(c) && c != '.' && c != '-')
+      return false;
+  return true;
+}
 
 bool valid_function_name(std::string_view name) {
   if (name.empty() || name.size() > 64)

@@ -37,6 +37,36 @@ api_error not_json(std::string_view detail) {
           "Could not parse request body into json: " + std::string{detail}};
 }
 
+// AWS's wording for package-type mismatches.
+constexpr std::string_view image_without_runtime
+  = "Please don't provide Handler or Runtime or Layer when the intended function PackageType is "
+    "Image.";
+constexpr std::string_view image_needs_uri
+  = "Please provide ImageUri when the intended function PackageType is Image.";
+constexpr std::string_view image_without_zip
+  = "Please don't provide ZipFile when the intended function PackageType is Image.";
+constexpr std::string_view zip_without_image_uri
+  = "Please don't provide ImageUri when the intended function PackageType is Zip.";
+constexpr std::string_view zip_without_image_config
+  = "ImageConfig is supported only for functions with PackageType Image.";
+constexpr std::string_view update_zip_with_image_uri
+  = "Please don't provide ImageUri when updating a function with packageType Zip.";
+constexpr std::string_view update_image_needs_uri
+  = "Please provide ImageUri when updating a function with packageType Image.";
+
+/// ImageConfig bounds (the AWS model).
+constexpr size_t image_config_max_entries = 1500;
+constexpr size_t image_config_max_chars = 1000;
+
+bool lower_hex(std::string_view s, size_t n) {
+  if (s.size() != n)
+    return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+      return false;
+  return true;
+}
+
 // Reads the fields of one JSON object, checking types; the first problem is
 // kept in `error` and later reads become no-ops.
 class object_reader {
@@ -309,38 +339,122 @@ void reject_unsupported(object_reader& r) {
   }
 }
 
-std::optional<std::string> read_zip(object_reader& r, dom::object code_or_body,
-                                    std::string_view field, const codec_limits& limits) {
+// The code source of Create (Code) or UpdateFunctionCode (the body): ZipFile
+// or ImageUri. Which of them is allowed is the caller's decision.
+struct code_source {
+  std::optional<std::string> zip;
+  std::optional<std::string> image_uri;
+};
+
+code_source read_code(object_reader& r, dom::object code_or_body, std::string_view field,
+                      const codec_limits& limits) {
+  code_source out;
   std::optional<api_error> err;
   object_reader cr{code_or_body, err};
   auto zip64 = cr.string("ZipFile");
+  auto image_uri = cr.string("ImageUri");
   if (cr.has("S3Bucket") || cr.has("S3Key"))
     r.fail(invalid("Code from S3 (S3Bucket/S3Key) is not supported by Nimbus; upload ZipFile"));
-  if (cr.has("ImageUri"))
-    r.fail(invalid("ImageUri is not supported by Nimbus yet; use PackageType Zip"));
   if (err) {
     r.fail(*err);
-    return std::nullopt;
+    return out;
   }
   if (r.failed())
-    return std::nullopt;
-  if (!zip64) {
-    r.fail(invalid("Please provide a source for function code: " + std::string{field}
-                   + "ZipFile is required"));
-    return std::nullopt;
+    return out;
+  if (zip64 && image_uri) {
+    r.fail(invalid("Please provide only one source for function code: " + std::string{field}
+                   + "ZipFile or " + std::string{field} + "ImageUri"));
+    return out;
   }
+  if (image_uri) {
+    image_ref ref;
+    if (auto e = parse_image_uri(*image_uri, {}, {}, ref)) {
+      r.fail(*e);
+      return out;
+    }
+    out.image_uri = std::move(image_uri);
+    return out;
+  }
+  if (!zip64)
+    return out;
   auto zip = storage::base64_decode(*zip64);
   if (!zip) {
     r.fail(invalid(std::string{field} + "ZipFile is not valid base64"));
-    return std::nullopt;
+    return out;
   }
   if (zip->size() > limits.code_size_zipped) {
     r.fail({413, "RequestEntityTooLargeException",
             "Zipped code size " + std::to_string(zip->size()) + " exceeds the limit of "
               + std::to_string(limits.code_size_zipped) + " bytes"});
+    return out;
+  }
+  out.zip = std::move(zip);
+  return out;
+}
+
+// ImageConfig: {"EntryPoint": [..], "Command": [..], "WorkingDirectory": ".."}.
+std::optional<storage::image_config> read_image_config(object_reader& r) {
+  auto obj = r.object("ImageConfig");
+  if (!obj)
+    return std::nullopt;
+  std::optional<api_error> err;
+  object_reader ir{*obj, err};
+  storage::image_config c;
+  auto list = [&](std::string_view key, std::string_view field, std::vector<std::string>& out,
+                  bool& set) {
+    auto a = ir.array(key);
+    if (!a)
+      return;
+    set = true;
+    if (a->size() > image_config_max_entries) {
+      ir.fail(invalid_parameter(field, std::to_string(a->size()) + " entries",
+                                "Member must have length less than or equal to "
+                                  + std::to_string(image_config_max_entries)));
+      return;
+    }
+    for (auto item : *a) {
+      std::string_view v;
+      if (item.get_string().get(v)) {
+        ir.fail(invalid("ImageConfig." + std::string{key} + " must be a list of strings"));
+        return;
+      }
+      if (v.size() > image_config_max_chars) {
+        ir.fail(invalid_parameter(std::string{field} + ".member", std::string{v.substr(0, 32)} + "...",
+                                  "Member must have length less than or equal to "
+                                    + std::to_string(image_config_max_chars)));
+        return;
+      }
+      if (v.find('\0') != std::string_view::npos) {
+        ir.fail(invalid("ImageConfig." + std::string{key} + " entries must not contain NUL"));
+        return;
+      }
+      out.emplace_back(v);
+    }
+  };
+  list("EntryPoint", "imageConfig.entryPoint", c.entry_point, c.entry_point_set);
+  list("Command", "imageConfig.command", c.command, c.command_set);
+  if (auto wd = ir.string("WorkingDirectory")) {
+    c.working_directory_set = true;
+    if (wd->size() > image_config_max_chars)
+      ir.fail(invalid_parameter("imageConfig.workingDirectory", wd->substr(0, 32) + "...",
+                                "Member must have length less than or equal to "
+                                  + std::to_string(image_config_max_chars)));
+    else if (wd->empty() || wd->front() != '/' || wd->find('\0') != std::string::npos)
+      ir.fail(invalid("ImageConfig.WorkingDirectory must be an absolute path, got '" + *wd + "'"));
+    c.working_directory = std::move(*wd);
+  }
+  if (err) {
+    r.fail(*err);
     return std::nullopt;
   }
-  return zip;
+  return c;
+}
+
+void write_strings(json_writer& w, const std::vector<std::string>& list) {
+  w.begin_array();
+  for (const auto& v : list)
+    w.value(v);
+  w.end_array();
 }
 
 bool digits(std::string_view s, size_t n) {
@@ -428,6 +542,91 @@ std::optional<std::string> read_destination(object_reader& r, std::string_view k
 
 } // namespace
 
+std::string image_ref::reference() const {
+  return digest.empty() ? repository + ":" + tag : repository + "@" + digest;
+}
+
+std::optional<api_error> parse_image_uri(std::string_view uri, std::string_view account,
+                                         std::string_view region, image_ref& out) {
+  const std::string shown{uri.substr(0, 512)};
+  auto not_valid = [&](std::string_view why) {
+    return invalid("Source image " + shown + " is not valid" + std::string{why}
+                   + ". Provide a valid source image.");
+  };
+  if (uri.empty() || uri.size() > 512)
+    return not_valid("");
+  std::string_view rest = uri;
+  if (auto slash = rest.find('/'); slash != std::string_view::npos) {
+    auto host = rest.substr(0, slash);
+    // As in docker: a first component with '.' or ':' (or "localhost") is a
+    // registry host, not part of the repository name.
+    if (host.find('.') != std::string_view::npos || host.find(':') != std::string_view::npos
+        || host == "localhost") {
+      constexpr std::string_view ecr = ".dkr.ecr.";
+      constexpr std::string_view suffix = ".amazonaws.com";
+      bool ecr_form = host.size() > 12 + ecr.size() + suffix.size() && digits(host.substr(0, 12), 12)
+                      && host.substr(12, ecr.size()) == ecr
+                      && host.substr(host.size() - suffix.size()) == suffix;
+      auto host_region = ecr_form ? host.substr(12 + ecr.size(),
+                                                host.size() - suffix.size() - 12 - ecr.size())
+                                  : std::string_view{};
+      if (!ecr_form || !region_valid(host_region))
+        return not_valid(": Nimbus runs images from its own registry only "
+                         "(<account>.dkr.ecr.<region>.amazonaws.com/<repository>:<tag>, or "
+                         "<repository>:<tag>)");
+      auto host_account = host.substr(0, 12);
+      if ((!account.empty() && host_account != account) || (!region.empty() && host_region != region))
+        return not_valid(": it names the registry of account " + std::string{host_account} + " in "
+                         + std::string{host_region} + ", but this function can use images of account "
+                         + std::string{account} + " in " + std::string{region} + " only");
+      rest = rest.substr(slash + 1);
+    }
+  }
+  image_ref ref;
+  if (auto at = rest.find('@'); at != std::string_view::npos) {
+    auto digest = rest.substr(at + 1);
+    if (digest.substr(0, 7) != "sha256:" || !lower_hex(digest.substr(7), 64))
+      return not_valid(": a digest must be sha256: and 64 lowercase hexadecimal digits");
+    ref.repository = std::string{rest.substr(0, at)};
+    ref.digest = std::string{digest};
+  } else {
+    auto colon = rest.rfind(':');
+    if (colon == std::string_view::npos)
+      return not_valid(": name the image with a tag (<repository>:<tag>) or a digest "
+                       "(<repository>@sha256:<digest>)");
+    ref.repository = std::string{rest.substr(0, colon)};
+    ref.tag = std::string{rest.substr(colon + 1)};
+    if (!valid_image_tag(ref.tag))
+      return not_valid(": the tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}");
+  }
+  if (!valid_repository_name(ref.repository))
+    return not_valid(": the repository name must match "
+                     "(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)* (at most 255 "
+                     "characters)");
+  out = std::move(ref);
+  return std::nullopt;
+}
+
+std::optional<api_error> check_code_update(const storage::function_record& function,
+                                           const code_update& update) {
+  const bool image = function.package_type == "Image";
+  if (!image && !update.image_uri.empty())
+    return invalid(std::string{update_zip_with_image_uri});
+  if (image && update.image_uri.empty())
+    return invalid(std::string{update_image_needs_uri});
+  return std::nullopt;
+}
+
+std::optional<api_error> check_configuration_patch(const storage::function_record& function,
+                                                   const configuration_patch& patch) {
+  const bool image = function.package_type == "Image";
+  if (image && (patch.runtime || patch.handler))
+    return invalid(std::string{image_without_runtime});
+  if (!image && patch.image_config)
+    return invalid(std::string{zip_without_image_config});
+  return std::nullopt;
+}
+
 std::optional<delivery_target> parse_delivery_target(std::string_view arn) {
   std::vector<std::string_view> parts;
   while (true) {
@@ -487,14 +686,11 @@ parsed<function_spec> parse_create_function(std::string_view body, const codec_l
   std::optional<std::string> runtime, role, handler, description;
   std::optional<int32_t> timeout, memory, ephemeral;
   read_common(r, runtime, role, handler, description, timeout, memory, ephemeral);
-  auto package_type = r.string("PackageType");
-  if (package_type && *package_type != "Zip") {
-    if (*package_type == "Image")
-      r.fail(invalid("PackageType Image is not supported by Nimbus yet; use Zip"));
-    else
-      r.fail(invalid_parameter("packageType", *package_type,
-                               "Member must satisfy enum value set: [Image, Zip]"));
-  }
+  auto package_type = r.string("PackageType").value_or("Zip");
+  if (package_type != "Zip" && package_type != "Image")
+    r.fail(invalid_parameter("packageType", package_type,
+                             "Member must satisfy enum value set: [Image, Zip]"));
+  const bool image = package_type == "Image";
   if (auto archs = r.array("Architectures")) {
     std::vector<std::string> list;
     for (auto a : *archs) {
@@ -520,27 +716,46 @@ parsed<function_spec> parse_create_function(std::string_view body, const codec_l
   }
   auto env = read_environment(r, limits);
   auto dead_letter = read_dead_letter(r);
+  auto image_config = read_image_config(r);
+  if (!r.failed() && image) {
+    auto layers = r.array("Layers");
+    if (runtime || handler || (layers && layers->size() > 0))
+      r.fail(invalid(std::string{image_without_runtime}));
+  }
+  if (!r.failed() && !image && image_config)
+    r.fail(invalid(std::string{zip_without_image_config}));
   reject_unsupported(r);
   if (!r.failed() && !role)
     r.fail(invalid("Role is required"));
-  if (!r.failed() && (!runtime || !handler))
+  if (!r.failed() && !image && (!runtime || !handler))
     r.fail(invalid("Runtime and Handler are mandatory parameters for functions created with "
                    "deployment packages."));
-  std::optional<std::string> zip;
+  code_source source;
   if (!r.failed()) {
     auto code = r.object("Code");
     if (!r.failed() && !code)
       r.fail(invalid("Code is required"));
     if (code)
-      zip = read_zip(r, *code, "Code.", limits);
+      source = read_code(r, *code, "Code.", limits);
+  }
+  if (!r.failed()) {
+    if (image && source.zip)
+      r.fail(invalid(std::string{image_without_zip}));
+    else if (image && !source.image_uri)
+      r.fail(invalid(std::string{image_needs_uri}));
+    else if (!image && source.image_uri)
+      r.fail(invalid(std::string{zip_without_image_uri}));
+    else if (!image && !source.zip)
+      r.fail(invalid("Please provide a source for function code: Code.ZipFile is required"));
   }
   if (err) {
     out.error = *err;
     return out;
   }
-  spec.runtime = *runtime;
+  spec.package_type = package_type;
+  spec.runtime = runtime.value_or("");
   spec.role = *role;
-  spec.handler = *handler;
+  spec.handler = handler.value_or("");
   spec.description = description.value_or("");
   spec.timeout = timeout.value_or(3);
   spec.memory_size = memory.value_or(128);
@@ -550,7 +765,13 @@ parsed<function_spec> parse_create_function(std::string_view body, const codec_l
     spec.has_environment = true;
   }
   spec.dead_letter_target = dead_letter.value_or("");
-  spec.zip = std::move(*zip);
+  if (image) {
+    spec.image_uri = std::move(*source.image_uri);
+    if (image_config)
+      spec.image_config = std::move(*image_config);
+  } else {
+    spec.zip = std::move(*source.zip);
+  }
   out.value = std::move(spec);
   return out;
 }
@@ -570,6 +791,7 @@ parsed<configuration_patch> parse_update_configuration(std::string_view body,
   patch.environment = read_environment(r, limits);
   patch.dead_letter_target = read_dead_letter(r);
   patch.revision_id = r.string("RevisionId");
+  patch.image_config = read_image_config(r);
   reject_unsupported(r);
   if (err) {
     out.error = *err;
@@ -599,12 +821,18 @@ parsed<code_update> parse_update_code(std::string_view body, const codec_limits&
       }
     }
   }
-  auto zip = read_zip(r, obj, "", limits);
+  auto source = read_code(r, obj, "", limits);
+  if (!r.failed() && !source.zip && !source.image_uri)
+    r.fail(invalid("Please provide a source for function code: ZipFile is required for Zip "
+                   "functions, ImageUri for Image functions"));
   if (err) {
     out.error = *err;
     return out;
   }
-  update.zip = std::move(*zip);
+  if (source.zip)
+    update.zip = std::move(*source.zip);
+  else
+    update.image_uri = std::move(*source.image_uri);
   out.value = std::move(update);
   return out;
 }
@@ -657,9 +885,12 @@ void write_configuration(json_writer& w, const storage::function_record& r,
   w.begin_object();
   w.key("FunctionName").value(r.name);
   w.key("FunctionArn").value(function_arn(region, r.account_id, r.name));
-  w.key("Runtime").value(r.runtime);
+  const bool image = r.package_type == "Image";
+  if (!image)
+    w.key("Runtime").value(r.runtime);
   w.key("Role").value(r.role);
-  w.key("Handler").value(r.handler);
+  if (!image)
+    w.key("Handler").value(r.handler);
   w.key("CodeSize").value(r.code_size);
   w.key("Description").value(r.description);
   w.key("Timeout").value(r.timeout);
@@ -684,6 +915,21 @@ void write_configuration(json_writer& w, const storage::function_record& r,
   w.key("State").value(r.state);
   w.key("LastUpdateStatus").value(r.last_update_status);
   w.key("PackageType").value(r.package_type);
+  if (image && r.image_config.any_set()) {
+    const auto& c = r.image_config;
+    w.key("ImageConfigResponse").begin_object().key("ImageConfig").begin_object();
+    if (c.entry_point_set) {
+      w.key("EntryPoint");
+      write_strings(w, c.entry_point);
+    }
+    if (c.command_set) {
+      w.key("Command");
+      write_strings(w, c.command);
+    }
+    if (c.working_directory_set)
+      w.key("WorkingDirectory").value(c.working_directory);
+    w.end_object().end_object();
+  }
   w.key("Architectures").begin_array();
   for (const auto& a : r.architectures)
     w.value(a);
@@ -772,13 +1018,24 @@ std::string get_function_json(const storage::function_record& r, std::string_vie
   w.begin_object();
   w.key("Configuration");
   write_configuration(w, r, region);
-  w.key("Code")
-    .begin_object()
-    .key("RepositoryType")
-    .value("S3")
-    .key("Location")
-    .value(code_location)
-    .end_object();
+  if (r.package_type == "Image")
+    w.key("Code")
+      .begin_object()
+      .key("RepositoryType")
+      .value("ECR")
+      .key("ImageUri")
+      .value(r.image_uri)
+      .key("ResolvedImageUri")
+      .value(r.resolved_image_uri)
+      .end_object();
+  else
+    w.key("Code")
+      .begin_object()
+      .key("RepositoryType")
+      .value("S3")
+      .key("Location")
+      .value(code_location)
+      .end_object();
   if (r.reserved_concurrency >= 0)
     w.key("Concurrency")
       .begin_object()

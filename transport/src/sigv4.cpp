@@ -7,6 +7,14 @@
 // accepts either. Everything else (query, headers, payload hash) is the same
 // for both, so the extra attempt costs one SHA-256 and one HMAC.
 //
+// curl 7.88 goes further and signs the path exactly as it sent it, without
+// encoding reserved characters such as ':' ("/nimbus/images/app:v1" is signed
+// with the raw ':'), so a third attempt uses the raw path.
+//
+// Spooled requests (bodies streamed to a file by the HTTP server) carry the
+// body hash the server computed; their x-amz-content-sha256 must match it or
+// be UNSIGNED-PAYLOAD. API bodies held in memory must always be signed.
+//
 // Presigned requests may carry an X-Amz-Security-Token that the client added
 // after signing (aws-c-auth calls this "omit_session_token"); as with an
 // unsigned header, the verifier also accepts a signature computed without it.
@@ -33,6 +41,7 @@ namespace {
 using clock = std::chrono::system_clock;
 
 constexpr std::string_view algorithm_name = "AWS4-HMAC-SHA256";
+constexpr std::string_view unsigned_payload = "UNSIGNED-PAYLOAD";
 constexpr std::string_view mismatch_message
   = "The request signature we calculated does not match the signature you provided. "
     "Check your AWS Secret Access Key and signing method.";
@@ -221,7 +230,10 @@ std::vector<std::string_view> normalized_segments(std::string_view raw, bool& tr
   return out;
 }
 
-std::string canonical_path(std::string_view raw, bool double_encode) {
+std::string canonical_path(std::string_view raw, path_form form) {
+  if (form == path_form::raw)
+    return raw.empty() ? std::string{"/"} : std::string{raw};
+  const bool double_encode = form == path_form::sdk;
   bool trailing_slash = false;
   const auto segments = normalized_segments(raw, trailing_slash);
   std::string out = "/";
@@ -303,11 +315,11 @@ std::string canonical_headers(const http_request& req, std::string_view signed_h
 }
 
 std::string build_canonical_request(const http_request& req, std::string_view signed_headers,
-                                    std::string_view payload_hash, bool double_encode_path,
+                                    std::string_view payload_hash, path_form form,
                                     bool presigned, bool drop_token) {
   std::string out = req.method;
   out.push_back('\n');
-  out += canonical_path(req.path(), double_encode_path);
+  out += canonical_path(req.path(), form);
   out.push_back('\n');
   out += canonical_query(req.query(), presigned, drop_token);
   out.push_back('\n');
@@ -581,8 +593,14 @@ std::optional<clock::time_point> parse_amz_date(std::string_view text) {
 std::string canonical_request(const http_request& req, std::string_view signed_headers,
                               std::string_view payload_hash, bool double_encode_path,
                               bool presigned) {
-  return build_canonical_request(req, signed_headers, payload_hash, double_encode_path, presigned,
+  return build_canonical_request(req, signed_headers, payload_hash,
+                                 double_encode_path ? path_form::sdk : path_form::curl, presigned,
                                  false);
+}
+
+std::string canonical_request(const http_request& req, std::string_view signed_headers,
+                              std::string_view payload_hash, path_form form, bool presigned) {
+  return build_canonical_request(req, signed_headers, payload_hash, form, presigned, false);
 }
 
 std::string string_to_sign(std::string_view amz_date, std::string_view scope,
@@ -651,12 +669,30 @@ verify_result verify(const http_request& req, const secret_lookup& secrets,
     return fail(auth_error::unknown_access_key,
                 "The security token included in the request is invalid.", p.access_key_id);
 
-  const auto payload_hash = storage::to_hex(storage::sha256(req.body));
-  if (auto declared = req.header("x-amz-content-sha256");
-      declared && lowercase(trim(*declared)) != payload_hash)
-    return fail(auth_error::signature_mismatch,
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-                p.access_key_id);
+  std::string payload_hash;
+  const auto declared = req.header("x-amz-content-sha256");
+  if (declared && trim(*declared) == unsigned_payload) {
+    // Only bodies the server streamed to disk may go unsigned: an API body
+    // is small and its contents are what the signature protects.
+    if (!req.spooled())
+      return fail(auth_error::signature_mismatch,
+                  "UNSIGNED-PAYLOAD is accepted only for uploads; sign the request body.",
+                  p.access_key_id);
+    payload_hash = std::string{unsigned_payload};
+  } else {
+    if (req.spooled()) {
+      payload_hash = lowercase(req.body_sha256_hex);
+      if (payload_hash.size() != 64)
+        return fail(auth_error::signature_mismatch, "The request body hash is missing.",
+                    p.access_key_id);
+    } else {
+      payload_hash = storage::to_hex(storage::sha256(req.body));
+    }
+    if (declared && lowercase(trim(*declared)) != payload_hash)
+      return fail(auth_error::signature_mismatch,
+                  "The provided 'x-amz-content-sha256' header does not match what was computed.",
+                  p.access_key_id);
+  }
 
   const auto key = derive_key(*secret, p.date, p.region, p.service);
   const std::string scope = p.date + "/" + p.region + "/" + p.service + "/aws4_request";
@@ -665,17 +701,17 @@ verify_result verify(const http_request& req, const secret_lookup& secrets,
       && std::any_of(query->begin(), query->end(),
                      [](const auto& kv) { return kv.first == "X-Amz-Security-Token"; });
 
-  std::string previous_path;
-  for (bool double_encode : {true, false}) {
-    // Skip the curl form when the path reads the same either way.
-    auto path = canonical_path(req.path(), double_encode);
-    if (!double_encode && path == previous_path)
-      break;
-    previous_path = std::move(path);
+  std::vector<std::string> tried_paths;
+  for (path_form form : {path_form::sdk, path_form::curl, path_form::raw}) {
+    // Skip a form whose path reads the same as one already tried.
+    auto path = canonical_path(req.path(), form);
+    if (std::find(tried_paths.begin(), tried_paths.end(), path) != tried_paths.end())
+      continue;
+    tried_paths.push_back(std::move(path));
     for (bool drop_token : {false, true}) {
       if (drop_token && !has_token)
         continue;
-      const auto cr = build_canonical_request(req, p.signed_headers, payload_hash, double_encode,
+      const auto cr = build_canonical_request(req, p.signed_headers, payload_hash, form,
                                               p.presigned, drop_token);
       const auto expected = storage::to_hex(
         storage::hmac_sha256(storage::as_bytes(key), string_to_sign(p.amz_date, scope, cr)));

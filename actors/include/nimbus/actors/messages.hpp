@@ -305,7 +305,7 @@ namespace nimbus::transport {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, http_request& x) {
   return f(caf::meta::type_name("http_request"), x.method, x.target, x.headers, x.body,
-           x.request_id, x.remote);
+           x.request_id, x.remote, x.body_file, x.body_sha256_hex, x.body_file_size);
 }
 
 template <class Inspector>
@@ -321,14 +321,15 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, function_spec& x) {
   return f(caf::meta::type_name("function_spec"), x.name, x.runtime, x.role, x.handler,
            x.description, x.timeout, x.memory_size, x.ephemeral_storage, x.environment,
-           x.has_environment, x.architectures, x.package_type, x.dead_letter_target, x.zip);
+           x.has_environment, x.architectures, x.package_type, x.dead_letter_target, x.zip,
+           x.image_uri, x.image_config);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, configuration_patch& x) {
   return f(caf::meta::type_name("configuration_patch"), x.runtime, x.role, x.handler,
            x.description, x.timeout, x.memory_size, x.ephemeral_storage, x.environment,
-           x.dead_letter_target, x.revision_id);
+           x.dead_letter_target, x.revision_id, x.image_config);
 }
 
 template <class Inspector>
@@ -339,7 +340,7 @@ typename Inspector::result_type inspect(Inspector& f, event_invoke_update& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, code_update& x) {
-  return f(caf::meta::type_name("code_update"), x.zip, x.revision_id, x.dry_run);
+  return f(caf::meta::type_name("code_update"), x.zip, x.image_uri, x.revision_id, x.dry_run);
 }
 
 } // namespace nimbus::transport::lambda
@@ -353,12 +354,20 @@ typename Inspector::result_type inspect(Inspector& f, event_invoke_config& x) {
 }
 
 template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, image_config& x) {
+  return f(caf::meta::type_name("image_config"), x.entry_point, x.entry_point_set, x.command,
+           x.command_set, x.working_directory, x.working_directory_set);
+}
+
+template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, function_record& x) {
   return f(caf::meta::type_name("function_record"), x.account_id, x.name, x.runtime, x.role,
            x.handler, x.description, x.timeout, x.memory_size, x.ephemeral_storage,
            x.environment, x.has_environment, x.architectures, x.package_type, x.code_sha256,
            x.code_sha256_hex, x.code_size, x.last_modified, x.revision_id, x.version, x.state,
-           x.last_update_status, x.reserved_concurrency, x.event_invoke, x.dead_letter_target);
+           x.last_update_status, x.reserved_concurrency, x.event_invoke, x.dead_letter_target,
+           x.image_uri, x.resolved_image_uri, x.image_config, x.code_image, x.image_argv,
+           x.image_workdir, x.image_env);
 }
 
 } // namespace nimbus::storage

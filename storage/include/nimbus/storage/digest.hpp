@@ -18,6 +18,26 @@ using digest256 = std::array<uint8_t, 32>;
 /// Computes SHA-256 of `data`.
 digest256 sha256(std::string_view data);
 
+/// Computes SHA-256 of data that arrives in pieces (e.g. a streamed request
+/// body). Movable, not copyable.
+class sha256_stream {
+public:
+  sha256_stream();
+  ~sha256_stream();
+  sha256_stream(sha256_stream&& other) noexcept;
+  sha256_stream& operator=(sha256_stream&& other) noexcept;
+  sha256_stream(const sha256_stream&) = delete;
+  sha256_stream& operator=(const sha256_stream&) = delete;
+
+  /// Adds `data` to the hash.
+  void update(std::string_view data);
+  /// Returns the digest of everything added; the stream starts over afterwards.
+  digest256 finish();
+
+private:
+  void* ctx_ = nullptr; // EVP_MD_CTX, kept opaque so OpenSSL stays out of the header
+};
+
 /// Computes HMAC-SHA256 of `data` under `key`.
 digest256 hmac_sha256(std::string_view key, std::string_view data);
 

@@ -5,7 +5,8 @@
 /// On disk a record is one JSON object (format_version 1) holding exactly the
 /// fields below; the code itself is stored apart, named by code_sha256_hex.
 /// Fields added after the first records were written (reserved_concurrency,
-/// event_invoke, dead_letter_target) may be absent: absent means none.
+/// event_invoke, dead_letter_target, and the container-image fields) may be
+/// absent: absent means none (a record without image fields is a Zip function).
 
 #include <cstdint>
 #include <map>
@@ -34,6 +35,24 @@ struct event_invoke_config {
   int64_t last_modified_ms = 0;
 };
 
+/// ImageConfig of a container-image function: overrides of the image's own
+/// ENTRYPOINT, CMD and WORKDIR. Each part has a `set` flag, because AWS reports
+/// (and applies) only the parts that were given; an empty list that was given
+/// is not the same as no list.
+struct image_config {
+  std::vector<std::string> entry_point;
+  bool entry_point_set = false;
+  std::vector<std::string> command;
+  bool command_set = false;
+  std::string working_directory;
+  bool working_directory_set = false;
+
+  /// True if any part was given.
+  bool any_set() const { return entry_point_set || command_set || working_directory_set; }
+};
+
+bool operator==(const image_config& a, const image_config& b);
+
 /// One function's configuration and code reference.
 struct function_record {
   /// Owning account (12 digits).
@@ -55,7 +74,26 @@ struct function_record {
   std::map<std::string, std::string> environment;
   bool has_environment = false;
   std::vector<std::string> architectures{"x86_64"};
+  /// "Zip" or "Image".
   std::string package_type = "Zip";
+  /// Image functions: Code.ImageUri as the caller gave it.
+  std::string image_uri;
+  /// Image functions: the image pinned at create/update time,
+  /// "repository@sha256:<64 hex>".
+  std::string resolved_image_uri;
+  /// Image functions: the caller's ImageConfig overrides.
+  storage::image_config image_config;
+  /// Image functions, for the worker (resolved by the registry from the
+  /// pushed image; empty until then): the name of the flattened image in the
+  /// code store,
+  std::string code_image;
+  /// the command line to run (image ENTRYPOINT + CMD after ImageConfig),
+  std::vector<std::string> image_argv;
+  /// the working directory, and
+  std::string image_workdir;
+  /// the image's environment as "KEY=VALUE" entries, in image order (the
+  /// function's own Environment takes precedence).
+  std::vector<std::string> image_env;
   /// Base64 SHA-256 of the zip, as AWS reports CodeSha256.
   std::string code_sha256;
   /// Hex SHA-256 of the zip: the key of the stored code.

@@ -9,6 +9,10 @@
 /// connection, do_x/on_x pairs, a request parser per message with header and
 /// body limits, a total deadline for reading the header block, and a bounded
 /// queue of pipelined requests whose responses go out in request order.
+///
+/// Large uploads (image pushes) are not held in memory: the `spool_path`
+/// option names a file for a request from its head alone, and the body is
+/// streamed into it while its SHA-256 is computed (see http_request::body_file).
 
 #include "nimbus/transport/http_types.hpp"
 #include "nimbus/transport/io_runner.hpp"
@@ -54,6 +58,18 @@ struct http_server_options {
   /// Maximum number of requests read ahead of their responses on one
   /// connection (HTTP pipelining).
   size_t max_pipeline = 8;
+  /// Decides from a request's head (method, target, headers; the body is
+  /// still unread) whether its body is spooled to a file: returns the path of
+  /// a file to create (it must not exist: it is created O_EXCL, mode 0600), or
+  /// an empty string to read the body into memory as usual. The handler then
+  /// gets `body_file`, `body_sha256_hex` and `body_file_size` and an empty
+  /// `body`. The file is removed when reading fails (disconnect, deadline,
+  /// over `max_spool_bytes`) and after the response is sent; a handler that
+  /// keeps the body renames the file away before it responds.
+  std::function<std::string(const http_request& head)> spool_path;
+  /// Body limit for spooled requests (the body_limit hook applies to the
+  /// others).
+  uint64_t max_spool_bytes = uint64_t{10} << 30;
 };
 
 /// Hooks through which the owner decides limits and error bodies.

@@ -4,6 +4,7 @@
 /// Lambda API codec and the actors. They carry no sockets and no Beast types,
 /// so request handling can be tested as a pure function.
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -23,8 +24,16 @@ struct http_request {
   std::string target;
   /// Header fields in the order received; names keep their original case.
   std::vector<http_field> headers;
-  /// The body (empty when there is none).
+  /// The body (empty when there is none, and when the body was spooled).
   std::string body;
+  /// Spooled requests (see http_server_options::spool_path): the file that
+  /// holds the body; empty otherwise. The server removes the file once the
+  /// response is sent unless the handler moved it away first.
+  std::string body_file;
+  /// Spooled requests: lowercase hex SHA-256 of the body in `body_file`.
+  std::string body_sha256_hex;
+  /// Spooled requests: size of the body in `body_file` in bytes.
+  uint64_t body_file_size = 0;
   /// The id the server assigned to this request (sent as x-amzn-RequestId).
   std::string request_id;
   /// Remote peer address, "ip:port".
@@ -36,6 +45,8 @@ struct http_request {
   std::string_view path() const;
   /// Returns the raw query part of the target (after '?', possibly empty).
   std::string_view query() const;
+  /// True if the body was streamed to `body_file` instead of `body`.
+  bool spooled() const { return !body_file.empty(); }
 };
 
 /// A complete HTTP response.

@@ -43,6 +43,9 @@ enum class operation {
   /// GET /nimbus/code/{account}/{name}/{sha256-hex}?Expires=&Signature=: the
   /// code download link that GetFunction returns as Code.Location.
   download_code,
+  /// PUT /nimbus/images/{repository}:{tag}: upload a container image (a
+  /// docker/OCI archive as the body); labels = {repository, tag}.
+  push_image,
 };
 
 /// The AWS name of an operation, e.g. "CreateFunction" (used in metrics).
@@ -53,7 +56,8 @@ struct route {
   operation op;
   /// The decoded {FunctionName} path label; empty when the path has none.
   std::string function_name;
-  /// Further decoded path labels (download_code: account, name, hex digest).
+  /// Further decoded path labels (download_code: account, name, hex digest;
+  /// push_image: repository, tag).
   std::vector<std::string> labels;
   /// Decoded query parameters in order.
   std::vector<std::pair<std::string, std::string>> query;
@@ -102,6 +106,14 @@ std::optional<function_ref> parse_function_name(std::string_view text, size_t ma
 
 /// True if `name` is a valid bare function name ([a-zA-Z0-9-_]{1,64}).
 bool valid_function_name(std::string_view name);
+
+/// True if `name` is a valid image repository name: lowercase [a-z0-9]+
+/// groups joined by one of '.', '_', '-', and such components joined by '/',
+/// at most 255 characters (the ECR rule).
+bool valid_repository_name(std::string_view name);
+
+/// True if `tag` is a valid image tag: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
+bool valid_image_tag(std::string_view tag);
 
 /// Builds "arn:aws:lambda:<region>:<account>:function:<name>[:<qualifier>]".
 std::string function_arn(std::string_view region, std::string_view account_id,

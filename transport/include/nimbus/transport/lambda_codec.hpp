@@ -30,6 +30,28 @@ struct codec_limits {
   uint32_t environment_bytes = 4 * 1024;
 };
 
+/// A container image named by a function's Code.ImageUri.
+struct image_ref {
+  /// Repository name, e.g. "team/web" (see valid_repository_name).
+  std::string repository;
+  /// The tag; empty when the image is named by digest.
+  std::string tag;
+  /// "sha256:<64 lowercase hex>"; empty when the image is named by tag.
+  std::string digest;
+
+  /// "repository:tag" or "repository@sha256:...".
+  std::string reference() const;
+};
+
+/// Parses an ImageUri: "repo:tag", "repo@sha256:<64 hex>", or either behind
+/// this node's registry host "<account>.dkr.ecr.<region>.amazonaws.com/".
+/// A registry host must name `account` and `region` (an empty `account` or
+/// `region` accepts any: a syntax check, as the codec does before it knows
+/// the caller). Returns nothing on success, else an
+/// InvalidParameterValueException in AWS's wording.
+std::optional<api_error> parse_image_uri(std::string_view uri, std::string_view account,
+                                         std::string_view region, image_ref& out);
+
 /// A validated CreateFunction request.
 struct function_spec {
   std::string name;
@@ -43,11 +65,17 @@ struct function_spec {
   std::map<std::string, std::string> environment;
   bool has_environment = false;
   std::vector<std::string> architectures{"x86_64"};
+  /// "Zip" or "Image".
   std::string package_type = "Zip";
   /// DeadLetterConfig.TargetArn (a queue ARN); empty = none.
   std::string dead_letter_target;
-  /// The decoded zip.
+  /// The decoded zip (Zip functions).
   std::string zip;
+  /// Code.ImageUri as given (Image functions; syntax checked, see
+  /// parse_image_uri; the registry checks account and region).
+  std::string image_uri;
+  /// ImageConfig (Image functions).
+  storage::image_config image_config;
 };
 
 /// A validated UpdateFunctionConfiguration request: only present fields change.
@@ -63,6 +91,9 @@ struct configuration_patch {
   /// DeadLetterConfig.TargetArn; an empty string removes the dead-letter queue.
   std::optional<std::string> dead_letter_target;
   std::optional<std::string> revision_id;
+  /// ImageConfig: replaces the whole ImageConfig (parts not given are unset).
+  /// Only for Image functions (see check_configuration_patch).
+  std::optional<storage::image_config> image_config;
 };
 
 /// A validated Put/UpdateFunctionEventInvokeConfig request.
@@ -92,10 +123,13 @@ struct delivery_target {
   std::string name;
 };
 
-/// A validated UpdateFunctionCode request.
+/// A validated UpdateFunctionCode request: exactly one of `zip` and
+/// `image_uri` is set.
 struct code_update {
-  /// The decoded zip.
+  /// The decoded zip (empty for an image update).
   std::string zip;
+  /// ImageUri (empty for a zip update; syntax checked).
+  std::string image_uri;
   std::optional<std::string> revision_id;
   bool dry_run = false;
 };
@@ -116,6 +150,18 @@ parsed<configuration_patch> parse_update_configuration(std::string_view body,
 
 /// Parses and validates an UpdateFunctionCode body.
 parsed<code_update> parse_update_code(std::string_view body, const codec_limits& limits);
+
+/// Checks an UpdateFunctionCode request against the function's package type:
+/// a Zip function takes ZipFile, an Image function ImageUri. Returns nothing
+/// when they fit, else an InvalidParameterValueException.
+std::optional<api_error> check_code_update(const storage::function_record& function,
+                                           const code_update& update);
+
+/// Checks an UpdateFunctionConfiguration request against the function's
+/// package type: ImageConfig only for Image functions; Runtime and Handler
+/// only for Zip functions.
+std::optional<api_error> check_configuration_patch(const storage::function_record& function,
+                                                   const configuration_patch& patch);
 
 /// Parses and validates a PutFunctionEventInvokeConfig (`replace`) or
 /// UpdateFunctionEventInvokeConfig body. Destinations must have one of the

@@ -7,10 +7,14 @@
 /// percent-encoded once more ("f%3Alive" is signed as "f%253Alive"), while
 /// curl --aws-sigv4 signs the path as sent. The verifier therefore tries the
 /// double-encoded form first and the single-encoded form second; both are
-/// normalized (dot segments removed, repeated slashes collapsed).
+/// normalized (dot segments removed, repeated slashes collapsed). curl 7.88
+/// does not even encode reserved characters such as ':' in the path it
+/// signs, so the raw path as received is tried last.
 ///
-/// The payload hash is always computed from the received body; a
+/// The payload hash is always computed from the received body (for spooled
+/// requests, by the HTTP server while it streamed the body to disk); a
 /// x-amz-content-sha256 header that disagrees makes the signature fail.
+/// "UNSIGNED-PAYLOAD" is accepted for spooled requests only.
 /// Signatures are compared in constant time.
 
 #include "nimbus/transport/http_types.hpp"
@@ -88,6 +92,21 @@ std::string format_amz_date(std::chrono::system_clock::time_point t);
 
 /// Parses "YYYYMMDDTHHMMSSZ".
 std::optional<std::chrono::system_clock::time_point> parse_amz_date(std::string_view text);
+
+/// How the canonical URI is derived from the path as received.
+enum class path_form {
+  /// Every segment encoded once more (AWS SDKs and CLIs).
+  sdk,
+  /// Every segment decoded and encoded once (curl --aws-sigv4, usually).
+  curl,
+  /// The raw path exactly as received (curl 7.88 with reserved characters
+  /// such as ':' left unencoded).
+  raw,
+};
+
+/// Builds the canonical request with the given path form (exposed for tests).
+std::string canonical_request(const http_request& req, std::string_view signed_headers,
+                              std::string_view payload_hash, path_form form, bool presigned);
 
 /// Builds the canonical request (exposed for tests). `double_encode_path`
 /// selects the SDK form (true) or the curl form (false). `signed_headers` is the
