@@ -645,7 +645,7 @@ std::string string_array(simdjson::dom::element parent, const char* key,
 }
 
 // Reads Entrypoint, Cmd, Env, WorkingDir and rootfs.diff_ids of a config.
-std::string parse_config(const std::string& text, image_config& config,
+std::string parse_config(const std::string& text, container_config& config,
                          std::vector<std::string>& diff_ids) {
   simdjson::dom::parser parser;
   simdjson::dom::element doc;
@@ -728,7 +728,7 @@ std::string flatten_container_archive(const std::string& archive_path, const std
   if (!expected_config_digest.empty() && config_digest != expected_config_digest)
     return "config: digest mismatch: expected " + expected_config_digest + ", the blob has "
            + config_digest;
-  image_config config;
+  container_config config;
   std::vector<std::string> diff_ids;
   if (auto problem = parse_config(config_json, config, diff_ids); !problem.empty())
     return problem;

@@ -63,7 +63,7 @@ struct pushed_image {
   std::string digest;
   /// Name of the stored image ("oci-<hex>").
   std::string image;
-  image_config config;
+  container_config config;
   uint64_t image_bytes = 0;
   uint64_t new_chunks = 0;
 };

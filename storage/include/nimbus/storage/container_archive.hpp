@@ -28,7 +28,7 @@
 namespace nimbus::storage {
 
 /// The parts of an image's config that decide how its process starts.
-struct image_config {
+struct container_config {
   std::vector<std::string> entrypoint;
   std::vector<std::string> cmd;
   /// "NAME=value" entries.
@@ -38,7 +38,7 @@ struct image_config {
 
 /// What flattening learned about the image besides its files.
 struct container_image {
-  image_config config;
+  container_config config;
   /// "sha256:<hex>" of the config blob (docker's image id).
   std::string digest;
 };
