@@ -1204,10 +1204,6 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
           });
       return;
     }
-    case operation::push_image:
-      // Image pushes are not wired to a registry yet.
-      fail({501, "ServiceException", "Image pushes are not supported by this node yet"});
-      return;
     case operation::health:
     case operation::metrics:
     case operation::download_code:

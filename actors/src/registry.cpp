@@ -5,6 +5,7 @@
 #include "nimbus/storage/code_archive.hpp"
 #include "nimbus/storage/digest.hpp"
 #include "nimbus/transport/lambda_api.hpp"
+#include "nimbus/transport/lambda_codec.hpp"
 #include "nimbus/vmm/runtime_catalog.hpp"
 
 #include <caf/actor_system.hpp>
@@ -188,13 +189,77 @@ caf::error check_dead_letter(const registry_state& st, const std::string& accoun
   return {};
 }
 
+// The command, working directory and environment of an image function:
+// the image's ENTRYPOINT, CMD and WORKDIR unless ImageConfig overrides them.
+void apply_image(function_record& r, const storage::container_config& image) {
+  const auto& c = r.image_config;
+  r.image_argv = c.entry_point_set ? c.entry_point : image.entrypoint;
+  const auto& cmd = c.command_set ? c.command : image.cmd;
+  r.image_argv.insert(r.image_argv.end(), cmd.begin(), cmd.end());
+  r.image_workdir = c.working_directory_set && !c.working_directory.empty()
+                      ? c.working_directory
+                      : (image.working_dir.empty() ? "/" : image.working_dir);
+  r.image_env = image.env;
+}
+
+// Finds the pushed image an ImageUri names (in the caller's own account) and
+// points the record at it.
+caf::error resolve_image(self_ptr self, const std::string& account, const std::string& uri,
+                         function_record& r) {
+  auto& st = self->state;
+  if (!st.config.code)
+    return make_error(ec::invalid_parameter, "This node does not store container images");
+  transport::lambda::image_ref ref;
+  if (auto e = transport::lambda::parse_image_uri(uri, account, st.config.region, ref))
+    return make_error(ec::invalid_parameter, e->message);
+  storage::pushed_image image;
+  auto problem = st.config.code->resolve_image(account, ref.repository,
+                                               ref.tag.empty() ? ref.digest : ref.tag, image);
+  if (problem == "not found")
+    return make_error(ec::invalid_parameter, "Source image " + uri
+                                               + " does not exist. Provide a valid source image.");
+  if (!problem.empty()) {
+    config::logger("actors")->error("registry failed to read image {}: {}", uri, problem);
+    return make_error(ec::storage_failure, "Failed to read the image");
+  }
+  r.image_uri = uri;
+  r.resolved_image_uri = account + ".dkr.ecr." + st.config.region + ".amazonaws.com/"
+                         + ref.repository + "@" + image.digest;
+  r.code_image = image.image;
+  r.code_sha256_hex = image.digest.substr(image.digest.find(':') + 1);
+  r.code_sha256 = r.code_sha256_hex;
+  r.code_size = 0;
+  apply_image(r, image.config);
+  return {};
+}
+
+// Applies a changed ImageConfig with the image the function is pinned to.
+caf::error reapply_image(self_ptr self, function_record& r) {
+  auto& st = self->state;
+  auto at = r.resolved_image_uri.rfind('@');
+  auto slash = r.resolved_image_uri.find('/');
+  if (!st.config.code || at == std::string::npos || slash == std::string::npos)
+    return make_error(ec::storage_failure, "The function's image is not known");
+  storage::pushed_image image;
+  if (auto problem = st.config.code->resolve_image(
+        r.account_id, r.resolved_image_uri.substr(slash + 1, at - slash - 1),
+        r.resolved_image_uri.substr(at + 1), image);
+      !problem.empty())
+    return make_error(ec::invalid_parameter,
+                      "Source image " + r.image_uri
+                        + " does not exist. Provide a valid source image.");
+  apply_image(r, image.config);
+  return {};
+}
+
 caf::result<function_record> create(self_ptr self, const std::string& account,
                                     function_spec& spec) {
   auto& st = self->state;
   auto& fns = st.functions[account];
   if (fns.count(spec.name))
     return make_error(ec::resource_conflict, "Function already exist: " + spec.name);
-  if (!vmm::find_runtime(spec.runtime))
+  const bool image = spec.package_type == "Image";
+  if (!image && !vmm::find_runtime(spec.runtime))
     return runtime_unsupported(spec.runtime);
   if (auto err = check_dead_letter(st, account, spec.dead_letter_target))
     return err;
@@ -202,7 +267,9 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
     return make_error(ec::code_storage_exceeded, "Code storage limit exceeded.");
   function_record r;
   r.account_id = account;
-  if (auto err = store_code(self, account, spec.zip, r))
+  r.image_config = spec.image_config;
+  if (auto err = image ? resolve_image(self, account, spec.image_uri, r)
+                       : store_code(self, account, spec.zip, r))
     return err;
   r.name = spec.name;
   r.runtime = spec.runtime;
@@ -217,7 +284,8 @@ caf::result<function_record> create(self_ptr self, const std::string& account,
   r.architectures = spec.architectures;
   r.package_type = spec.package_type;
   r.dead_letter_target = spec.dead_letter_target;
-  r.code_size = static_cast<int64_t>(spec.zip.size());
+  if (!image)
+    r.code_size = static_cast<int64_t>(spec.zip.size());
   r.last_modified = new_timestamp(st);
   r.revision_id = storage::random_uuid();
   if (auto s = st.store->put_function(r); !s.ok()) {
@@ -255,6 +323,26 @@ caf::result<function_record> update_code(self_ptr self, const std::string& accou
     return not_found(st, account, name);
   if (auto err = check_revision(*current, update.revision_id))
     return err;
+  if (auto e = transport::lambda::check_code_update(*current, update))
+    return make_error(ec::invalid_parameter, e->message);
+  if (current->package_type == "Image") {
+    auto next = *current;
+    if (auto err = resolve_image(self, account, update.image_uri, next))
+      return err;
+    if (update.dry_run)
+      return next;
+    next.last_modified = new_timestamp(st);
+    next.revision_id = storage::random_uuid();
+    if (auto s = st.store->put_function(next); !s.ok()) {
+      config::logger("actors")->error("registry failed to store function {}: {}", name, s.error);
+      return make_error(ec::storage_failure, "Failed to store the function");
+    }
+    *current = next;
+    announce_change(self, account, name, next.revision_id);
+    config::logger("actors")->info("registry updated the image of function {} in account {}",
+                                   name, account);
+    return next;
+  }
   if (account_code_size(st, account) - static_cast<uint64_t>(current->code_size)
         + update.zip.size()
       > st.config.total_code_size)
@@ -299,6 +387,8 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     return not_found(st, account, name);
   if (auto err = check_revision(*current, patch.revision_id))
     return err;
+  if (auto e = transport::lambda::check_configuration_patch(*current, patch))
+    return make_error(ec::invalid_parameter, e->message);
   if (patch.runtime && !vmm::find_runtime(*patch.runtime))
     return runtime_unsupported(*patch.runtime);
   if (patch.dead_letter_target)
@@ -317,6 +407,11 @@ caf::result<function_record> update_config(self_ptr self, const std::string& acc
     next.has_environment = true;
   }
   if (patch.dead_letter_target) next.dead_letter_target = *patch.dead_letter_target;
+  if (patch.image_config) {
+    next.image_config = *patch.image_config;
+    if (auto err = reapply_image(self, next))
+      return err;
+  }
   next.last_modified = new_timestamp(st);
   next.revision_id = storage::random_uuid();
   if (auto s = st.store->put_function(next); !s.ok()) {
@@ -540,7 +635,7 @@ registry_actor::behavior_type registry(self_ptr self, registry_config cfg,
     [=](fetch_code_atom, const std::string& account, const std::string& name,
         const std::string& sha_hex) -> caf::result<std::string> {
       auto* r = find(self->state, account, name);
-      if (!r || r->code_sha256_hex != sha_hex)
+      if (!r || r->package_type == "Image" || r->code_sha256_hex != sha_hex)
         return not_found(self->state, account, name);
       std::string code;
       if (self->state.config.code) {
