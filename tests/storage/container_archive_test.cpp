@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -59,8 +60,10 @@ public:
     EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr);
     outer_ = archive_write_new();
     archive_write_set_format_raw(outer_);
-    if (c == compression::gzip)
+    if (c == compression::gzip) {
       archive_write_add_filter_gzip(outer_);
+      archive_write_set_filter_option(outer_, "gzip", "compression-level", "1");
+    }
     if (c == compression::zstd)
       REQUIRE(archive_write_add_filter_zstd(outer_) == ARCHIVE_OK);
     archive_write_set_bytes_in_last_block(outer_, 1);
@@ -570,12 +573,14 @@ TEST_CASE("container archive: a 300 MiB layer streams with little memory") {
     for (uint64_t done = 0; done < big; done += block.size())
       sink(block.data(), block.size());
   };
-  // Uncompressed inside an uncompressed docker archive: the outer archive
-  // itself is over 300 MiB on disk.
-  auto layer = make_layer(dir / "big.tar", {zeros, {"etc/hello", 'f', "hello"}});
-  auto archive = docker_archive(dir, "image.tar", {layer});
+  // A gzip layer in an OCI layout: 300 MiB of tar stream to decompress, hash
+  // and unpack, with little disk I/O besides the image (keeps the test fast
+  // on a busy CI disk).
+  auto started = std::chrono::steady_clock::now();
+  auto layer = make_layer(dir / "big.tar.gz", {zeros, {"etc/hello", 'f', "hello"}},
+                          compression::gzip);
+  auto archive = oci_archive(dir, "image.tar", {layer});
   fs::remove(layer.path);
-  CHECK(fs::file_size(archive) > big);
   // Reset the peak RSS to the current RSS (Linux 4.0+), so the check does
   // not depend on what earlier tests in this process used.
   write_file("/proc/self/clear_refs", "5");
@@ -583,6 +588,9 @@ TEST_CASE("container archive: a 300 MiB layer streams with little memory") {
   container_image image;
   auto problem = flatten_container_archive(archive, dir / "work", dir / "big.erofs", {}, image);
   auto after = status_kib("VmHWM:");
+  MESSAGE("flattened in "
+          << std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()
+          << " s (with writing the layer)");
   REQUIRE_MESSAGE(problem.empty(), problem);
   MESSAGE("peak RSS growth: " << (after - before) / 1024 << " MiB");
   CHECK(before > 0);

@@ -294,3 +294,58 @@ TEST_CASE("image builder: images that share a big file share its chunks") {
   MESSAGE("with an earlier file one block longer: " << shared_chunks(one, three) << " of "
                                                    << file_chunks << " chunks shared");
 }
+
+TEST_CASE("image builder: hostile zips are refused or contained by flatten_zip") {
+  temp_dir base{"nimbus-image"};
+  fs::create_directories(base / "work");
+  auto outside = base / "outside";
+  fs::create_directories(outside);
+  write_file(outside + "/secret", "secret");
+  auto image = base / "x.img";
+  auto flatten = [&](const std::vector<zip_entry>& entries, flatten_limits limits = {}) {
+    auto zip = make_zip(entries);
+    return flatten_zip(std::string_view{zip}, base / "work", image, limits);
+  };
+  struct bad_case {
+    const char* what;
+    std::vector<zip_entry> entries;
+    const char* fragment;
+  };
+  std::vector<bad_case> cases = {
+    {"absolute path", {{outside + "/secret", "x"}}, "absolute path"},
+    {"dot-dot", {{"../outside/secret", "x"}}, "'..'"},
+    {"absolute symlink", {{"l", outside, true}}, "points outside"},
+    {"escaping symlink", {{"a/l", "../../outside", true}}, "points outside"},
+    {"symlink chain",
+     {{"d/up", "..", true}, {"d/up2", "up/..", true}, {"d/up2/escape", "x"}},
+     "conflicts with an earlier entry"},
+    {"duplicate after normalisation", {{"a.txt", "1"}, {"./a.txt", "2"}}, "more than once"},
+  };
+  for (const auto& c : cases) {
+    auto problem = flatten(c.entries);
+    CHECK_MESSAGE(problem.find(c.fragment) != std::string::npos, c.what, ": ", problem);
+  }
+  // Bombs: a highly compressible 64 MiB file, and many entries.
+  auto problem = flatten({{"bomb.bin", std::string(64 << 20, '\0')}}, {16 << 20, 100});
+  CHECK(problem.find("'bomb.bin' exceeds the unpacked size limit") != std::string::npos);
+  std::vector<zip_entry> many;
+  for (int i = 0; i < 40; ++i)
+    many.push_back({"d" + std::to_string(i % 4) + "/f" + std::to_string(i), "x"});
+  problem = flatten(many, {1 << 20, 30});
+  CHECK(problem.find("exceeds the entry limit") != std::string::npos);
+  CHECK_FALSE(fs::exists(image));
+  CHECK(listing(base / "work").empty());
+  CHECK(listing(outside) == std::set<std::string>{"secret"});
+  CHECK(read_file(outside + "/secret") == "secret");
+  if (!have_erofs_tools())
+    return;
+  // Devices and fifos are dropped; setuid is dropped from the mode.
+  problem = flatten({{"dev/null", "", false, false, 0, S_IFCHR | 0666},
+                     {"fifo", "", false, false, 0, S_IFIFO | 0644},
+                     {"su", "x", false, false, 0, S_IFREG | 06755}});
+  REQUIRE_MESSAGE(problem.empty(), problem);
+  auto out = base / "out";
+  REQUIRE(extract_image(image, out));
+  CHECK(listing(out) == std::set<std::string>{"su"});
+  CHECK(mode_of(out + "/su") == 0755);
+}
