@@ -110,9 +110,8 @@ stored_image make_image(const std::string& tree, const std::string& image,
   stored.size = bytes.size();
   std::string sealed;
   for (size_t at = 0; at < bytes.size(); at += storage::chunk_size) {
-    auto ref =
-      storage::seal_chunk_into(secret, std::string_view(bytes).substr(at, storage::chunk_size),
-                               sealed);
+    auto ref = storage::seal_chunk_into(
+        secret, std::string_view(bytes).substr(at, storage::chunk_size), sealed);
     store.put(ref.id, sealed);
     stored.chunks.push_back(ref);
   }
@@ -164,8 +163,7 @@ run_result lazy_run(const std::string& work, std::shared_ptr<storage::memory_chu
 }
 
 // The path without FUSE: every chunk through a cold cache into a file first.
-double materialised_run(const std::string& work,
-                        std::shared_ptr<storage::memory_chunk_store> store,
+double materialised_run(const std::string& work, std::shared_ptr<storage::memory_chunk_store> store,
                         const stored_image& image, const std::string& expected) {
   auto cache = std::make_shared<storage::chunk_cache>(store, "", uint64_t{256} << 20, 0);
   auto path = work + "/materialised.erofs";
@@ -260,39 +258,39 @@ int main(int argc, char** argv) {
   std::strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   char json[4096];
   std::snprintf(
-    json, sizeof json,
-    "{\n"
-    "  \"benchmark\": \"lazy_image\",\n"
-    "  \"date\": \"%s\",\n"
-    "  \"machine\": {\"nproc\": %u, \"kernel\": \"%s\", \"loadavg_before\": %s, "
-    "\"loadavg_after\": %s},\n"
-    "  \"runs\": %d,\n"
-    "  \"mount_mode\": \"%s\",\n"
-    "  \"big_image\": {\"bytes\": %llu, \"chunks\": %zu, \"files\": %d, \"file_bytes\": %zu},\n"
-    "  \"tiny_image\": {\"bytes\": %llu, \"chunks\": %zu},\n"
-    "  \"big_mount_read_5mb_ms\": {\"median\": %.2f, \"min\": %.2f, \"max\": %.2f},\n"
-    "  \"tiny_mount_read_ms\": {\"median\": %.2f, \"min\": %.2f, \"max\": %.2f},\n"
-    "  \"big_chunks_fetched\": {\"median\": %.0f, \"of\": %zu, \"share\": %.4f, "
-    "\"target_share\": 0.10, \"ok\": %s},\n"
-    "  \"tiny_chunks_fetched\": {\"median\": %.0f, \"of\": %zu},\n"
-    "  \"extra_ms\": {\"median\": %.2f, \"target\": 20, \"ok\": %s},\n"
-    "  \"materialised_mount_read_5mb_ms\": {\"median\": %.2f, \"runs\": %zu}\n"
-    "}\n",
-    date, std::thread::hardware_concurrency(), uts.release, load_before.c_str(),
-    loadavg().c_str(), runs, vmm::to_string(mode), static_cast<unsigned long long>(big.size),
-    big.chunks.size(), big_files, big_file_size, static_cast<unsigned long long>(tiny.size),
-    tiny.chunks.size(), median(big_ms), *std::min_element(big_ms.begin(), big_ms.end()),
-    *std::max_element(big_ms.begin(), big_ms.end()), median(tiny_ms),
-    *std::min_element(tiny_ms.begin(), tiny_ms.end()),
-    *std::max_element(tiny_ms.begin(), tiny_ms.end()), median(big_fetched), big.chunks.size(),
-    fetched_share, fetched_share <= 0.10 ? "true" : "false", median(tiny_fetched),
-    tiny.chunks.size(), extra_ms, extra_ms <= 20 ? "true" : "false", median(materialised_ms),
-    materialised_ms.size());
+      json, sizeof json,
+      "{\n"
+      "  \"benchmark\": \"lazy_image\",\n"
+      "  \"date\": \"%s\",\n"
+      "  \"machine\": {\"nproc\": %u, \"kernel\": \"%s\", \"loadavg_before\": %s, "
+      "\"loadavg_after\": %s},\n"
+      "  \"runs\": %d,\n"
+      "  \"mount_mode\": \"%s\",\n"
+      "  \"big_image\": {\"bytes\": %llu, \"chunks\": %zu, \"files\": %d, \"file_bytes\": %zu},\n"
+      "  \"tiny_image\": {\"bytes\": %llu, \"chunks\": %zu},\n"
+      "  \"big_mount_read_5mb_ms\": {\"median\": %.2f, \"min\": %.2f, \"max\": %.2f},\n"
+      "  \"tiny_mount_read_ms\": {\"median\": %.2f, \"min\": %.2f, \"max\": %.2f},\n"
+      "  \"big_chunks_fetched\": {\"median\": %.0f, \"of\": %zu, \"share\": %.4f, "
+      "\"target_share\": 0.10, \"ok\": %s},\n"
+      "  \"tiny_chunks_fetched\": {\"median\": %.0f, \"of\": %zu},\n"
+      "  \"extra_ms\": {\"median\": %.2f, \"target\": 20, \"ok\": %s},\n"
+      "  \"materialised_mount_read_5mb_ms\": {\"median\": %.2f, \"runs\": %zu}\n"
+      "}\n",
+      date, std::thread::hardware_concurrency(), uts.release, load_before.c_str(),
+      loadavg().c_str(), runs, vmm::to_string(mode), static_cast<unsigned long long>(big.size),
+      big.chunks.size(), big_files, big_file_size, static_cast<unsigned long long>(tiny.size),
+      tiny.chunks.size(), median(big_ms), *std::min_element(big_ms.begin(), big_ms.end()),
+      *std::max_element(big_ms.begin(), big_ms.end()), median(tiny_ms),
+      *std::min_element(tiny_ms.begin(), tiny_ms.end()),
+      *std::max_element(tiny_ms.begin(), tiny_ms.end()), median(big_fetched), big.chunks.size(),
+      fetched_share, fetched_share <= 0.10 ? "true" : "false", median(tiny_fetched),
+      tiny.chunks.size(), extra_ms, extra_ms <= 20 ? "true" : "false", median(materialised_ms),
+      materialised_ms.size());
   std::fputs(json, stdout);
   const char* out = std::getenv("BENCH_OUT");
   std::string path = out != nullptr && *out != '\0'
-                       ? std::string(out)
-                       : std::string(NIMBUS_SOURCE_DIR) + "/bench/results/lazy_image.json";
+                         ? std::string(out)
+                         : std::string(NIMBUS_SOURCE_DIR) + "/bench/results/lazy_image.json";
   std::ofstream(path, std::ios::trunc) << json;
   return 0;
 }

@@ -69,9 +69,7 @@ bool write_whole_file(const std::string& path, const std::string& data) {
 
 chunk_cache::chunk_cache(std::shared_ptr<chunk_store> store, std::string disk_dir,
                          uint64_t memory_bytes, uint64_t disk_bytes)
-    : store_(std::move(store)),
-      disk_dir_(std::move(disk_dir)),
-      memory_budget_(memory_bytes),
+    : store_(std::move(store)), disk_dir_(std::move(disk_dir)), memory_budget_(memory_bytes),
       disk_budget_(disk_bytes),
       disk_enabled_(disk_bytes > 0 && !disk_dir_.empty() && !store_->local()) {
   if (!disk_enabled_)
@@ -131,8 +129,7 @@ void chunk_cache::evict_disk_locked() {
   }
 }
 
-std::string chunk_cache::read(const chunk_ref& ref,
-                              std::shared_ptr<const std::string>& plaintext) {
+std::string chunk_cache::read(const chunk_ref& ref, std::shared_ptr<const std::string>& plaintext) {
   plaintext.reset();
   std::shared_ptr<flight> own;
   {

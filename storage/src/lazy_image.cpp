@@ -25,173 +25,11 @@ namespace nimbus::storage {
 
 namespace {
 
-using image = lazy_image_server::image;
-
 constexpr int worker_count = 4;
 // An inode's attributes never change (a name gets a new inode when re-added);
 // names are not cached, so a removed name disappears at once.
 constexpr double attr_timeout = 3600;
 constexpr double entry_timeout = 0;
-
-lazy_image_server& server_of(fuse_req_t req) {
-  return *static_cast<lazy_image_server*>(fuse_req_userdata(req));
-}
-
-void file_attr(const image& img, struct stat& st) {
-  st = {};
-  st.st_ino = img.inode;
-  st.st_mode = S_IFREG | 0444;
-  st.st_nlink = 1;
-  st.st_size = static_cast<off_t>(img.size);
-  st.st_blksize = 4096;
-  st.st_blocks = static_cast<blkcnt_t>((img.size + 511) / 512);
-}
-
-void root_attr(struct stat& st) {
-  st = {};
-  st.st_ino = FUSE_ROOT_ID;
-  st.st_mode = S_IFDIR | 0555;
-  st.st_nlink = 2;
-}
-
-void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto img = parent == FUSE_ROOT_ID ? server_of(req).lookup(name) : nullptr;
-  if (!img) {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  fuse_entry_param entry{};
-  entry.ino = img->inode;
-  entry.generation = 1;
-  entry.attr_timeout = attr_timeout;
-  entry.entry_timeout = entry_timeout;
-  file_attr(*img, entry.attr);
-  // A failed reply (interrupted lookup) leaves a count the kernel never
-  // forgets; harmless: the inode just stays known.
-  fuse_reply_entry(req, &entry);
-}
-
-void on_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
-  server_of(req).forget(ino, nlookup);
-  fuse_reply_none(req);
-}
-
-void on_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
-  for (size_t i = 0; i < count; ++i)
-    server_of(req).forget(forgets[i].ino, forgets[i].nlookup);
-  fuse_reply_none(req);
-}
-
-void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
-  struct stat st;
-  if (ino == FUSE_ROOT_ID) {
-    root_attr(st);
-  } else if (auto img = server_of(req).find(ino)) {
-    file_attr(*img, st);
-  } else {
-    fuse_reply_err(req, ENOENT);
-    return;
-  }
-  fuse_reply_attr(req, &st, attr_timeout);
-}
-
-void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  if ((fi->flags & O_ACCMODE) != O_RDONLY) {
-    fuse_reply_err(req, EROFS);
-    return;
-  }
-  auto img = server_of(req).find(ino);
-  if (!img) {
-    fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
-    return;
-  }
-  // The content behind a name never changes: let the kernel keep its pages.
-  fi->keep_cache = 1;
-  // The handle keeps the image alive for reads after remove(). When the reply
-  // fails (open interrupted), libfuse calls release itself.
-  fi->fh = reinterpret_cast<uint64_t>(new std::shared_ptr<const image>(std::move(img)));
-  fuse_reply_open(req, fi);
-}
-
-void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
-  fuse_reply_err(req, 0);
-}
-
-// Fetches the chunks the read overlaps (through the cache) and replies with
-// the slices of their plaintexts, without copying them.
-void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
-  const auto& img = **reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
-  auto begin = static_cast<uint64_t>(offset);
-  if (offset < 0 || begin >= img.size || size == 0) {
-    fuse_reply_buf(req, nullptr, 0);
-    return;
-  }
-  auto end = std::min<uint64_t>(img.size, begin + size);
-  auto first = begin / chunk_size;
-  auto last = (end - 1) / chunk_size;
-  std::vector<std::shared_ptr<const std::string>> texts;
-  std::vector<iovec> parts;
-  for (auto i = first; i <= last; ++i) {
-    std::shared_ptr<const std::string> text;
-    auto error = server_of(req).cache().read(img.chunks[i], text);
-    if (!error.empty()) {
-      config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
-      fuse_reply_err(req, EIO);
-      return;
-    }
-    auto chunk_begin = i * chunk_size;
-    auto from = std::max(begin, chunk_begin) - chunk_begin;
-    auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
-    parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
-    texts.push_back(std::move(text));
-  }
-  fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
-}
-
-void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info*) {
-  if (ino != FUSE_ROOT_ID) {
-    fuse_reply_err(req, ENOTDIR);
-    return;
-  }
-  struct entry {
-    std::string name;
-    uint64_t inode;
-    mode_t mode;
-  };
-  std::vector<entry> entries{{".", FUSE_ROOT_ID, S_IFDIR}, {"..", FUSE_ROOT_ID, S_IFDIR}};
-  for (auto& img : server_of(req).list())
-    entries.push_back({img->name, img->inode, S_IFREG});
-  std::string buffer(size, '\0');
-  size_t used = 0;
-  for (auto i = static_cast<size_t>(std::max<off_t>(offset, 0)); i < entries.size(); ++i) {
-    struct stat st {};
-    st.st_ino = entries[i].inode;
-    st.st_mode = entries[i].mode;
-    auto need = fuse_add_direntry(req, buffer.data() + used, size - used, entries[i].name.c_str(),
-                                  &st, static_cast<off_t>(i + 1));
-    if (need > size - used)
-      break;
-    used += need;
-  }
-  fuse_reply_buf(req, buffer.data(), used);
-}
-
-const fuse_lowlevel_ops& operations() {
-  static const fuse_lowlevel_ops ops = [] {
-    fuse_lowlevel_ops o{};
-    o.lookup = on_lookup;
-    o.forget = on_forget;
-    o.forget_multi = on_forget_multi;
-    o.getattr = on_getattr;
-    o.open = on_open;
-    o.read = on_read;
-    o.release = on_release;
-    o.readdir = on_readdir;
-    return o;
-  }();
-  return ops;
-}
 
 // libfuse reports through its own log function (stderr by default): send it
 // to the storage logger instead.
@@ -215,6 +53,171 @@ bool valid_name(const std::string& name) {
 }
 
 } // namespace
+
+struct lazy_image_server::handlers {
+  using image = lazy_image_server::image;
+
+  static lazy_image_server& server_of(fuse_req_t req) {
+    return *static_cast<lazy_image_server*>(fuse_req_userdata(req));
+  }
+
+  static void file_attr(const image& img, struct stat& st) {
+    st = {};
+    st.st_ino = img.inode;
+    st.st_mode = S_IFREG | 0444;
+    st.st_nlink = 1;
+    st.st_size = static_cast<off_t>(img.size);
+    st.st_blksize = 4096;
+    st.st_blocks = static_cast<blkcnt_t>((img.size + 511) / 512);
+  }
+
+  static void root_attr(struct stat& st) {
+    st = {};
+    st.st_ino = FUSE_ROOT_ID;
+    st.st_mode = S_IFDIR | 0555;
+    st.st_nlink = 2;
+  }
+
+  static void on_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+    auto img = parent == FUSE_ROOT_ID ? server_of(req).lookup(name) : nullptr;
+    if (!img) {
+      fuse_reply_err(req, ENOENT);
+      return;
+    }
+    fuse_entry_param entry{};
+    entry.ino = img->inode;
+    entry.generation = 1;
+    entry.attr_timeout = attr_timeout;
+    entry.entry_timeout = entry_timeout;
+    file_attr(*img, entry.attr);
+    // A failed reply (interrupted lookup) leaves a count the kernel never
+    // forgets; harmless: the inode just stays known.
+    fuse_reply_entry(req, &entry);
+  }
+
+  static void on_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+    server_of(req).forget(ino, nlookup);
+    fuse_reply_none(req);
+  }
+
+  static void on_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i)
+      server_of(req).forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  }
+
+  static void on_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+    struct stat st;
+    if (ino == FUSE_ROOT_ID) {
+      root_attr(st);
+    } else if (auto img = server_of(req).find(ino)) {
+      file_attr(*img, st);
+    } else {
+      fuse_reply_err(req, ENOENT);
+      return;
+    }
+    fuse_reply_attr(req, &st, attr_timeout);
+  }
+
+  static void on_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    auto img = server_of(req).find(ino);
+    if (!img) {
+      fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+      return;
+    }
+    // The content behind a name never changes: let the kernel keep its pages.
+    fi->keep_cache = 1;
+    // The handle keeps the image alive for reads after remove(). When the reply
+    // fails (open interrupted), libfuse calls release itself.
+    fi->fh = reinterpret_cast<uint64_t>(new std::shared_ptr<const image>(std::move(img)));
+    fuse_reply_open(req, fi);
+  }
+
+  static void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+    delete reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    fuse_reply_err(req, 0);
+  }
+
+  // Fetches the chunks the read overlaps (through the cache) and replies with
+  // the slices of their plaintexts, without copying them.
+  static void on_read(fuse_req_t req, fuse_ino_t, size_t size, off_t offset, fuse_file_info* fi) {
+    const auto& img = **reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    auto begin = static_cast<uint64_t>(offset);
+    if (offset < 0 || begin >= img.size || size == 0) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    auto end = std::min<uint64_t>(img.size, begin + size);
+    auto first = begin / chunk_size;
+    auto last = (end - 1) / chunk_size;
+    std::vector<std::shared_ptr<const std::string>> texts;
+    std::vector<iovec> parts;
+    for (auto i = first; i <= last; ++i) {
+      std::shared_ptr<const std::string> text;
+      auto error = server_of(req).cache_->read(img.chunks[i], text);
+      if (!error.empty()) {
+        config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
+        fuse_reply_err(req, EIO);
+        return;
+      }
+      auto chunk_begin = i * chunk_size;
+      auto from = std::max(begin, chunk_begin) - chunk_begin;
+      auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
+      parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
+      texts.push_back(std::move(text));
+    }
+    fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
+  }
+
+  static void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
+                         fuse_file_info*) {
+    if (ino != FUSE_ROOT_ID) {
+      fuse_reply_err(req, ENOTDIR);
+      return;
+    }
+    struct entry {
+      std::string name;
+      uint64_t inode;
+      mode_t mode;
+    };
+    std::vector<entry> entries{{".", FUSE_ROOT_ID, S_IFDIR}, {"..", FUSE_ROOT_ID, S_IFDIR}};
+    for (auto& img : server_of(req).list())
+      entries.push_back({img->name, img->inode, S_IFREG});
+    std::string buffer(size, '\0');
+    size_t used = 0;
+    for (auto i = static_cast<size_t>(std::max<off_t>(offset, 0)); i < entries.size(); ++i) {
+      struct stat st {};
+      st.st_ino = entries[i].inode;
+      st.st_mode = entries[i].mode;
+      auto need = fuse_add_direntry(req, buffer.data() + used, size - used, entries[i].name.c_str(),
+                                    &st, static_cast<off_t>(i + 1));
+      if (need > size - used)
+        break;
+      used += need;
+    }
+    fuse_reply_buf(req, buffer.data(), used);
+  }
+
+  static const fuse_lowlevel_ops& operations() {
+    static const fuse_lowlevel_ops ops = [] {
+      fuse_lowlevel_ops o{};
+      o.lookup = on_lookup;
+      o.forget = on_forget;
+      o.forget_multi = on_forget_multi;
+      o.getattr = on_getattr;
+      o.open = on_open;
+      o.read = on_read;
+      o.release = on_release;
+      o.readdir = on_readdir;
+      return o;
+    }();
+    return ops;
+  }
+};
 
 bool lazy_image_server::available() {
   int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
@@ -252,7 +255,7 @@ std::unique_ptr<lazy_image_server> lazy_image_server::start(const std::string& m
   fuse_opt_add_arg(&args, "nimbus");
   fuse_opt_add_arg(&args, "-o");
   fuse_opt_add_arg(&args, "ro,default_permissions,fsname=nimbus-lazy,subtype=nimbus-lazy");
-  auto& ops = operations();
+  auto& ops = handlers::operations();
   server->session_ = fuse_session_new(&args, &ops, sizeof ops, server.get());
   fuse_opt_free_args(&args);
   if (server->session_ == nullptr) {
@@ -356,7 +359,7 @@ void lazy_image_server::remove(const std::string& name) {
     by_inode_.erase(inode);
 }
 
-std::shared_ptr<const image> lazy_image_server::lookup(const std::string& name) {
+std::shared_ptr<const lazy_image_server::image> lazy_image_server::lookup(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto it = by_name_.find(name);
   if (it == by_name_.end())
@@ -383,13 +386,13 @@ void lazy_image_server::forget(uint64_t inode, uint64_t count) {
   }
 }
 
-std::shared_ptr<const image> lazy_image_server::find(uint64_t inode) const {
+std::shared_ptr<const lazy_image_server::image> lazy_image_server::find(uint64_t inode) const {
   std::lock_guard lock(mutex_);
   auto it = by_inode_.find(inode);
   return it == by_inode_.end() ? nullptr : it->second;
 }
 
-std::vector<std::shared_ptr<const image>> lazy_image_server::list() const {
+std::vector<std::shared_ptr<const lazy_image_server::image>> lazy_image_server::list() const {
   std::lock_guard lock(mutex_);
   std::vector<std::shared_ptr<const image>> out;
   for (auto& [name, img] : by_name_)

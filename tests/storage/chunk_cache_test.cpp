@@ -111,8 +111,7 @@ std::string plain_of(const sealed_chunk& chunk) {
 }
 
 size_t files_in(const std::string& dir) {
-  return static_cast<size_t>(
-    std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
+  return static_cast<size_t>(std::distance(fs::directory_iterator(dir), fs::directory_iterator()));
 }
 
 } // namespace

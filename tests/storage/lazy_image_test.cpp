@@ -106,7 +106,7 @@ struct fixture {
   temp_dir dir;
   std::shared_ptr<memory_chunk_store> store = std::make_shared<memory_chunk_store>();
   std::shared_ptr<chunk_cache> cache =
-    std::make_shared<chunk_cache>(store, "", uint64_t{64} << 20, 0);
+      std::make_shared<chunk_cache>(store, "", uint64_t{64} << 20, 0);
   std::unique_ptr<lazy_image_server> server;
 
   fixture() {

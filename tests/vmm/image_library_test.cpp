@@ -88,7 +88,7 @@ struct stored_image {
 // resolver that counts its calls.
 struct catalog {
   std::shared_ptr<storage::memory_chunk_store> store =
-    std::make_shared<storage::memory_chunk_store>();
+      std::make_shared<storage::memory_chunk_store>();
   std::map<std::string, stored_image> images;
   std::atomic<int> resolves{0};
 
@@ -116,7 +116,7 @@ struct catalog {
     stored.size = bytes.size();
     for (size_t at = 0; at < bytes.size(); at += storage::chunk_size) {
       auto sealed =
-        storage::seal_chunk(secret, std::string_view(bytes).substr(at, storage::chunk_size));
+          storage::seal_chunk(secret, std::string_view(bytes).substr(at, storage::chunk_size));
       REQUIRE(store->put(sealed.ref.id, sealed.bytes).empty());
       stored.chunks.push_back(sealed.ref);
     }
@@ -156,7 +156,7 @@ TEST_CASE("image_library: acquire mounts once per image, release unmounts after 
   images.add(dir.path, "111/other", "other\n", 0);
   std::string error;
   auto library =
-    vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(), true, error);
+      vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(), true, error);
   REQUIRE_MESSAGE(library, error);
   CHECK(library->lazy());
   auto total_chunks = images.images["111/hello"].chunks.size();
@@ -210,8 +210,8 @@ TEST_CASE("image_library: concurrent first acquires of one image mount it once")
   catalog images;
   images.add(dir.path, "222/fn", "concurrent\n", 2);
   std::string error;
-  auto library = vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(),
-                                          true, error);
+  auto library =
+      vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(), true, error);
   REQUIRE_MESSAGE(library, error);
   constexpr int threads = 6;
   std::vector<std::string> roots(threads), errors(threads);
@@ -246,7 +246,7 @@ TEST_CASE("image_library: without FUSE images are materialised and mounted") {
   std::string error;
   // No memory tier: the corrupt chunk below must come from the store.
   auto library =
-    vmm::image_library::open(dir.path + "/lib", images.cache(0), images.resolver(), false, error);
+      vmm::image_library::open(dir.path + "/lib", images.cache(0), images.resolver(), false, error);
   REQUIRE_MESSAGE(library, error);
   CHECK_FALSE(library->lazy());
   std::string root;
@@ -293,7 +293,8 @@ TEST_CASE("image_library: open detaches the mounts of a killed worker") {
   if (child == 0) {
     ::close(ready[0]);
     std::string error, root;
-    auto library = vmm::image_library::open(lib_dir, images.cache(), images.resolver(), true, error);
+    auto library =
+        vmm::image_library::open(lib_dir, images.cache(), images.resolver(), true, error);
     if (!library || !library->acquire("444", "fn", root).empty()
         || read_file(root + "/greeting.txt") != "survivor\n")
       ::_exit(1);

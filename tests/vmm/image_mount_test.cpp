@@ -221,7 +221,8 @@ TEST_CASE("image_mount: an erofs image served through FUSE loads only what is re
   secret.fill(3);
   std::vector<storage::chunk_ref> chunks;
   for (size_t at = 0; at < bytes.size(); at += storage::chunk_size) {
-    auto sealed = storage::seal_chunk(secret, std::string_view(bytes).substr(at, storage::chunk_size));
+    auto sealed =
+        storage::seal_chunk(secret, std::string_view(bytes).substr(at, storage::chunk_size));
     REQUIRE(store->put(sealed.ref.id, sealed.bytes).empty());
     chunks.push_back(sealed.ref);
   }
@@ -246,8 +247,7 @@ TEST_CASE("image_mount: an erofs image served through FUSE loads only what is re
       CHECK(read_file(target + "/hello.txt") == "hello from erofs\n");
       CHECK(read_file(target + "/sub/small.txt") == std::string(300, 's'));
       auto fetched = store->reads() - before;
-      MESSAGE(mode_name << ": fetched " << fetched << " of " << chunks.size()
-                                   << " chunks");
+      MESSAGE(mode_name << ": fetched " << fetched << " of " << chunks.size() << " chunks");
       CHECK(fetched >= 1);
       CHECK(fetched <= 4);
       // A big file is right too, fetched on demand.

@@ -77,8 +77,9 @@ std::string detach_mounts(const std::vector<std::string>& roots) {
 
 bool valid_account(const std::string& account) {
   return !account.empty() && account.size() <= 64
-         && std::all_of(account.begin(), account.end(),
-                        [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+         && std::all_of(account.begin(), account.end(), [](char c) {
+              return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+            });
 }
 
 bool valid_name(const std::string& name) {
@@ -122,7 +123,7 @@ std::unique_ptr<image_library> image_library::open(std::string dir,
   while (absolute.size() > 1 && absolute.back() == '/')
     absolute.pop_back();
   std::unique_ptr<image_library> library(
-    new image_library(absolute, std::move(cache), std::move(resolve)));
+      new image_library(absolute, std::move(cache), std::move(resolve)));
   auto& d = library->dir_;
 
   // A killed worker leaves its mounts behind; detach them before wiping, and

@@ -67,8 +67,7 @@ std::string mount_loop(const std::string& image, const std::string& target) {
     config.fd = static_cast<uint32_t>(backing.fd);
     config.info.lo_flags = LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR;
     auto name = fs::path(image).filename().string();
-    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), name.c_str(),
-                 LO_NAME_SIZE - 1);
+    std::strncpy(reinterpret_cast<char*>(config.info.lo_file_name), name.c_str(), LO_NAME_SIZE - 1);
     if (::ioctl(loop.fd, LOOP_CONFIGURE, &config) != 0) {
       if (errno == EBUSY)
         continue;
@@ -87,12 +86,10 @@ std::string extract(const std::string& image, const std::string& target) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   for (int fd = 0; fd <= 2; ++fd)
-    posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY,
-                                     0);
+    posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
   std::string program = "fsck.erofs";
   std::string option = "--extract=" + target;
-  std::vector<char*> argv{program.data(), option.data(), const_cast<char*>(image.c_str()),
-                          nullptr};
+  std::vector<char*> argv{program.data(), option.data(), const_cast<char*>(image.c_str()), nullptr};
   pid_t child = -1;
   int spawned = ::posix_spawnp(&child, program.c_str(), &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
@@ -135,8 +132,7 @@ std::string mount_extracted(const std::string& image, const std::string& target)
     clear_directory(target);
     return error;
   }
-  if (::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | image_flags, nullptr)
-      != 0) {
+  if (::mount(nullptr, target.c_str(), nullptr, MS_BIND | MS_REMOUNT | image_flags, nullptr) != 0) {
     auto error = failure("remount extracted tree read-only", errno);
     ::umount2(target.c_str(), MNT_DETACH);
     clear_directory(target);

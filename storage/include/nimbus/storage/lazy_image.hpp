@@ -37,9 +37,8 @@ public:
 
   /// Mounts the file system at `mount_dir` (created when missing) and starts
   /// serving it. Returns null and sets `error` on failure.
-  static std::unique_ptr<lazy_image_server> start(const std::string& mount_dir,
-                                                  std::shared_ptr<chunk_cache> cache,
-                                                  std::string& error);
+  static std::unique_ptr<lazy_image_server>
+  start(const std::string& mount_dir, std::shared_ptr<chunk_cache> cache, std::string& error);
 
   /// Unmounts (lazily) and joins the serving threads.
   ~lazy_image_server();
@@ -60,26 +59,23 @@ public:
     return mount_dir_;
   }
 
-  /// One image file (internal, public for the request handlers).
+private:
+  // One image file.
   struct image {
     uint64_t inode = 0;
     std::string name;
     uint64_t size = 0;
     std::vector<chunk_ref> chunks;
   };
+  // The FUSE request handlers (lazy_image.cpp).
+  struct handlers;
 
-  /// Internal: the request handlers' view of the server. lookup() counts a
-  /// kernel reference to the inode, forget() drops `count` of them.
+  lazy_image_server(std::string mount_dir, std::shared_ptr<chunk_cache> cache);
+  // lookup() counts a kernel reference to the inode, forget() drops some.
   std::shared_ptr<const image> lookup(const std::string& name);
   void forget(uint64_t inode, uint64_t count);
   std::shared_ptr<const image> find(uint64_t inode) const;
   std::vector<std::shared_ptr<const image>> list() const;
-  chunk_cache& cache() {
-    return *cache_;
-  }
-
-private:
-  lazy_image_server(std::string mount_dir, std::shared_ptr<chunk_cache> cache);
   void serve();
   void stop();
 

@@ -31,8 +31,8 @@ namespace nimbus::vmm {
 
 /// Finds an image's manifest: its size and chunks. Returns an error text.
 using image_resolver =
-  std::function<std::string(const std::string& account, const std::string& name, uint64_t& size,
-                            std::vector<storage::chunk_ref>& chunks)>;
+    std::function<std::string(const std::string& account, const std::string& name, uint64_t& size,
+                              std::vector<storage::chunk_ref>& chunks)>;
 
 /// Counters of an image_library.
 struct library_stats {
@@ -52,8 +52,7 @@ public:
   /// FUSE is usable. Returns null and sets `error` on failure.
   static std::unique_ptr<image_library> open(std::string dir,
                                              std::shared_ptr<storage::chunk_cache> cache,
-                                             image_resolver resolve, bool lazy,
-                                             std::string& error);
+                                             image_resolver resolve, bool lazy, std::string& error);
 
   /// Unmounts every image, also ones still acquired, and stops FUSE.
   ~image_library();

@@ -24,8 +24,7 @@ const char* to_string(mount_mode mode);
 /// Mounts `image_file` read-only at `target` (an existing empty directory),
 /// trying each mode in turn; `used` says which one worked. Returns an error
 /// text naming every failed attempt, empty on success.
-std::string mount_erofs(const std::string& image_file, const std::string& target,
-                        mount_mode& used);
+std::string mount_erofs(const std::string& image_file, const std::string& target, mount_mode& used);
 
 /// Mounts with exactly `mode` (tests, and callers that know what works here).
 std::string mount_erofs_with(const std::string& image_file, const std::string& target,
