@@ -1136,3 +1136,23 @@ TEST_CASE("http server: an existing file at the spool path is never touched") {
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK(content == "precious");
 }
+
+TEST_CASE("http server: a spooled body that misses the body deadline is removed") {
+  temp_dir dir;
+  std::atomic<int> calls{0};
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) {
+    ++calls;
+    respond(text("{}"));
+  };
+  auto options = spool_options(dir);
+  options.body_deadline = 300ms;
+  http_server server(options, hooks);
+  client c(server.port());
+  REQUIRE(c.send("PUT /upload/a:b HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + std::string(10, 'x')));
+  REQUIRE(eventually([&] { return dir.entries().size() == 1; }));
+  // The client stalls; the server gives up on the body and drops the file.
+  CHECK(c.wait_closed(10'000ms));
+  CHECK(eventually([&] { return dir.entries().empty(); }));
+  CHECK(calls == 0);
+}

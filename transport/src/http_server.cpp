@@ -887,9 +887,10 @@ private:
   }
 
   void close_now() {
+    // The parsers stay: a body read may still be pending on them until the
+    // close below cancels it. A spool file goes with the session.
     closed_ = true;
     queue_.clear();
-    drop_request();
     update_idle_timer();
     stream_.close(); // cancels pending operations; noexcept
     self_.reset();
