@@ -340,7 +340,7 @@ typename Inspector::result_type inspect(Inspector& f, event_invoke_update& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, code_update& x) {
-  return f(caf::meta::type_name("code_update"), x.zip, x.image_uri, x.revision_id, x.dry_run);
+  return f(caf::meta::type_name("code_update"), x.zip, x.revision_id, x.dry_run, x.image_uri);
 }
 
 } // namespace nimbus::transport::lambda

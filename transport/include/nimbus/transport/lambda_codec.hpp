@@ -128,10 +128,11 @@ struct delivery_target {
 struct code_update {
   /// The decoded zip (empty for an image update).
   std::string zip;
-  /// ImageUri (empty for a zip update; syntax checked).
-  std::string image_uri;
   std::optional<std::string> revision_id;
   bool dry_run = false;
+  /// ImageUri (empty for a zip update; syntax checked). Last, so that
+  /// aggregate initializations written before it still mean the same.
+  std::string image_uri;
 };
 
 /// Either a parsed value or an error.
