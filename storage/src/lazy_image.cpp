@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -156,19 +157,25 @@ struct lazy_image_server::handlers {
     auto last = (end - 1) / chunk_size;
     std::vector<std::shared_ptr<const std::string>> texts;
     std::vector<iovec> parts;
-    for (auto i = first; i <= last; ++i) {
-      std::shared_ptr<const std::string> text;
-      auto error = server_of(req).cache_->read(img.chunks[i], text);
-      if (!error.empty()) {
-        config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
-        fuse_reply_err(req, EIO);
-        return;
+    // No exception may unwind into libfuse's C code.
+    try {
+      for (auto i = first; i <= last; ++i) {
+        std::shared_ptr<const std::string> text;
+        auto error = server_of(req).cache_->read(img.chunks[i], text);
+        if (!error.empty()) {
+          config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
+          fuse_reply_err(req, EIO);
+          return;
+        }
+        auto chunk_begin = i * chunk_size;
+        auto from = std::max(begin, chunk_begin) - chunk_begin;
+        auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
+        parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
+        texts.push_back(std::move(text));
       }
-      auto chunk_begin = i * chunk_size;
-      auto from = std::max(begin, chunk_begin) - chunk_begin;
-      auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
-      parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
-      texts.push_back(std::move(text));
+    } catch (const std::exception&) {
+      fuse_reply_err(req, EIO);
+      return;
     }
     fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
   }
