@@ -134,12 +134,24 @@ struct lazy_image_server::handlers {
     fi->keep_cache = 1;
     // The handle keeps the image alive for reads after remove(). When the reply
     // fails (open interrupted), libfuse calls release itself.
-    fi->fh = reinterpret_cast<uint64_t>(new std::shared_ptr<const image>(std::move(img)));
+    auto& server = server_of(req);
+    auto* handle = new std::shared_ptr<const image>(std::move(img));
+    {
+      std::lock_guard lock(server.mutex_);
+      server.handles_.insert(handle);
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle);
     fuse_reply_open(req, fi);
   }
 
   static void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    delete reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    auto* handle = reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    auto& server = server_of(req);
+    {
+      std::lock_guard lock(server.mutex_);
+      server.handles_.erase(handle);
+    }
+    delete handle;
     fuse_reply_err(req, 0);
   }
 
@@ -319,6 +331,9 @@ void lazy_image_server::stop() {
   fuse_session_unmount(session_);
   fuse_session_destroy(session_);
   session_ = nullptr;
+  for (auto* handle : handles_)
+    delete handle;
+  handles_.clear();
 }
 
 lazy_image_server::~lazy_image_server() {
