@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <system_error>
 #include <tuple>
@@ -151,7 +152,14 @@ std::string chunk_cache::read(const chunk_ref& ref, std::shared_ptr<const std::s
     flights_.emplace(ref, own);
   }
   std::shared_ptr<const std::string> result;
-  auto error = fetch(ref, result);
+  std::string error;
+  try {
+    error = fetch(ref, result);
+  } catch (const std::exception& e) {
+    // Whatever happens, the flight ends and its followers wake up.
+    result.reset();
+    error = std::string("chunk cache: ") + e.what();
+  }
   {
     std::lock_guard lock(mutex_);
     if (error.empty())

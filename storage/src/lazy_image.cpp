@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <mutex>
 #include <system_error>
@@ -133,12 +134,24 @@ struct lazy_image_server::handlers {
     fi->keep_cache = 1;
     // The handle keeps the image alive for reads after remove(). When the reply
     // fails (open interrupted), libfuse calls release itself.
-    fi->fh = reinterpret_cast<uint64_t>(new std::shared_ptr<const image>(std::move(img)));
+    auto& server = server_of(req);
+    auto* handle = new std::shared_ptr<const image>(std::move(img));
+    {
+      std::lock_guard lock(server.mutex_);
+      server.handles_.insert(handle);
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle);
     fuse_reply_open(req, fi);
   }
 
   static void on_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-    delete reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    auto* handle = reinterpret_cast<std::shared_ptr<const image>*>(fi->fh);
+    auto& server = server_of(req);
+    {
+      std::lock_guard lock(server.mutex_);
+      server.handles_.erase(handle);
+    }
+    delete handle;
     fuse_reply_err(req, 0);
   }
 
@@ -156,19 +169,25 @@ struct lazy_image_server::handlers {
     auto last = (end - 1) / chunk_size;
     std::vector<std::shared_ptr<const std::string>> texts;
     std::vector<iovec> parts;
-    for (auto i = first; i <= last; ++i) {
-      std::shared_ptr<const std::string> text;
-      auto error = server_of(req).cache_->read(img.chunks[i], text);
-      if (!error.empty()) {
-        config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
-        fuse_reply_err(req, EIO);
-        return;
+    // No exception may unwind into libfuse's C code.
+    try {
+      for (auto i = first; i <= last; ++i) {
+        std::shared_ptr<const std::string> text;
+        auto error = server_of(req).cache_->read(img.chunks[i], text);
+        if (!error.empty()) {
+          config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
+          fuse_reply_err(req, EIO);
+          return;
+        }
+        auto chunk_begin = i * chunk_size;
+        auto from = std::max(begin, chunk_begin) - chunk_begin;
+        auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
+        parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
+        texts.push_back(std::move(text));
       }
-      auto chunk_begin = i * chunk_size;
-      auto from = std::max(begin, chunk_begin) - chunk_begin;
-      auto to = std::min<uint64_t>(end, chunk_begin + text->size()) - chunk_begin;
-      parts.push_back(iovec{const_cast<char*>(text->data() + from), to - from});
-      texts.push_back(std::move(text));
+    } catch (const std::exception&) {
+      fuse_reply_err(req, EIO);
+      return;
     }
     fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
   }
@@ -312,6 +331,9 @@ void lazy_image_server::stop() {
   fuse_session_unmount(session_);
   fuse_session_destroy(session_);
   session_ = nullptr;
+  for (auto* handle : handles_)
+    delete handle;
+  handles_.clear();
 }
 
 lazy_image_server::~lazy_image_server() {

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <exception>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -189,7 +190,13 @@ std::string image_library::acquire(const std::string& account, const std::string
   lock.unlock();
 
   mounted_image image;
-  auto error = mount(account, name, key, image);
+  std::string error;
+  try {
+    error = mount(account, name, key, image);
+  } catch (const std::exception& e) {
+    // The resolver is the caller's code; never leave the image half mounting.
+    error = "image " + key + ": " + e.what();
+  }
 
   lock.lock();
   if (error.empty()) {

@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 struct fuse_session;
@@ -92,6 +93,9 @@ private:
   // yet forgotten), also after remove().
   std::unordered_map<uint64_t, std::shared_ptr<const image>> by_inode_;
   std::unordered_map<uint64_t, uint64_t> lookups_;
+  // Open file handles (fuse_file_info::fh); the ones the kernel never
+  // released (the server stopped first) are freed by the destructor.
+  std::unordered_set<std::shared_ptr<const image>*> handles_;
 };
 
 } // namespace nimbus::storage
