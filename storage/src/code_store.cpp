@@ -113,7 +113,7 @@ std::string code_store::store_zip(const std::string& account, std::string_view z
   if (auto s = make_directories(work.path); !s.ok())
     return s.error;
   auto image_path = work.path + "/image.erofs";
-  if (auto problem = flatten_zip(zip, work.path + "/tree", image_path, options_.limits);
+  if (auto problem = flatten_zip(zip, work.path, image_path, options_.limits);
       !problem.empty())
     return invalid(problem);
   image_info info;
@@ -152,7 +152,7 @@ std::string code_store::push_image(const std::string& account, const std::string
     return s.error;
   auto image_path = work.path + "/image.erofs";
   container_image flattened;
-  if (auto problem = flatten_container_archive(archive_path, work.path + "/tree", image_path,
+  if (auto problem = flatten_container_archive(archive_path, work.path, image_path,
                                                options_.limits, flattened);
       !problem.empty())
     return invalid(problem);

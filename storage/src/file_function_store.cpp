@@ -65,7 +65,10 @@ public:
           return {"corrupt function record " + path + ": " + error};
         if (record->account_id != account || record->name + ".json" != file)
           return {"function record " + path + " names another function"};
-        referenced.insert(record->code_sha256_hex);
+        // Code kept in the code store (a flattened image, or a pushed
+        // container image) is not this store's to check.
+        if (record->code_image.empty() && record->package_type != "Image")
+          referenced.insert(record->code_sha256_hex);
         out.push_back(std::move(*record));
       }
     }

@@ -140,6 +140,10 @@ std::string to_json(const function_record& r) {
       .end_object();
   }
   w.key("dead_letter_target").value(r.dead_letter_target);
+  // The code store's image of the code (absent on records written before
+  // the code store, whose zip the function store still holds).
+  if (!r.code_image.empty())
+    w.key("code_image").value(r.code_image);
   if (r.package_type == "Image") {
     // Container-image fields, written only for Image functions so that Zip
     // records keep their earlier shape.
@@ -156,7 +160,6 @@ std::string to_json(const function_record& r) {
     w.key("working_directory_set").value(c.working_directory_set);
     w.key("working_directory").value(c.working_directory);
     w.end_object();
-    w.key("code_image").value(r.code_image);
     w.key("image_argv");
     write_strings(w, r.image_argv);
     w.key("image_workdir").value(r.image_workdir);

@@ -171,15 +171,17 @@ class CodeStorage(unittest.TestCase):
                                       "--payload", payload, account=account)
         self.assertEqual(rc, 0, err)
         self.assertEqual(meta["StatusCode"], 200)
-        self.assertNotIn("FunctionError", meta, open(out).read())
         with open(out) as f:
-            return json.load(f)
+            text = f.read()
+        self.assertNotIn("FunctionError", meta, text)
+        return json.loads(text)
 
     def push(self, repo_tag, archive_path, account=DEV_ACCOUNT, payload_hash=None, secret=None):
         """PUT /nimbus/images/{repo}:{tag} with curl --aws-sigv4."""
         if payload_hash is None:
             payload_hash = "UNSIGNED-PAYLOAD"
-        cmd = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}",
+        headers = os.path.join(self.tmp.path, "push-headers.txt")
+        cmd = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "-D", headers,
                "--aws-sigv4", "aws:amz:us-east-1:lambda",
                "--user", "%s:%s" % (account["access_key_id"], secret or account["secret_access_key"]),
                "-H", "x-amz-content-sha256: " + payload_hash,
@@ -187,7 +189,13 @@ class CodeStorage(unittest.TestCase):
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
         body, _, code = p.stdout.rpartition("\n")
-        return int(code), (json.loads(body) if body.strip() else None)
+        body = json.loads(body) if body.strip() else None
+        with open(headers) as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "x-amzn-errortype" and body is not None:
+                    body["__type"] = value.strip().split(":")[0]
+        return int(code), body
 
     # -- zip functions -----------------------------------------------------------
 
