@@ -246,6 +246,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   co.convergence_domain = cfg.code.convergence_domain;
   co.master_key_file = cfg.code.master_key_file;
   co.limits.max_bytes = cfg.code.image_bytes;
+  co.zip_unpacked_bytes = cfg.limits.code_size_unzipped;
   d.code = storage::code_store::open(co, error);
   if (!d.code) {
     error = "cannot open the code store: " + error;

@@ -7,6 +7,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <system_error>
 
@@ -113,7 +114,9 @@ std::string code_store::store_zip(const std::string& account, std::string_view z
   if (auto s = make_directories(work.path); !s.ok())
     return s.error;
   auto image_path = work.path + "/image.erofs";
-  if (auto problem = flatten_zip(zip, work.path, image_path, options_.limits);
+  auto limits = options_.limits;
+  limits.max_bytes = std::min(limits.max_bytes, options_.zip_unpacked_bytes);
+  if (auto problem = flatten_zip(zip, work.path, image_path, limits);
       !problem.empty())
     return invalid(problem);
   image_info info;

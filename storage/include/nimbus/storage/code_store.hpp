@@ -37,8 +37,11 @@ struct code_store_options {
   std::string convergence_domain = "account";
   /// Empty: <dir>/keys/master.key.
   std::string master_key_file;
-  /// Bounds for flattening.
+  /// Bounds for flattening container images.
   flatten_limits limits;
+  /// Most bytes a zip may unpack to (Lambda: 250 MB), whatever its headers
+  /// claim: flattening stops there.
+  uint64_t zip_unpacked_bytes = 250ull << 20;
 };
 
 /// A zip stored as an image.
