@@ -133,8 +133,7 @@ bool join_link(const std::string& from, const std::string& target, std::string& 
 // pass skips the data it does not need (lseek on an uncompressed archive).
 class outer_archive {
 public:
-  explicit outer_archive(std::string path) : path_{std::move(path)} {
-  }
+  explicit outer_archive(std::string path) : path_{std::move(path)} {}
 
   std::string scan() {
     archive_ptr a;
@@ -231,8 +230,7 @@ public:
       std::string current;
       const char* raw = archive_entry_pathname(entry);
       if (raw != nullptr && normalise_entry_path(raw, current) && current == name
-          && archive_entry_hardlink(entry) == nullptr
-          && archive_entry_filetype(entry) == AE_IFREG)
+          && archive_entry_hardlink(entry) == nullptr && archive_entry_filetype(entry) == AE_IFREG)
         return {};
     }
   }
@@ -320,9 +318,9 @@ struct hashing_source {
 // One layer to apply: where it is and what it must hash to.
 struct layer_ref {
   std::string member;
-  std::string digest;   // of the stored (possibly compressed) blob; "" if unknown
-  int64_t size = -1;    // of the stored blob; -1 if unknown
-  std::string diff_id;  // of the uncompressed tar, from the config
+  std::string digest;  // of the stored (possibly compressed) blob; "" if unknown
+  int64_t size = -1;   // of the stored blob; -1 if unknown
+  std::string diff_id; // of the uncompressed tar, from the config
 };
 
 // Marks `rel` and its ancestors as written by the current layer.
@@ -356,7 +354,7 @@ std::string apply_entry(archive* tar, archive_entry* entry, staging_tree& tree,
   if (base.compare(0, 4, ".wh.") == 0) {
     if (base == ".wh..wh..opq")
       return tree.clear_directory(
-        dir, [&touched](const std::string& path) { return touched.count(path) > 0; });
+          dir, [&touched](const std::string& path) { return touched.count(path) > 0; });
     if (base.compare(0, 8, ".wh..wh.") == 0)
       return {}; // other AUFS metadata
     std::string target = (dir.empty() ? "" : dir + "/") + base.substr(4);
@@ -441,8 +439,8 @@ std::string apply_layer(const outer_archive& outer, const layer_ref& layer, stag
   if (!layer.digest.empty() && blob_digest != layer.digest)
     return "digest mismatch: expected " + layer.digest + ", the blob has " + blob_digest;
   if (diff_id != layer.diff_id)
-    return "diff id mismatch: the config says " + layer.diff_id
-           + ", the uncompressed layer has " + diff_id;
+    return "diff id mismatch: the config says " + layer.diff_id + ", the uncompressed layer has "
+           + diff_id;
   return {};
 }
 
@@ -579,8 +577,7 @@ std::string read_oci(const outer_archive& outer, std::string& config_json,
     if (auto problem = parse_descriptor(element, d); !problem.empty())
       return "the manifest's layer " + std::to_string(layers.size() + 1) + ": " + problem;
     if (d.media_type.find("encrypted") != std::string::npos)
-      return "layer " + std::to_string(layers.size() + 1) + " is encrypted (" + d.media_type
-             + ")";
+      return "layer " + std::to_string(layers.size() + 1) + " is encrypted (" + d.media_type + ")";
     layers.push_back({blob_member(d.digest), d.digest, d.size, {}});
   }
   return {};
@@ -609,8 +606,7 @@ std::string read_docker(const outer_archive& outer, std::string& config_json,
   std::string config_member;
   if (!normalise_entry_path(view, config_member) || config_member.empty())
     return "manifest.json names an invalid Config";
-  if (auto problem = outer.read_small(config_member, max_json_size, config_json);
-      !problem.empty())
+  if (auto problem = outer.read_small(config_member, max_json_size, config_json); !problem.empty())
     return "config: " + problem;
   config_digest = digest_from_member(config_member);
   simdjson::dom::array layer_array;
@@ -674,34 +670,6 @@ std::string parse_config(const std::string& text, container_config& config,
   return {};
 }
 
-// A private staging directory under `work_dir`, removed with its tree.
-class staging_area {
-public:
-  std::string open(const std::string& work_dir, const flatten_limits& limits) {
-    std::string pattern = work_dir + "/container-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr)
-      return "cannot create a staging directory in " + work_dir + ": " + std::strerror(errno);
-    dir_ = pattern;
-    std::string error;
-    tree_ = staging_tree::create(dir_ + "/tree", limits.max_bytes, limits.max_entries,
-                                 on_conflict::replace, error);
-    return error;
-  }
-  ~staging_area() {
-    if (tree_)
-      tree_->destroy();
-    if (!dir_.empty())
-      ::rmdir(dir_.c_str());
-  }
-  staging_tree& tree() {
-    return *tree_;
-  }
-
-private:
-  std::string dir_;
-  std::unique_ptr<staging_tree> tree_;
-};
-
 } // namespace
 
 std::string flatten_container_archive(const std::string& archive_path, const std::string& work_dir,
@@ -736,7 +704,9 @@ std::string flatten_container_archive(const std::string& archive_path, const std
     return "the config lists " + std::to_string(diff_ids.size()) + " diff ids for "
            + std::to_string(layers.size()) + " layers";
   staging_area area;
-  if (auto problem = area.open(work_dir, limits); !problem.empty())
+  if (auto problem = area.open(work_dir, "container", limits.max_bytes, limits.max_entries,
+                               on_conflict::replace);
+      !problem.empty())
     return problem;
   for (size_t i = 0; i < layers.size(); ++i) {
     layers[i].diff_id = diff_ids[i];

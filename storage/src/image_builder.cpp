@@ -47,8 +47,7 @@ std::string tail_of(const std::string& output) {
 
 class fd_guard {
 public:
-  explicit fd_guard(int fd = -1) : fd_{fd} {
-  }
+  explicit fd_guard(int fd = -1) : fd_{fd} {}
   ~fd_guard() {
     if (fd_ >= 0)
       ::close(fd_);
@@ -75,7 +74,7 @@ std::string run_mkfs(const std::string& tree_dir, const std::string& output,
   if (mkfs == nullptr)
     return "mkfs.erofs is not installed (package erofs-utils)";
   std::string uuid = std::string{"-U"} + image_uuid;
-  std::vector<std::string> args = {mkfs,   "--quiet",    "-T0",           uuid,  "--all-root",
+  std::vector<std::string> args = {mkfs,   "--quiet",         "-T0",  uuid,    "--all-root",
                                    "-x-1", "-Enoinline_data", output, tree_dir};
   std::vector<char*> argv;
   for (auto& a : args)
@@ -120,7 +119,7 @@ std::string run_mkfs(const std::string& tree_dir, const std::string& output,
   char buffer[4096];
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-      deadline - std::chrono::steady_clock::now());
+        deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       timed_out = true;
       break;
@@ -167,40 +166,13 @@ std::string run_mkfs(const std::string& tree_dir, const std::string& output,
   return {};
 }
 
-// A private directory under `work_dir` holding one staging tree; removed,
-// with the tree, when it goes out of scope.
-class staging_area {
-public:
-  std::string open(const std::string& work_dir, const flatten_limits& limits) {
-    std::string pattern = work_dir + "/flatten-XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr)
-      return "cannot create a staging directory in " + work_dir + ": " + std::strerror(errno);
-    dir_ = pattern;
-    std::string error;
-    tree_ = staging_tree::create(dir_ + "/tree", limits.max_bytes, limits.max_entries,
-                                 on_conflict::refuse, error);
-    return error;
-  }
-  ~staging_area() {
-    if (tree_)
-      tree_->destroy();
-    if (!dir_.empty())
-      ::rmdir(dir_.c_str());
-  }
-  staging_tree& tree() {
-    return *tree_;
-  }
-
-private:
-  std::string dir_;
-  std::unique_ptr<staging_tree> tree_;
-};
-
 template <class Unpack>
-std::string flatten_with(Unpack unpack, const std::string& work_dir,
-                         const std::string& image_path, const flatten_limits& limits) {
+std::string flatten_with(Unpack unpack, const std::string& work_dir, const std::string& image_path,
+                         const flatten_limits& limits) {
   staging_area area;
-  if (auto problem = area.open(work_dir, limits); !problem.empty())
+  if (auto problem =
+          area.open(work_dir, "flatten", limits.max_bytes, limits.max_entries, on_conflict::refuse);
+      !problem.empty())
     return problem;
   if (auto problem = unpack(area.tree()); !problem.empty())
     return problem;
@@ -232,14 +204,14 @@ std::string build_erofs(const std::string& tree_dir, const std::string& image_pa
 
 std::string flatten_zip(const std::string& zip_path, const std::string& work_dir,
                         const std::string& image_path, const flatten_limits& limits) {
-  return flatten_with([&](staging_tree& tree) { return unpack_zip_file(zip_path, tree); },
-                      work_dir, image_path, limits);
+  return flatten_with([&](staging_tree& tree) { return unpack_zip_file(zip_path, tree); }, work_dir,
+                      image_path, limits);
 }
 
 std::string flatten_zip(std::string_view zip_bytes, const std::string& work_dir,
                         const std::string& image_path, const flatten_limits& limits) {
-  return flatten_with([&](staging_tree& tree) { return unpack_zip(zip_bytes, tree); },
-                      work_dir, image_path, limits);
+  return flatten_with([&](staging_tree& tree) { return unpack_zip(zip_bytes, tree); }, work_dir,
+                      image_path, limits);
 }
 
 } // namespace nimbus::storage

@@ -558,4 +558,22 @@ std::string staging_tree::destroy() {
   return {};
 }
 
+std::string staging_area::open(const std::string& work_dir, const std::string& prefix,
+                               uint64_t max_bytes, uint64_t max_entries, on_conflict policy) {
+  std::string pattern = work_dir + "/" + prefix + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr)
+    return "cannot create a staging directory in " + work_dir + ": " + std::strerror(errno);
+  dir_ = pattern;
+  std::string error;
+  tree_ = staging_tree::create(dir_ + "/tree", max_bytes, max_entries, policy, error);
+  return error;
+}
+
+staging_area::~staging_area() {
+  if (tree_)
+    tree_->destroy();
+  if (!dir_.empty())
+    ::rmdir(dir_.c_str());
+}
+
 } // namespace nimbus::storage

@@ -150,4 +150,21 @@ private:
   std::unique_ptr<char[]> buffer_;
 };
 
+/// A private directory `<work_dir>/<prefix>-XXXXXX` holding one staging
+/// tree; removed, with the tree, when it goes out of scope.
+class staging_area {
+public:
+  /// Creates the directory and its tree; returns an error text.
+  std::string open(const std::string& work_dir, const std::string& prefix, uint64_t max_bytes,
+                   uint64_t max_entries, on_conflict policy);
+  ~staging_area();
+  staging_tree& tree() {
+    return *tree_;
+  }
+
+private:
+  std::string dir_;
+  std::unique_ptr<staging_tree> tree_;
+};
+
 } // namespace nimbus::storage
