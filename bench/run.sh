@@ -30,3 +30,9 @@ BENCH_OUT="$out/code_store.json" "$build/bench/code_store_bench" /var/tmp 256 5
 # 5 MB file, next to a tiny image; chunks fetched and extra time (on disk:
 # /var/tmp holds the images while they are built).
 BENCH_OUT="$out/lazy_image.json" "$build/bench/lazy_image_bench" 15 /var/tmp
+# Code storage end to end through nimbusd: dedup of 10 pushed images sharing a
+# 100 MiB layer, and cold starts of a 200 MiB lazily loaded image next to a
+# small zip function (cold node and warm chunk cache): code_storage.json.
+python3 "$root/bench/code_storage_bench.py" --nimbusd "$build/bin/nimbusd" \
+  --test-runtime "$build/tests/test_runtime" \
+  --static-runtime "$build/tests/test_runtime_static" --out "$out"
