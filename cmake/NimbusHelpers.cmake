@@ -24,5 +24,6 @@ function(nimbus_add_test folder)
   target_compile_definitions(${folder}_test PRIVATE
     NIMBUS_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
     NIMBUS_SHARED_DIR="${CMAKE_SOURCE_DIR}/../shared")
-  doctest_discover_tests(${folder}_test TEST_PREFIX "${folder}: ")
+  # A bound on every case: a hung case fails instead of holding CI.
+  doctest_discover_tests(${folder}_test TEST_PREFIX "${folder}: " PROPERTIES TIMEOUT 600)
 endfunction()

@@ -20,6 +20,7 @@
 #include <exception>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 #include <system_error>
 
 namespace nimbus::storage {
@@ -132,6 +133,11 @@ struct lazy_image_server::handlers {
     }
     // The content behind a name never changes: let the kernel keep its pages.
     fi->keep_cache = 1;
+    // Nothing is written, so close() has nothing to flush. Without this the
+    // kernel sends FLUSH on every close and waits for the answer: a process
+    // that serves this file system itself and dies (its serving threads gone
+    // first) would then hang in exit for ever on its own open files.
+    fi->noflush = 1;
     // The handle keeps the image alive for reads after remove(). When the reply
     // fails (open interrupted), libfuse calls release itself.
     auto& server = server_of(req);
@@ -189,7 +195,16 @@ struct lazy_image_server::handlers {
       fuse_reply_err(req, EIO);
       return;
     }
+    // Sequential readers (a runtime loading its files, erofs reading a big
+    // file) reach the next chunk soon: load it meanwhile. Decided before the
+    // reply: once answered, the kernel may release the file (and `img`).
+    std::optional<chunk_ref> ahead;
+    if (last + 1 < img.chunks.size() && end - last * chunk_size >= chunk_size / 2)
+      ahead = img.chunks[last + 1];
+    auto& server = server_of(req);
     fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
+    if (ahead)
+      server.prefetch(*ahead);
   }
 
   static void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -293,6 +308,7 @@ std::unique_ptr<lazy_image_server> lazy_image_server::start(const std::string& m
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   for (int i = 0; i < worker_count; ++i)
     server->workers_.emplace_back([s = server.get()] { s->serve(); });
+  server->prefetcher_ = std::thread([s = server.get()] { s->run_prefetch(); });
   return server;
 }
 
@@ -318,7 +334,53 @@ void lazy_image_server::serve() {
   std::free(buffer.mem);
 }
 
+void lazy_image_server::prefetch(const chunk_ref& ref) {
+  {
+    std::lock_guard lock(prefetch_mutex_);
+    if (prefetch_stop_ || prefetch_queue_.size() >= 8)
+      return;
+    for (const auto& queued : prefetch_queue_)
+      if (queued.id == ref.id)
+        return;
+    prefetch_queue_.push_back(ref);
+    ++prefetches_;
+  }
+  prefetch_wake_.notify_one();
+}
+
+void lazy_image_server::run_prefetch() {
+  std::unique_lock lock(prefetch_mutex_);
+  while (true) {
+    prefetch_wake_.wait(lock, [this] { return prefetch_stop_ || !prefetch_queue_.empty(); });
+    if (prefetch_stop_)
+      return;
+    auto ref = prefetch_queue_.front();
+    prefetch_queue_.pop_front();
+    lock.unlock();
+    // A chunk in memory costs a lookup; a failure shows again (and is
+    // reported) when a reader asks for the chunk.
+    try {
+      std::shared_ptr<const std::string> text;
+      cache_->read(ref, text);
+    } catch (const std::exception&) {
+    }
+    lock.lock();
+  }
+}
+
+uint64_t lazy_image_server::prefetches() const {
+  std::lock_guard lock(const_cast<std::mutex&>(prefetch_mutex_));
+  return prefetches_;
+}
+
 void lazy_image_server::stop() {
+  {
+    std::lock_guard lock(prefetch_mutex_);
+    prefetch_stop_ = true;
+  }
+  prefetch_wake_.notify_all();
+  if (prefetcher_.joinable())
+    prefetcher_.join();
   uint64_t one = 1;
   while (::write(stop_fd_, &one, sizeof one) < 0 && errno == EINTR) {
   }

@@ -53,6 +53,18 @@ TEST_CASE("chunk: every flipped bit and a wrong key are detected (CS-2)") {
   CHECK(error.find(chunk_id_hex(forged.key)) == std::string::npos);
 }
 
+TEST_CASE("chunk: a store can check an id without the key") {
+  auto sealed = seal_chunk(secret_of(6), "some plaintext");
+  CHECK(chunk_id_matches(sealed.ref.id, sealed.bytes));
+  auto bad = sealed.bytes;
+  bad.back() = static_cast<char>(bad.back() ^ 1);
+  CHECK_FALSE(chunk_id_matches(sealed.ref.id, bad));
+  // Another chunk's bytes under this chunk's ref fail the read.
+  auto other = seal_chunk(secret_of(6), "sane plaintext");
+  std::string out;
+  CHECK_FALSE(open_chunk(sealed.ref, other.bytes, out).empty());
+}
+
 TEST_CASE("chunk: ids round-trip through hex") {
   auto sealed = seal_chunk(secret_of(4), "abc");
   chunk_id back{};

@@ -285,7 +285,7 @@ TEST_CASE("image store: a corrupt or missing chunk fails the read with a clear e
   std::string back;
   auto error = s.images->read_image(account_a, "app", back);
   CHECK(error.find("image 111111111111/app") != std::string::npos);
-  CHECK(error.find("does not match its id") != std::string::npos);
+  CHECK(error.find("authentication failed") != std::string::npos);
   CHECK(back.empty());
   auto dest = dir.path + "/copy";
   CHECK(!s.images->copy_image(account_a, "app", dest).empty());

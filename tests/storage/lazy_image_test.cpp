@@ -265,3 +265,27 @@ TEST_CASE("lazy_image: stopping while a user holds a file unmounts without hangi
   REQUIRE_MESSAGE(server, error);
   CHECK(is_mount_point(dir.path + "/mnt"));
 }
+
+TEST_CASE("lazy_image: a read into the second half of a chunk loads the next one ahead") {
+  if (!can_run("lazy_image prefetch"))
+    return;
+  fixture f;
+  test_image img(*f.store, 4 << 20, 2);
+  std::string path;
+  REQUIRE(f.server->add("ahead", img.data.size(), img.chunks, path).empty());
+  fd_guard file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  REQUIRE(file.fd >= 0);
+  int err = 0;
+  // The last 4 KiB of chunk 1: the reader is about to need chunk 2.
+  off_t at = 2 * chunk_size - 4096;
+  CHECK(pread_string(file.fd, 4096, at, err) == img.data.substr(at, 4096));
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (f.store->reads() < 2 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(f.store->reads() == 2);
+  CHECK(f.server->prefetches() >= 1);
+  // Chunk 2 now comes from the cache.
+  at = 2 * chunk_size + 100;
+  CHECK(pread_string(file.fd, 100, at, err) == img.data.substr(at, 100));
+  CHECK(f.store->reads() == 2);
+}

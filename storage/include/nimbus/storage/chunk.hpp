@@ -13,7 +13,7 @@
 /// A key encrypts exactly one plaintext (the key is derived from it), so the
 /// fixed nonce is never reused with different data. Identical plaintexts under
 /// one secret give identical sealed bytes and ids, so they are stored once.
-/// Every read checks the id and the GCM tag (CS-2).
+/// Every read checks the GCM tag (CS-2; see open_chunk).
 
 #include <array>
 #include <cstdint>
@@ -71,10 +71,22 @@ sealed_chunk seal_chunk(const convergence_secret& secret, std::string_view plain
 chunk_ref seal_chunk_into(const convergence_secret& secret, std::string_view plaintext,
                           std::string& sealed);
 
-/// Verifies `sealed` against `ref` (id, magic, length, GCM tag) and decrypts it
+/// Verifies `sealed` against `ref` (magic, length, GCM tag) and decrypts it
 /// into `plaintext`. Returns an error text naming the chunk id, empty on
 /// success; never includes key material.
+///
+/// This is the check of every read (CS-2): the GCM tag under the key from the
+/// (authenticated) manifest fails for any changed, truncated or substituted
+/// byte, so wrong bytes are never returned. The SHA-256 id is not recomputed
+/// here: it names the sealed bytes for the store, and a store that returned
+/// another chunk's bytes fails the tag all the same (two chunks share a key
+/// only when they share their plaintext, and then their sealed bytes too).
+/// Recomputing it cost more than the decryption on the lazy-loading path.
 std::string open_chunk(const chunk_ref& ref, std::string_view sealed, std::string& plaintext);
+
+/// True if `sealed` hashes to `id`: the check a store can make without the
+/// key (scrubbing, replication).
+bool chunk_id_matches(const chunk_id& id, std::string_view sealed);
 
 /// Where sealed chunks live, addressed by id. The embedded store keeps files
 /// under the data directory; the multi-node issue adds chunk servers behind

@@ -17,7 +17,9 @@
 #include "nimbus/storage/chunk.hpp"
 #include "nimbus/storage/chunk_cache.hpp"
 
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -79,6 +81,11 @@ private:
   std::vector<std::shared_ptr<const image>> list() const;
   void serve();
   void stop();
+  // Read-ahead: a read that reached the second half of a chunk queues the
+  // next chunk, which the prefetch thread loads into the cache while the
+  // reader still consumes this one.
+  void prefetch(const chunk_ref& ref);
+  void run_prefetch();
 
   std::string mount_dir_;
   std::shared_ptr<chunk_cache> cache_;
@@ -96,6 +103,17 @@ private:
   // Open file handles (fuse_file_info::fh); the ones the kernel never
   // released (the server stopped first) are freed by the destructor.
   std::unordered_set<std::shared_ptr<const image>*> handles_;
+
+  std::thread prefetcher_;
+  std::mutex prefetch_mutex_;
+  std::condition_variable prefetch_wake_;
+  std::deque<chunk_ref> prefetch_queue_;
+  bool prefetch_stop_ = false;
+  uint64_t prefetches_ = 0;
+
+public:
+  /// Chunks queued for read-ahead so far.
+  uint64_t prefetches() const;
 };
 
 } // namespace nimbus::storage
