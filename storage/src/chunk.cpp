@@ -1,8 +1,11 @@
 #include "nimbus/storage/chunk.hpp"
 
+#include "sha256_x2.hpp"
+
 #include <cstring>
 #include <stdexcept>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
@@ -73,30 +76,119 @@ size_t chunk_id_hash::operator()(const chunk_id& id) const noexcept {
   return h;
 }
 
-chunk_ref seal_chunk_into(const convergence_secret& secret, std::string_view plaintext,
-                          std::string& sealed) {
-  if (plaintext.size() > chunk_size)
-    throw std::invalid_argument("seal_chunk: plaintext larger than a chunk");
-  chunk_ref ref;
-  ref.size = static_cast<uint32_t>(plaintext.size());
-  unsigned int key_len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
-       ref.key.data(), &key_len);
+namespace {
+
+// sealed = magic || AES-256-GCM(key, zero nonce, plaintext) || tag.
+void encrypt_chunk(const chunk_key& key, std::string_view plaintext, std::string& sealed) {
   sealed.resize(magic.size() + plaintext.size() + tag_size);
   std::memcpy(sealed.data(), magic.data(), magic.size());
   auto* out = reinterpret_cast<unsigned char*>(sealed.data() + magic.size());
   auto* ctx = thread_cipher();
   int len = 0;
-  if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, ref.key.data(), zero_nonce) != 1
+  if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), zero_nonce) != 1
       || EVP_EncryptUpdate(ctx, out, &len, reinterpret_cast<const unsigned char*>(plaintext.data()),
                            static_cast<int>(plaintext.size()))
            != 1
       || EVP_EncryptFinal_ex(ctx, out + len, &len) != 1
       || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, tag_size, out + plaintext.size()) != 1)
     throw std::runtime_error("seal_chunk: AES-256-GCM failed");
+}
+
+void check_size(std::string_view plaintext) {
+  if (plaintext.size() > chunk_size)
+    throw std::invalid_argument("seal_chunk: plaintext larger than a chunk");
+}
+
+} // namespace
+
+chunk_ref seal_chunk_into(const convergence_secret& secret, std::string_view plaintext,
+                          std::string& sealed) {
+  check_size(plaintext);
+  chunk_ref ref;
+  ref.size = static_cast<uint32_t>(plaintext.size());
+  unsigned int key_len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(plaintext.data()), plaintext.size(),
+       ref.key.data(), &key_len);
+  encrypt_chunk(ref.key, plaintext, sealed);
   SHA256(reinterpret_cast<const unsigned char*>(sealed.data()), sealed.size(), ref.id.data());
   return ref;
+}
+
+struct chunk_sealer::state {
+  // HMAC-SHA256 with the secret's key blocks absorbed, copied per chunk.
+  hmac_sha256_state mac;
+  // Two slots used in turn: the chunk whose id is still to be hashed, and
+  // the one handed out last.
+  sealed_chunk slots[2];
+  int pending = -1;
+  int next = 0;
+
+  ~state() {
+    OPENSSL_cleanse(&mac, sizeof mac);
+    for (auto& slot : slots)
+      OPENSSL_cleanse(slot.ref.key.data(), slot.ref.key.size());
+  }
+};
+
+chunk_sealer::chunk_sealer(const convergence_secret& secret) : state_(std::make_unique<state>()) {
+  hmac_sha256_init(state_->mac, secret.data(), secret.size());
+  for (auto& slot : state_->slots)
+    slot.bytes.reserve(chunk_size + chunk_overhead);
+}
+
+chunk_sealer::~chunk_sealer() = default;
+
+const sealed_chunk* chunk_sealer::seal(std::string_view plaintext) {
+  check_size(plaintext);
+  auto& st = *state_;
+  hmac_sha256_state mac = st.mac;
+  sealed_chunk* done = nullptr;
+  if (st.pending >= 0) {
+    done = &st.slots[st.pending];
+    sha256_state id;
+    sha256_init(id);
+    sha256_update2(mac.inner, plaintext.data(), plaintext.size(), id, done->bytes.data(),
+                   done->bytes.size());
+    sha256_finish(id, done->ref.id.data());
+  } else {
+    sha256_update(mac.inner, plaintext.data(), plaintext.size());
+  }
+  auto& fresh = st.slots[st.next];
+  hmac_sha256_finish(mac, fresh.ref.key.data());
+  OPENSSL_cleanse(&mac, sizeof mac);
+  fresh.ref.size = static_cast<uint32_t>(plaintext.size());
+  fresh.ref.id = {};
+  encrypt_chunk(fresh.ref.key, plaintext, fresh.bytes);
+  st.pending = st.next;
+  st.next ^= 1;
+  return done;
+}
+
+const sealed_chunk* chunk_sealer::flush() {
+  auto& st = *state_;
+  if (st.pending < 0)
+    return nullptr;
+  auto& done = st.slots[st.pending];
+  sha256_state id;
+  sha256_init(id);
+  sha256_update(id, done.bytes.data(), done.bytes.size());
+  sha256_finish(id, done.ref.id.data());
+  st.next = st.pending ^ 1;
+  st.pending = -1;
+  return &done;
+}
+
+void seal_chunks(const convergence_secret& secret, const std::vector<std::string_view>& plains,
+                 std::vector<sealed_chunk>& out) {
+  out.clear();
+  out.reserve(plains.size());
+  chunk_sealer sealer(secret);
+  for (auto plain : plains)
+    if (auto* done = sealer.seal(plain))
+      out.push_back(*done);
+  if (auto* done = sealer.flush())
+    out.push_back(*done);
 }
 
 sealed_chunk seal_chunk(const convergence_secret& secret, std::string_view plaintext) {

@@ -236,27 +236,36 @@ std::string image_store::ingest(const std::string& account, const std::string& n
     return e;
   pin_set pins(*this);
   manifest_guard m;
-  std::string sealed;
-  sealed.reserve(chunk_size + chunk_overhead);
+  // Chunk i is stored when chunk i+1 has been sealed: the sealer hashes
+  // i's id together with i+1's key (two chunks in memory, not the image).
+  chunk_sealer sealer(secret.key);
+  auto store = [&](const sealed_chunk& c) -> std::string {
+    // Pinned before the existence check: a GC between the check and the
+    // manifest write must not remove a chunk this image is going to name.
+    pins.add(c.ref.id);
+    if (!chunks_->contains(c.ref.id)) {
+      if (auto e = chunks_->put(c.ref.id, c.bytes); !e.empty())
+        return e;
+      ++out.new_chunks;
+      out.new_bytes += c.bytes.size();
+    }
+    m.m.size += c.ref.size;
+    m.m.chunks.push_back(c.ref);
+    return {};
+  };
   for (;;) {
     std::string_view piece;
     if (auto e = next(piece); !e.empty())
       return e;
     if (piece.empty())
       break;
-    auto ref = seal_chunk_into(secret.key, piece, sealed);
-    // Pinned before the existence check: a GC between the check and the
-    // manifest write must not remove a chunk this image is going to name.
-    pins.add(ref.id);
-    if (!chunks_->contains(ref.id)) {
-      if (auto e = chunks_->put(ref.id, sealed); !e.empty())
+    if (auto* done = sealer.seal(piece))
+      if (auto e = store(*done); !e.empty())
         return e;
-      ++out.new_chunks;
-      out.new_bytes += sealed.size();
-    }
-    m.m.size += piece.size();
-    m.m.chunks.push_back(ref);
   }
+  if (auto* done = sealer.flush())
+    if (auto e = store(*done); !e.empty())
+      return e;
   out.size = m.m.size;
   out.chunks = m.m.chunks.size();
   // Every chunk durable before the manifest that names it (CS-2).

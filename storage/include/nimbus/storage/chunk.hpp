@@ -71,6 +71,38 @@ sealed_chunk seal_chunk(const convergence_secret& secret, std::string_view plain
 chunk_ref seal_chunk_into(const convergence_secret& secret, std::string_view plaintext,
                           std::string& sealed);
 
+/// Seals a stream of chunks (an image's, in order) with the same result as
+/// seal_chunk on each, faster: the SHA-256 of chunk i's sealed bytes (its id)
+/// runs in lockstep with the HMAC of chunk i+1's plaintext (its key), which
+/// do not depend on each other, so with SHA-NI the two hashes cost little
+/// more than one. A chunk is therefore complete only when the next one is
+/// passed in, or at flush(). Keeps two sealed chunks; not thread-safe.
+class chunk_sealer {
+public:
+  explicit chunk_sealer(const convergence_secret& secret);
+  ~chunk_sealer();
+  chunk_sealer(const chunk_sealer&) = delete;
+  chunk_sealer& operator=(const chunk_sealer&) = delete;
+
+  /// Seals `plaintext` (at most chunk_size bytes; not needed after the
+  /// call) and completes the chunk passed before it, which it returns;
+  /// nullptr on the first call after construction or flush(). The returned
+  /// chunk stays valid until the next call to seal() or flush().
+  const sealed_chunk* seal(std::string_view plaintext);
+
+  /// Completes and returns the last chunk passed to seal(); nullptr when
+  /// there is none. The sealer can be used again afterwards.
+  const sealed_chunk* flush();
+
+private:
+  struct state;
+  std::unique_ptr<state> state_;
+};
+
+/// Seals `plains` with a chunk_sealer into `out` (cleared first), in order.
+void seal_chunks(const convergence_secret& secret, const std::vector<std::string_view>& plains,
+                 std::vector<sealed_chunk>& out);
+
 /// Verifies `sealed` against `ref` (magic, length, GCM tag) and decrypts it
 /// into `plaintext`. Returns an error text naming the chunk id, empty on
 /// success; never includes key material.
