@@ -28,6 +28,9 @@ namespace nimbus::storage {
 namespace {
 
 constexpr int worker_count = 4;
+// Chunks loaded ahead of a sequential reader, by as many prefetch threads
+// (fetches from a disk or a chunk server overlap).
+constexpr uint64_t read_ahead_chunks = 2;
 // An inode's attributes never change (a name gets a new inode when re-added);
 // names are not cached, so a removed name disappears at once.
 constexpr double attr_timeout = 3600;
@@ -198,13 +201,14 @@ struct lazy_image_server::handlers {
     // Sequential readers (a runtime loading its files, erofs reading a big
     // file) reach the next chunk soon: load it meanwhile. Decided before the
     // reply: once answered, the kernel may release the file (and `img`).
-    std::optional<chunk_ref> ahead;
-    if (last + 1 < img.chunks.size() && end - last * chunk_size >= chunk_size / 2)
-      ahead = img.chunks[last + 1];
+    std::vector<chunk_ref> ahead;
+    if (end - last * chunk_size >= chunk_size / 2)
+      for (auto i = last + 1; i < img.chunks.size() && i <= last + read_ahead_chunks; ++i)
+        ahead.push_back(img.chunks[i]);
     auto& server = server_of(req);
     fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
-    if (ahead)
-      server.prefetch(*ahead);
+    for (const auto& ref : ahead)
+      server.prefetch(ref);
   }
 
   static void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -308,7 +312,8 @@ std::unique_ptr<lazy_image_server> lazy_image_server::start(const std::string& m
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   for (int i = 0; i < worker_count; ++i)
     server->workers_.emplace_back([s = server.get()] { s->serve(); });
-  server->prefetcher_ = std::thread([s = server.get()] { s->run_prefetch(); });
+  for (uint64_t i = 0; i < read_ahead_chunks; ++i)
+    server->prefetchers_.emplace_back([s = server.get()] { s->run_prefetch(); });
   return server;
 }
 
@@ -379,8 +384,9 @@ void lazy_image_server::stop() {
     prefetch_stop_ = true;
   }
   prefetch_wake_.notify_all();
-  if (prefetcher_.joinable())
-    prefetcher_.join();
+  for (auto& t : prefetchers_)
+    t.join();
+  prefetchers_.clear();
   uint64_t one = 1;
   while (::write(stop_fd_, &one, sizeof one) < 0 && errno == EINTR) {
   }

@@ -82,7 +82,7 @@ private:
   void serve();
   void stop();
   // Read-ahead: a read that reached the second half of a chunk queues the
-  // next chunk, which the prefetch thread loads into the cache while the
+  // next chunks, which the prefetch threads load into the cache while the
   // reader still consumes this one.
   void prefetch(const chunk_ref& ref);
   void run_prefetch();
@@ -104,7 +104,7 @@ private:
   // released (the server stopped first) are freed by the destructor.
   std::unordered_set<std::shared_ptr<const image>*> handles_;
 
-  std::thread prefetcher_;
+  std::vector<std::thread> prefetchers_;
   std::mutex prefetch_mutex_;
   std::condition_variable prefetch_wake_;
   std::deque<chunk_ref> prefetch_queue_;
