@@ -3,9 +3,11 @@
 #include <doctest/doctest.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -76,4 +78,46 @@ TEST_CASE("sandbox pool: a prepared helper runs a sandbox in its cgroup with new
     CHECK(prepared->group.peak_memory() > 0);
   }
   fs::remove_all(tmp);
+}
+
+TEST_CASE("cgroups: a frozen group left by a killed node is thawed, so its tasks die, and removed") {
+  if (::geteuid() != 0) {
+    MESSAGE("skipped: cgroups need root");
+    return;
+  }
+  std::string error;
+  auto layout = cgroup_layout::detect("nimbus-test-leftover", error);
+  REQUIRE_MESSAGE(layout, error);
+  auto name = "left-" + std::to_string(::getpid());
+  auto group = cgroup::create(*layout, name, cgroup_limits{}, error);
+  REQUIRE_MESSAGE(group, error);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  for (const auto& procs : group->procs_files()) {
+    std::ofstream out{procs};
+    out << child;
+  }
+  CHECK(group->members() == std::vector<pid_t>{child});
+  REQUIRE(group->freeze());
+  // As when its node died: the SIGKILL waits while the group is frozen.
+  ::kill(child, SIGKILL);
+  std::this_thread::sleep_for(std::chrono::milliseconds{50});
+  int status = 0;
+  CHECK(::waitpid(child, &status, WNOHANG) == 0);
+  layout->remove_leftovers();
+  pid_t reaped = 0;
+  for (int i = 0; i < 200 && reaped == 0; ++i) {
+    reaped = ::waitpid(child, &status, WNOHANG);
+    if (reaped == 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+  }
+  CHECK(reaped == child);
+  CHECK(WIFSIGNALED(status));
+  // Once empty, the group is removed (by this or a second pass).
+  layout->remove_leftovers();
+  CHECK_FALSE(fs::exists(layout->parent(layout->unified() ? "" : "pids") + "/" + name));
 }

@@ -184,6 +184,37 @@ std::optional<cgroup_layout> cgroup_layout::detect(const std::string& prefix,
 }
 
 size_t cgroup_layout::remove_leftovers() const {
+  // A node killed while an environment was frozen leaves its sandbox frozen:
+  // the SIGKILL its death sent (PDEATHSIG) waits until the group thaws, so
+  // the sandbox would hold its memory for ever. Thaw every frozen group: a
+  // dead node's sandboxes then die; a live node's (another nimbusd with the
+  // same name, as in tests) only resume waiting for work.
+  std::vector<std::string> thawed;
+  for (const auto& [c, dir] : parents_) {
+    if (!unified_ && c != "freezer")
+      continue;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (!entry.is_directory(ec))
+        continue;
+      auto state_file = entry.path().string() + (unified_ ? "/cgroup.freeze" : "/freezer.state");
+      auto state = read_file(state_file);
+      bool frozen = unified_ ? state.rfind("1", 0) == 0 : state.rfind("THAWED", 0) != 0;
+      if (frozen && write_file(state_file, unified_ ? "0" : "THAWED"))
+        thawed.push_back(entry.path().filename().string());
+    }
+  }
+  // Give the thawed tasks a moment to die before the empty groups go.
+  for (int i = 0; i < 100 && !thawed.empty(); ++i) {
+    bool busy = false;
+    for (const auto& name : thawed) {
+      auto procs = read_file(parent(unified_ ? "" : "pids") + "/" + name + "/cgroup.procs");
+      busy = busy || procs.find_first_not_of(" \n") != std::string::npos;
+    }
+    if (!busy)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds{5});
+  }
   size_t removed = 0;
   for (const auto& [c, dir] : parents_) {
     std::error_code ec;

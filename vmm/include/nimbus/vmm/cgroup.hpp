@@ -46,7 +46,9 @@ public:
   }
 
   /// Removes groups left empty by an earlier run that ended without cleaning
-  /// up (kill -9). Groups with members stay. Returns how many were removed.
+  /// up (kill -9), after thawing frozen ones (the sandboxes of a killed node
+  /// die when thawed). Groups with members stay. Returns how many were
+  /// removed.
   size_t remove_leftovers() const;
 
   /// The parent directory of all Nimbus groups for one v1 controller
