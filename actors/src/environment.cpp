@@ -420,6 +420,10 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   }
   if (!sb.jail) {
     log->error("environment {} sandbox failed: {}", spec.environment_id, error);
+    // The one setup step that fails on the function's own settings (an
+    // image's WORKDIR or ImageConfig.WorkingDirectory): AWS's name for it.
+    if (error.find(": workdir ") != std::string::npos)
+      return init_failure("Runtime.InvalidWorkingDirectory", error);
     return init_failure("Sandbox.Failed", error);
   }
   // The output pipe and the helper's status pipe are watched on the shared
@@ -745,7 +749,13 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
         lose_sandbox(self);
         st.init_promise.deliver(
           oom ? init_failure("Runtime.OutOfMemory", "Runtime exited: out of memory")
-              : init_failure("Runtime.ExitError", "Runtime exited with error: " + how));
+          // nimbus-jail exits 127 when the command can not be started: for an
+          // image function that is its ENTRYPOINT/CMD (or ImageConfig).
+          : exited && code == 127 && st.spec.package_type == "Image"
+            ? init_failure("Runtime.InvalidEntrypoint",
+                           "Runtime exited with error: exit status 127 (the image's command "
+                           "could not be started; see the function log)")
+            : init_failure("Runtime.ExitError", "Runtime exited with error: " + how));
       } else if (st.state == phase::busy) {
         lose_sandbox(self);
         invocation_result r;

@@ -300,6 +300,20 @@ class CodeStorage(unittest.TestCase):
         body = self.invoke("imgfn2")
         self.assertEqual(body["cwd"], "/bin")
         self.assertFalse(body["data"])
+        # A working directory or entry point the image does not have: AWS's error names.
+        for name, config, error_type in (
+                ("imgbadwd", "WorkingDirectory=/nonexistent", "Runtime.InvalidWorkingDirectory"),
+                ("imgbadep", "EntryPoint=/bin/missing", "Runtime.InvalidEntrypoint")):
+            rc, _, err = self.node.aws("create-function", "--function-name", name,
+                                       "--package-type", "Image", "--code", "ImageUri=demo:v1",
+                                       "--role", ROLE, "--image-config", config)
+            self.assertEqual(rc, 0, err)
+            out = os.path.join(self.tmp.path, "bad.json")
+            rc, meta, err = self.node.aws("invoke", "--function-name", name, out)
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(meta["FunctionError"], "Unhandled")
+            with open(out) as f:
+                self.assertEqual(json.load(f)["errorType"], error_type)
         # A signed payload hash is checked against the upload.
         signed = hashlib.sha256(archive).hexdigest()
         code, body = self.push("demo:v2", path, payload_hash=signed)
