@@ -90,20 +90,27 @@ io_status read_file(const std::string& path, std::string& out) {
   if (::fstat(file.fd, &st) != 0)
     return failure("stat", path, errno);
   out.resize(static_cast<size_t>(st.st_size));
+  auto got = read_full(file.fd, out.data(), out.size());
+  if (got < 0)
+    return failure("read", path, errno);
+  out.resize(static_cast<size_t>(got));
+  return {};
+}
+
+long read_full(int fd, char* data, size_t size) {
   size_t done = 0;
-  while (done < out.size()) {
-    auto n = ::read(file.fd, out.data() + done, out.size() - done);
+  while (done < size) {
+    auto n = ::read(fd, data + done, size - done);
     if (n < 0) {
       if (errno == EINTR)
         continue;
-      return failure("read", path, errno);
+      return -1;
     }
     if (n == 0)
       break;
     done += static_cast<size_t>(n);
   }
-  out.resize(done);
-  return {};
+  return static_cast<long>(done);
 }
 
 io_status remove_file_durable(const std::string& path) {

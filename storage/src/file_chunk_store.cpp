@@ -200,19 +200,10 @@ public:
     if (st.st_size > static_cast<off_t>(chunk_size + chunk_overhead))
       return "chunk " + chunk_id_hex(id).substr(0, 16) + ": wrong length";
     sealed.resize(static_cast<size_t>(st.st_size));
-    size_t done = 0;
-    while (done < sealed.size()) {
-      auto n = ::read(file.fd, sealed.data() + done, sealed.size() - done);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        return failure("read", path, errno);
-      }
-      if (n == 0)
-        break;
-      done += static_cast<size_t>(n);
-    }
-    sealed.resize(done);
+    auto got = read_full(file.fd, sealed.data(), sealed.size());
+    if (got < 0)
+      return failure("read", path, errno);
+    sealed.resize(static_cast<size_t>(got));
     return {};
   }
 

@@ -301,19 +301,10 @@ std::string image_store::put_file(const std::string& account, const std::string&
   ::posix_fadvise(file.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
   std::string buffer(chunk_size, '\0');
   auto next = [&](std::string_view& piece) -> std::string {
-    size_t filled = 0;
-    while (filled < buffer.size()) {
-      auto n = ::read(file.fd, buffer.data() + filled, buffer.size() - filled);
-      if (n < 0) {
-        if (errno == EINTR)
-          continue;
-        return failure("read", path, errno);
-      }
-      if (n == 0)
-        break;
-      filled += static_cast<size_t>(n);
-    }
-    piece = std::string_view{buffer.data(), filled};
+    auto got = read_full(file.fd, buffer.data(), buffer.size());
+    if (got < 0)
+      return failure("read", path, errno);
+    piece = std::string_view{buffer.data(), static_cast<size_t>(got)};
     return {};
   };
   try {

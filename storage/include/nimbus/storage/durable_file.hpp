@@ -33,6 +33,10 @@ io_status write_file_atomic(const std::string& path, std::string_view data);
 /// Reads a whole file.
 io_status read_file(const std::string& path, std::string& out);
 
+/// Reads from `fd` into `data` until `size` bytes or the end of the file,
+/// across short reads and EINTR. Returns the bytes read, or -1 with errno set.
+long read_full(int fd, char* data, size_t size);
+
 /// Removes `path` and fsyncs its directory. A missing file is not an error.
 io_status remove_file_durable(const std::string& path);
 
