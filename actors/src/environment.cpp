@@ -76,9 +76,11 @@ struct log_pipe {
     }
   }
 
-  /// Takes what the runtime wrote so far.
-  std::string take() {
-    pump();
+  /// Takes what the runtime wrote so far; with `fresh`, reads the pipe first
+  /// (else only what the io thread has pumped already, without a syscall).
+  std::string take(bool fresh = true) {
+    if (fresh)
+      pump();
     std::lock_guard<std::mutex> guard{mutex};
     std::string out = std::move(text);
     text.clear();
@@ -267,9 +269,11 @@ struct environment_state {
       box->teardown();
   }
 
-  /// Takes what the runtime wrote so far.
-  std::string drain_logs() {
-    return box && box->logs ? box->logs->take() : std::string{};
+  /// Takes what the runtime wrote so far. `fresh = false` when the io thread
+  /// has just pumped the pipe (the runtime answered: it wrote its output
+  /// before), which saves a read() on the invocation path.
+  std::string drain_logs(bool fresh = true) {
+    return box && box->logs ? box->logs->take(fresh) : std::string{};
   }
 };
 
@@ -521,7 +525,9 @@ void arm_idle(self_ptr self) {
   }
 }
 
-void finish_invocation(self_ptr self, invocation_result result) {
+// `answered`: the runtime answered the invocation (its output pipe was just
+// pumped on the io thread that received the answer).
+void finish_invocation(self_ptr self, invocation_result result, bool answered = false) {
   auto& st = self->state;
   result.request_id = st.request_id;
   result.duration_us = micros_since(st.invoke_start);
@@ -533,7 +539,7 @@ void finish_invocation(self_ptr self, invocation_result result) {
   }
   auto billed = (result.duration_us + 999) / 1000;
   std::string log = "START RequestId: " + st.request_id + " Version: " + st.spec.version + "\n";
-  log += st.drain_logs();
+  log += st.drain_logs(!answered);
   if (result.outcome == "timeout")
     log += "Task timed out after " + std::to_string(st.spec.timeout_s) + ".00 seconds\n";
   log += "END RequestId: " + st.request_id + "\n";
@@ -656,9 +662,11 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       st.invoke_promise = self->make_response_promise<invocation_result>();
       st.invoke_start = clock::now();
       // Output produced while idle (there should be none) is not this
-      // invocation's; init output goes with the first invocation.
+      // invocation's; init output goes with the first invocation. What the
+      // io thread pumped is enough: a read() here would cost every warm
+      // invocation a syscall for output that hardly ever exists.
       if (!st.first_invoke)
-        st.drain_logs();
+        st.drain_logs(false);
       if (st.frozen) {
         st.box->group->thaw();
         st.frozen = false;
@@ -686,7 +694,7 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       invocation_result r;
       r.outcome = "success";
       r.payload = std::move(body);
-      finish_invocation(self, std::move(r));
+      finish_invocation(self, std::move(r), true);
     },
     [=](rt_error_atom, const std::string& id, std::string& type, std::string& body) {
       auto& st = self->state;
@@ -696,7 +704,7 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       r.outcome = "function_error";
       r.error_type = std::move(type);
       r.payload = std::move(body);
-      finish_invocation(self, std::move(r));
+      finish_invocation(self, std::move(r), true);
     },
     [=](timeout_atom, uint64_t which) {
       auto& st = self->state;
