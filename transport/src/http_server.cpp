@@ -79,6 +79,10 @@ using steady = std::chrono::steady_clock;
 /// destroy our response) because of unread request bytes.
 constexpr std::chrono::milliseconds linger_time{1000};
 
+/// The first read of a request takes at most this much: a whole head and a
+/// small body in one recv().
+constexpr std::size_t first_read_bytes = 16384;
+
 /// Bounded wait for sessions to act on a forced close before io threads stop.
 constexpr std::chrono::milliseconds force_close_wait{500};
 
@@ -471,6 +475,14 @@ private:
       close_now();
       return;
     }
+    // Reads and writes are tried right away and fall back to the reactor
+    // only when the socket is not ready (see do_read and do_write).
+    beast::error_code ec;
+    stream_.socket().non_blocking(true, ec);
+    if (ec) {
+      close_now();
+      return;
+    }
     do_read();
   }
 
@@ -490,7 +502,10 @@ private:
     // timer bounds the wait whenever nothing else is outstanding.
     stream_.expires_never();
     update_idle_timer();
-    stream_.async_read_some(buffer_.prepare(4096),
+    // The read is tried at once, so right after a response it usually
+    // fails with EAGAIN first. Waiting for readability instead costs the
+    // same (asio re-arms the descriptor with epoll_ctl), so keep it simple.
+    stream_.async_read_some(buffer_.prepare(first_read_bytes),
                             beast::bind_front_handler(&session::on_first_bytes, shared_from_this()));
   }
 
@@ -523,6 +538,17 @@ private:
     // limit as "exceeded", so disable the check with the largest value; the
     // real limit is applied once the head is in and the hook has spoken.
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    if (buffer_.size() > 0) {
+      // Usually the whole head came with the first bytes: parse it here,
+      // without an asynchronous operation, its deadline timer and a post.
+      beast::error_code ec;
+      auto used = parser_->put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec != http::error::need_more) {
+        on_header(ec, used);
+        return;
+      }
+    }
     // One expiry for the whole header block: a total deadline, not per byte.
     if (first_request_)
       stream_.expires_at(accepted_at_ + state_->options.header_deadline);
@@ -619,7 +645,32 @@ private:
     spool_.reset();
   }
 
+  /// Feeds buffered bytes to `p`; true if that finished the body or failed
+  /// (`ec` says which), false if more bytes must be read.
+  template <class Parser>
+  bool parse_buffered_body(Parser& p, beast::error_code& ec) {
+    while (buffer_.size() > 0 && !p.is_done()) {
+      auto used = p.put(buffer_.data(), ec);
+      buffer_.consume(used);
+      if (ec == http::error::need_more) {
+        ec = {};
+        return false;
+      }
+      if (ec)
+        return true;
+      if (used == 0)
+        return false;
+    }
+    return p.is_done();
+  }
+
   void read_body_now() {
+    // A small body usually arrived with the head: finish it here.
+    beast::error_code ec;
+    if (spool_parser_ ? parse_buffered_body(*spool_parser_, ec) : parse_buffered_body(*parser_, ec)) {
+      on_body(ec, 0);
+      return;
+    }
     if (spool_parser_)
       http::async_read(stream_, buffer_, *spool_parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
     else
@@ -823,9 +874,19 @@ private:
     out_.keep_alive(!close);
     writing_ = true;
     update_idle_timer();
+    serializer_.emplace(out_);
+    // Most responses fit the socket buffer: write them now, and only what
+    // the socket does not take asynchronously (with its deadline).
+    beast::error_code ec;
+    auto n = http::write(stream_.socket(), *serializer_, ec);
+    if (!ec || (ec != net::error::would_block && ec != net::error::try_again)) {
+      on_write(close, ec, n);
+      return;
+    }
     // Sets only the write timer when a read is pending.
     stream_.expires_after(state_->options.body_deadline);
-    http::async_write(stream_, out_, beast::bind_front_handler(&session::on_write, shared_from_this(), close));
+    http::async_write(stream_, *serializer_,
+                      beast::bind_front_handler(&session::on_write, shared_from_this(), close));
   }
 
   void on_write(bool close, beast::error_code ec, std::size_t) {
@@ -836,6 +897,7 @@ private:
       close_now();
       return;
     }
+    serializer_.reset();
     out_ = {};
     queue_.pop_front();
     ++head_seq_;
@@ -950,6 +1012,7 @@ private:
   uint64_t head_seq_ = 0; // sequence number of queue_.front()
   uint64_t next_seq_ = 0; // == head_seq_ + queue_.size()
   http::response<http::string_body> out_; // the response being written
+  std::optional<http::response_serializer<http::string_body>> serializer_; // writes out_
 
   read_state read_state_ = read_state::idle;
   bool first_request_ = true;
