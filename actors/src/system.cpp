@@ -17,6 +17,7 @@
 #include "nimbus/storage/digest.hpp"
 #include "nimbus/storage/durable_file.hpp"
 #include "nimbus/transport/http_server.hpp"
+#include "nimbus/transport/io_runner.hpp"
 #include "nimbus/transport/lambda_api.hpp"
 #include "nimbus/transport/lambda_codec.hpp"
 
@@ -320,6 +321,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       wc.host.sandboxes = std::make_shared<vmm::sandbox_pool>(wc.host.jail_helper,
                                                               wc.host.cgroups, 4);
       wc.host.init_timeout = cfg.worker.init_timeout;
+      wc.host.runtime_io = transport::io_runner::start(cfg.worker.runtime_io_threads);
       wc.first_uid = cfg.worker.first_uid;
       wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();
       wc.registry = d.registry;

@@ -150,3 +150,14 @@ lazy = false
   CHECK(has_error(bad, "code.convergence_domain", "account"));
   CHECK(has_error(bad, "code.cache_memory_bytes", "between"));
 }
+
+TEST_CASE("config: the worker's Runtime API io threads are read and bounded") {
+  auto r = parse(std::string{"[worker]\nruntime_io_threads = 2\n"} + account_block, "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.worker.runtime_io_threads == 2);
+  auto defaults = parse(account_block, "t.toml");
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config.worker.runtime_io_threads == 1);
+  auto bad = parse(std::string{"[worker]\nruntime_io_threads = 0\n"} + account_block, "t.toml");
+  CHECK(has_error(bad, "worker.runtime_io_threads", "between 1 and 64"));
+}

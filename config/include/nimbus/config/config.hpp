@@ -96,6 +96,8 @@ struct worker_settings {
   double packing = 0.5;
   /// Function log files rotate at this size.
   uint64_t log_file_bytes = 1 << 20;
+  /// Io threads serving the Runtime API of all environments.
+  uint32_t runtime_io_threads = 1;
 };
 
 /// The asynchronous invocation path (X-Amz-Invocation-Type: Event).
