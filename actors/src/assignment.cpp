@@ -58,6 +58,8 @@ void destroy(self_ptr self, const std::string& id) {
     return;
   drop_idle(st, it->second.key, id);
   auto worker = it->second.worker;
+  if (it->second.handle)
+    self->demonitor(it->second.handle.address());
   st.environments.erase(it);
   self->request(worker, std::chrono::seconds{30}, destroy_atom::value, id)
     .then([](bool) {}, [](caf::error&) {});
@@ -83,36 +85,53 @@ void retire_function(self_ptr self, const std::string& account, const std::strin
 void run(self_ptr self, const std::string& id, invocation_request req, int32_t timeout_s,
          caf::typed_response_promise<invoke_outcome> rp, invoke_outcome outcome) {
   auto& e = self->state.environments.at(id);
-  auto worker = e.worker;
-  // No timeout: the worker answers every invocation (the environment
-  // enforces the function timeout), and a timeout would wake CAF's clock
-  // thread once per invocation.
+  // No timeout: the environment answers every invocation (it enforces the
+  // function timeout), the down handler answers if it dies, and a timeout
+  // would wake CAF's clock thread once per invocation.
   (void) timeout_s;
-  self->request(worker, caf::infinite, invoke_atom::value, id, std::move(req))
-    .then(
-      [=](invocation_result& result) mutable {
-        auto& st = self->state;
-        auto it = st.environments.find(id);
-        if (it != st.environments.end()) {
-          if (result.environment_lost) {
-            // The worker has already discarded it.
-            drop_idle(st, it->second.key, id);
-            st.environments.erase(it);
-          } else if (it->second.state == phase::retiring) {
-            destroy(self, id);
-          } else {
-            it->second.state = phase::idle;
-            it->second.last_used = self->clock().now();
-            st.idle[it->second.key].push_back(id);
-          }
-        }
-        outcome.result = std::move(result);
-        rp.deliver(std::move(outcome));
-      },
-      [=](caf::error& err) mutable {
+  auto on_result = [=](invocation_result& result) mutable {
+    auto& st = self->state;
+    auto it = st.environments.find(id);
+    if (it != st.environments.end()) {
+      if (!it->second.pending.pending())
+        return; // the down handler has answered already
+      it->second.pending = {};
+      if (result.environment_lost && !it->second.handle) {
+        // Answered through the worker, which has discarded it already.
+        drop_idle(st, it->second.key, id);
+        st.environments.erase(it);
+      } else if (result.environment_lost) {
+        destroy(self, id); // the worker forgets it too
+      } else if (it->second.state == phase::retiring) {
         destroy(self, id);
-        rp.deliver(std::move(err));
-      });
+      } else {
+        it->second.state = phase::idle;
+        it->second.last_used = self->clock().now();
+        st.idle[it->second.key].push_back(id);
+      }
+    }
+    outcome.result = std::move(result);
+    rp.deliver(std::move(outcome));
+  };
+  auto on_error = [=](caf::error& err) mutable {
+    auto& st = self->state;
+    if (auto it = st.environments.find(id); it != st.environments.end()) {
+      if (!it->second.pending.pending())
+        return;
+      it->second.pending = {};
+    }
+    destroy(self, id);
+    rp.deliver(std::move(err));
+  };
+  // The promise is kept for the down handler; the `.then` handlers answer
+  // through their own copy.
+  e.pending = rp;
+  if (e.handle)
+    self->request(e.handle, caf::infinite, invoke_atom::value, std::move(req))
+      .then(std::move(on_result), std::move(on_error));
+  else
+    self->request(e.worker, caf::infinite, invoke_atom::value, id, std::move(req))
+      .then(std::move(on_result), std::move(on_error));
 }
 
 caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
@@ -189,6 +208,10 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
                     }
                     if (it->second.state == phase::initializing)
                       it->second.state = phase::busy;
+                    if (auto env = caf::actor_cast<environment_actor>(ready.environment)) {
+                      it->second.handle = env;
+                      self->monitor(env);
+                    }
                     outcome.environment_id = id;
                     outcome.sandbox_us = ready.sandbox_us;
                     outcome.init_us = ready.init_us;
@@ -212,6 +235,21 @@ assignment_actor::behavior_type assignment(self_ptr self, assignment_config cfg)
   self->send(self->state.config.registry, subscribe_atom::value,
              metadata_listener_actor{caf::actor_cast<assignment_actor>(self)});
   self->delayed_send(self, self->state.config.sweep_interval, tick_atom::value);
+  self->set_down_handler([self](const caf::down_msg& msg) {
+    auto& st = self->state;
+    for (auto& [key, e] : st.environments)
+      if (e.handle && e.handle.address() == msg.source) {
+        auto id = key; // destroy() erases the entry and its key
+        config::logger("actors")->warn("assignment lost environment {}", id);
+        auto pending = e.pending;
+        e.pending = {};
+        destroy(self, id); // the worker forgets it too
+        if (pending.pending())
+          pending.deliver(
+            make_error(ec::environment_unavailable, "the environment stopped unexpectedly"));
+        return;
+      }
+  });
   return {
     [=](invoke_atom, invoke_order& order) -> caf::result<invoke_outcome> {
       return invoke(self, order);

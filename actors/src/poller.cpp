@@ -222,7 +222,7 @@ void run(self_ptr self, queued_event ev) {
                     auto& cfg = self->state.config;
                     self->send(cfg.counter, release_atom::value, lease);
                     if (cfg.logs)
-                      cfg.logs->append(ev.account_id, ev.function_name, o.result.log);
+                      cfg.logs->append(ev.account_id, ev.function_name, o.result.log, true);
                     if (o.result.outcome == "success") {
                       finish(self, ev, settings, "Success", true, false, o.result.payload);
                       return;
@@ -247,7 +247,8 @@ void run(self_ptr self, queued_event ev) {
                       if (cfg.logs)
                         cfg.logs->append(ev.account_id, ev.function_name,
                                          "INIT_REPORT Status: error\n" + error_message(err)
-                                           + "\n");
+                                           + "\n",
+                                         true);
                       ++ev.function_errors;
                       if (static_cast<int32_t>(ev.function_errors)
                           > settings.maximum_retry_attempts) {

@@ -99,7 +99,11 @@ worker_actor::behavior_type worker(self_ptr self, worker_config cfg) {
         self->state.environments.emplace(id, worker_state::entry{env, memory_mb, timeout, uid, {}});
         auto limit = host.init_timeout + std::chrono::seconds{15};
         self->request(env, limit, init_atom::value)
-          .then([rp](environment_ready& ready) mutable { rp.deliver(std::move(ready)); },
+          .then(
+            [rp, env](environment_ready& ready) mutable {
+              ready.environment = caf::actor_cast<caf::actor>(env);
+              rp.deliver(std::move(ready));
+            },
                 [=](caf::error& err) mutable {
                   discard(self, id);
                   rp.deliver(std::move(err));

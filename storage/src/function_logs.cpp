@@ -115,7 +115,7 @@ void function_log_store::close_file(const std::string& file) {
 }
 
 void function_log_store::append(const std::string& account_id, const std::string& function,
-                                std::string_view text) {
+                                std::string_view text, bool write_now) {
   std::lock_guard<std::mutex> guard{mutex_};
   auto file = path(account_id, function);
   auto* f = open_for_append(file, account_id);
@@ -131,7 +131,7 @@ void function_log_store::append(const std::string& account_id, const std::string
   f->last_use = ++uses_;
   f->pending.append(text);
   f->size += text.size();
-  if (f->pending.size() >= max_pending) {
+  if (write_now || f->pending.size() >= max_pending) {
     if (!write_pending(*f))
       close_file(file);
     return;

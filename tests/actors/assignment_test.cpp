@@ -57,6 +57,12 @@ struct stub_log {
   // PLACEMENT
   std::vector<int32_t> places;
   worker_actor worker;
+  // ENVIRONMENT stubs (direct invocations): when set, creates name one.
+  bool direct = false;
+  /// Environment ids the stub environments served, in order.
+  std::vector<std::string> direct_invokes;
+  /// The next direct invocation quits the environment without an answer.
+  bool die_next = false;
   // COUNTER
   int scales = 0;
   bool throttle_scale = false;
@@ -79,13 +85,37 @@ using finish_atom = caf::atom_constant<caf::atom("finish")>;
 /// The stub WORKER: the worker interface plus the test's finish message.
 using stub_worker_actor = worker_actor::extend<caf::reacts_to<finish_atom, std::string>>;
 
+/// A stub ENVIRONMENT for the direct path: answers invocations (or quits
+/// without answering, when told). Dynamically typed: the assignment only
+/// sends it invocations.
+caf::behavior stub_environment(caf::event_based_actor* self, log_ptr log, std::string id) {
+  return {
+    [=](invoke_atom, invocation_request& req) -> caf::result<invocation_result> {
+      log->direct_invokes.push_back(id);
+      if (std::exchange(log->die_next, false)) {
+        self->quit();
+        return self->make_response_promise<invocation_result>(); // never delivered
+      }
+      invocation_result res;
+      res.request_id = req.request_id;
+      res.outcome = "success";
+      res.payload = "direct:" + req.payload;
+      res.environment_lost = std::exchange(log->lose_next, false);
+      return res;
+    },
+  };
+}
+
 stub_worker_actor::behavior_type stub_worker(stub_worker_actor::pointer self, log_ptr log) {
   return {
     [=](create_atom, environment_spec& spec) -> caf::result<environment_ready> {
       log->creates.push_back(spec);
       if (log->create_error)
         return log->create_error;
-      return environment_ready{spec.environment_id, 111, 222};
+      environment_ready ready{spec.environment_id, 111, 222, {}};
+      if (log->direct)
+        ready.environment = self->spawn(stub_environment, log, spec.environment_id);
+      return ready;
     },
     [=](invoke_atom, const std::string& id,
         invocation_request& req) -> caf::result<invocation_result> {
@@ -712,4 +742,55 @@ TEST_CASE_FIXTURE(assignment_fixture, "assignment: a failed invoke reaches the c
   auto next = invoke(f);
   REQUIRE(next);
   CHECK(next->cold);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: invocations go straight to the environment the worker names") {
+  start();
+  log->direct = true;
+  auto f = fn(account_a, "f");
+  auto cold = invoke(f, "1");
+  REQUIRE(cold);
+  CHECK(cold->cold);
+  CHECK(cold->result.payload == "direct:1");
+  auto warm = invoke(f, "2");
+  REQUIRE(warm);
+  CHECK_FALSE(warm->cold);
+  CHECK(warm->environment_id == cold->environment_id);
+  CHECK(warm->result.payload == "direct:2");
+  // Not through the worker.
+  CHECK(log->invokes.empty());
+  CHECK(log->direct_invokes.size() == 2);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: a direct environment that loses its sandbox is destroyed through its worker") {
+  start();
+  log->direct = true;
+  auto f = fn(account_a, "f");
+  log->lose_next = true;
+  auto lost = invoke(f);
+  REQUIRE(lost);
+  // The worker did not see the invocation: it is told to destroy.
+  CHECK(destroyed(lost->environment_id));
+  auto next = invoke(f);
+  REQUIRE(next);
+  CHECK(next->cold);
+  CHECK(next->environment_id != lost->environment_id);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: an environment that dies during an invocation fails it, not hangs it") {
+  start();
+  log->direct = true;
+  auto f = fn(account_a, "f");
+  auto first = invoke(f);
+  REQUIRE(first);
+  log->die_next = true;
+  auto r = invoke(f);
+  REQUIRE_FALSE(r);
+  CHECK(r.error() == ec::environment_unavailable);
+  CHECK(error_message(r.error()) == "the environment stopped unexpectedly");
+  CHECK(destroyed(first->environment_id));
+  auto next = invoke(f);
+  REQUIRE(next);
+  CHECK(next->cold);
+  CHECK(next->result.payload == "direct:{}");
 }

@@ -104,3 +104,11 @@ TEST_CASE("function logs: a big burst is written at once, not held in memory") {
   // although the flush interval is an hour.
   CHECK(slurp(dir / "111122223333/f.log").size() >= 64 * 1024);
 }
+
+TEST_CASE("function logs: write_now writes at once, after what was buffered before") {
+  temp_dir dir{"nimbus-logs"};
+  function_log_store logs{dir.path(), 1 << 20, std::chrono::hours{1}};
+  logs.append("111122223333", "f", "buffered\n");
+  logs.append("111122223333", "f", "async event\n", true);
+  CHECK(slurp(dir / "111122223333/f.log") == "buffered\nasync event\n");
+}

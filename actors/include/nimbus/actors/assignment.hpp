@@ -52,6 +52,12 @@ struct assignment_state {
     std::string account;
     std::string function;
     worker_actor worker;
+    /// The environment actor, which serves invocations directly (monitored:
+    /// if it dies, its invocation fails instead of waiting for ever). Empty
+    /// when the worker did not name it: invocations then go through the worker.
+    environment_actor handle;
+    /// The invocation it serves, answered by the down handler if it dies.
+    caf::typed_response_promise<invoke_outcome> pending;
     phase state = phase::initializing;
     std::chrono::steady_clock::time_point created;
     std::chrono::steady_clock::time_point last_used;

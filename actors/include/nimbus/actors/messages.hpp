@@ -9,6 +9,7 @@
 #include "nimbus/transport/http_types.hpp"
 #include "nimbus/transport/lambda_codec.hpp"
 
+#include <caf/actor.hpp>
 #include <caf/allowed_unsafe_message_type.hpp>
 #include <caf/error.hpp>
 #include <caf/meta/load_callback.hpp>
@@ -100,6 +101,9 @@ struct environment_ready {
   int64_t sandbox_us = 0;
   /// Time from starting the runtime to its first /next, in microseconds.
   int64_t init_us = 0;
+  /// The ENVIRONMENT actor itself (set by the worker): invocations go to it
+  /// directly, not through the worker (ARCHITECTURE.md §1, step 5).
+  caf::actor environment;
 };
 
 /// One invocation handed to an environment.
@@ -191,7 +195,8 @@ typename Inspector::result_type inspect(Inspector& f, environment_spec& x) {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, environment_ready& x) {
-  return f(caf::meta::type_name("environment_ready"), x.environment_id, x.sandbox_us, x.init_us);
+  return f(caf::meta::type_name("environment_ready"), x.environment_id, x.sandbox_us, x.init_us,
+           x.environment);
 }
 
 template <class Inspector>

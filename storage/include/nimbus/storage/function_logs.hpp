@@ -32,7 +32,10 @@ public:
 
   /// Appends one invocation's log. Failures are swallowed (and counted):
   /// logging never fails an invocation.
-  void append(const std::string& account_id, const std::string& function, std::string_view text);
+  /// With `write_now`, the log is written before this returns (for
+  /// asynchronous invocations, whose event is acknowledged right after).
+  void append(const std::string& account_id, const std::string& function, std::string_view text,
+              bool write_now = false);
 
   /// Returns at most the last `max_bytes` of the function's log, starting at
   /// a line boundary (including the rotated file when needed).
