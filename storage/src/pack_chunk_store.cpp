@@ -439,10 +439,10 @@ struct pack_chunk_store::impl {
   bool write_buffered(pack_file& file, const char* header, std::string_view payload,
                       uint64_t offset) {
     auto size = record_bytes(payload.size());
-    iovec iov[3] = {{const_cast<char*>(header), pack_record_header_bytes},
-                    {const_cast<char*>(payload.data()), payload.size()},
-                    {const_cast<char*>(zero_block), size - pack_record_header_bytes
-                                                      - payload.size()}};
+    iovec iov[3] = {
+        {const_cast<char*>(header), pack_record_header_bytes},
+        {const_cast<char*>(payload.data()), payload.size()},
+        {const_cast<char*>(zero_block), size - pack_record_header_bytes - payload.size()}};
     return transfer_full(true, file.fd, iov, 3, offset) == static_cast<long>(size);
   }
 
@@ -457,8 +457,9 @@ struct pack_chunk_store::impl {
       std::lock_guard lock(mutex);
       if (!failed.empty())
         return failed;
-      need_roll = current == 0
-                  || (packs.at(current).end > 0 && packs.at(current).end + size > options.pack_bytes);
+      need_roll =
+          current == 0
+          || (packs.at(current).end > 0 && packs.at(current).end + size > options.pack_bytes);
     }
     if (need_roll)
       if (auto e = roll(); !e.empty())
@@ -565,7 +566,8 @@ struct pack_chunk_store::impl {
     for (size_t i = 0; i < entries.size(); ++i)
       encode_idx_entry(entries[i], bytes.data() + i * idx_entry_bytes);
     iovec iov{bytes.data(), bytes.size()};
-    if (transfer_full(true, file.idx_fd, &iov, 1, file.idx_end) != static_cast<long>(bytes.size())) {
+    if (transfer_full(true, file.idx_fd, &iov, 1, file.idx_end)
+        != static_cast<long>(bytes.size())) {
       file.idx_ok = false;
       config::logger("storage")->warn("pack store: {}", failure("write", file.idx_path, errno));
       return;
@@ -700,8 +702,8 @@ struct pack_chunk_store::impl {
     if (auto s = fsync_directory(dir); !s.ok())
       return fail(s.error);
     config::logger("storage")->info(
-      "pack store {}: compacted {} ({} chunks and {} tombstones copied, {} bytes freed)", dir,
-      pack_name(seq, ".dat"), copied, kept, freed);
+        "pack store {}: compacted {} ({} chunks and {} tombstones copied, {} bytes freed)", dir,
+        pack_name(seq, ".dat"), copied, kept, freed);
     return {};
   }
 
@@ -772,7 +774,7 @@ struct pack_chunk_store::impl {
         idx_entry entry;
         entry.offset = get_u64(e);
         if (get_u32(e + 8 + pack_record_header_bytes)
-              != crc32c(std::string_view{e, 8 + pack_record_header_bytes})
+                != crc32c(std::string_view{e, 8 + pack_record_header_bytes})
             || !decode_header(e + 8, h) || entry.offset < covered
             || entry.offset % pack_record_align != 0
             || entry.offset + record_bytes(h.length) > size)
@@ -804,7 +806,7 @@ struct pack_chunk_store::impl {
         return true;
       payload.resize(h.length);
       return pread_full(file->fd, payload.data(), payload.size(), pos + pack_record_header_bytes)
-               == static_cast<long>(payload.size())
+                 == static_cast<long>(payload.size())
              && chunk_id_matches(h.id, payload);
     };
     uint64_t pos = covered;
@@ -884,7 +886,7 @@ struct pack_chunk_store::impl {
         }
         if (!ok) {
           config::logger("storage")->warn(
-            "pack store: legacy chunk file {} does not match its id; not imported", path);
+              "pack store: legacy chunk file {} does not match its id; not imported", path);
           continue;
         }
         if (auto e = store.put(id, bytes); !e.empty())

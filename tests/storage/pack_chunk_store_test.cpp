@@ -496,7 +496,7 @@ TEST_CASE("pack chunk store: chunks of the legacy per-file layout are imported a
     // The leftover of an interrupted legacy put goes.
     REQUIRE(write_file_atomic(dir.path() + "/" + hex.substr(0, 2) + "/x" + std::string{temp_suffix},
                               "partial")
-              .ok());
+                .ok());
   }
   {
     auto store = open_store(dir.path());
@@ -610,7 +610,12 @@ namespace {
 
 // The kill test's reports, one atomic pipe write each: a type, a count and
 // that many ids.
-enum : char { report_putting = 'p', report_synced = 'S', report_removing = 'r', report_removed = 'R' };
+enum : char {
+  report_putting = 'p',
+  report_synced = 'S',
+  report_removing = 'r',
+  report_removed = 'R'
+};
 
 void report(int fd, char type, const std::vector<chunk_id>& ids) {
   std::string message{type, static_cast<char>(ids.size())};
@@ -724,8 +729,7 @@ TEST_CASE("pack chunk store: killed at random moments, synced chunks stay and re
       write_end.fd = -1;
       // Read the reports until a random moment, then kill, then read the
       // rest (the pipe ends when the child is gone).
-      auto deadline = std::chrono::steady_clock::now()
-                      + std::chrono::milliseconds(2 + rng() % 150);
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(2 + rng() % 150);
       char buffer[4096];
       bool killed = false;
       for (;;) {
@@ -735,10 +739,10 @@ TEST_CASE("pack chunk store: killed at random moments, synced chunks stay and re
           killed = true;
         }
         int wait_ms =
-          killed ? -1
-                 : static_cast<int>(
-                     std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()
-                     + 1);
+            killed ? -1
+                   : static_cast<int>(
+                       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count()
+                       + 1);
         pollfd p{read_end.fd, POLLIN, 0};
         if (::poll(&p, 1, wait_ms) < 0 && errno != EINTR)
           FAIL("poll failed");

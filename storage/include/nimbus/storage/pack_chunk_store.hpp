@@ -127,9 +127,8 @@ class pack_chunk_store final : public chunk_store {
 public:
   /// Opens (creating if needed) the store in `dir` and recovers it. Fails
   /// when another process has it open or a pack can not be read.
-  static std::shared_ptr<pack_chunk_store> open(const std::string& dir,
-                                                const pack_store_options& options,
-                                                std::string& error);
+  static std::shared_ptr<pack_chunk_store>
+  open(const std::string& dir, const pack_store_options& options, std::string& error);
 
   /// Stops the compaction thread (an unfinished compaction is abandoned
   /// safely: its pack stays) and closes the packs. Does not sync.
