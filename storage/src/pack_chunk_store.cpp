@@ -929,7 +929,7 @@ struct pack_chunk_store::impl {
     if (lock_fd < 0)
       return failure("open", lock_path, errno);
     if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
-      return errno == EWOULDBLOCK ? "pack store " + dir + ": open in another process"
+      return errno == EWOULDBLOCK ? std::string{"open in another process"}
                                   : failure("flock", lock_path, errno);
     std::vector<std::string> names;
     if (auto s = list_directory(dir, names); !s.ok())
