@@ -8,9 +8,9 @@ next to a small zip function, measured in one run on this machine.
      share (/bin/runtime + /opt/shared/*, random data from a fixed seed) and
      1 MiB of its own (/zz/unique.bin: sorts after /opt, so the shared blocks
      keep their offsets), pushed with PUT /nimbus/images/{repo}:{tag}; 10
-     Image functions created from them. Reported: bytes of the chunk files
-     under data_dir/code/chunks over the unique payload (100 MiB + 10 x 1 MiB);
-     target <= 1.1.
+     Image functions created from them. Reported: sealed bytes of the chunks
+     in the pack store under data_dir/code/chunks over the unique payload
+     (100 MiB + 10 x 1 MiB); target <= 1.1.
   2. lazy cold start: an Image function whose image is ~200 MiB (40 files of
      5 MiB random data + the static C test runtime) that reads one 5 MiB file
      per invoke, next to a small zip function (provided runtime, the C test
@@ -18,7 +18,7 @@ next to a small zip function, measured in one run on this machine.
      the HTTP request to the last byte of the response (X-Nimbus-Start must be
      cold), N samples per mode:
        * cold node: nimbusd is restarted before each sample (its memory chunk
-         cache is empty, nothing is mounted) and the page cache of the chunk
+         cache is empty, nothing is mounted) and the page cache of the pack
          files is dropped (posix_fadvise DONTNEED on those files only), so
          every chunk comes from the store on disk; a primer function takes the
          first-invoke costs after the start; the two functions alternate order;
@@ -56,7 +56,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import invoke_bench as b  # noqa: E402
+from nimbus_harness import pack_files, stored_chunks  # noqa: E402
 
 MIB = 1 << 20
 CHUNK = 512 * 1024
@@ -211,21 +213,19 @@ class Node(b.Nimbus):
         return int(fields[11]) + int(fields[12])
 
 
-def chunk_files(data_dir):
-    out = []
-    for dirpath, _, names in os.walk(os.path.join(data_dir, "code", "chunks")):
-        out += [os.path.join(dirpath, n) for n in names if len(n) == 64]
-    return out
+def chunks_dir(data_dir):
+    return os.path.join(data_dir, "code", "chunks")
 
 
 def chunk_bytes(data_dir):
-    files = chunk_files(data_dir)
-    return len(files), sum(os.path.getsize(p) for p in files)
+    """Chunks in the store and their sealed bytes."""
+    chunks = stored_chunks(chunks_dir(data_dir))
+    return len(chunks), sum(chunks.values())
 
 
 def drop_chunk_pages(data_dir):
-    """Evicts the chunk files (only those) from the page cache."""
-    for path in chunk_files(data_dir):
+    """Evicts the pack files (only those) from the page cache."""
+    for path in pack_files(chunks_dir(data_dir)):
         fd = os.open(path, os.O_RDONLY)
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -282,7 +282,7 @@ def dedup(node, tmp, static_runtime):
         "shared_bytes": SHARED_FILES * SHARED_FILE_BYTES, "own_bytes_each": OWN_BYTES,
         "runtime_bytes": len(static_runtime),
         "unique_bytes": unique, "image_bytes_total": logical,
-        "chunk_files": count, "stored_bytes": stored,
+        "chunks": count, "stored_bytes": stored,
         "stored_over_unique": b.rnd(stored / unique, 4),
         "stored_over_unique_with_runtime": b.rnd(stored / (unique + len(static_runtime)), 4),
         "stored_over_image_bytes": b.rnd(stored / logical, 4),
@@ -293,7 +293,7 @@ def dedup(node, tmp, static_runtime):
         "target_max": TARGETS["dedup_stored_over_unique_max"],
     }
     res["ok"] = res["stored_over_unique"] <= res["target_max"]
-    log("dedup: %d chunk files, %.1f MiB stored for %.1f MiB unique (%.4f; %.1f MiB of images)"
+    log("dedup: %d chunks, %.1f MiB stored for %.1f MiB unique (%.4f; %.1f MiB of images)"
         % (count, stored / MIB, unique / MIB, res["stored_over_unique"], logical / MIB))
     return res
 
@@ -373,7 +373,7 @@ def lazy(node, tmp, test_runtime, static_runtime, n, settle):
         if s["answer"].get("read") != want:
             raise RuntimeError("unexpected answer %s" % s["answer"])
 
-    # Cold node: restart, drop the chunk files' pages, prime, then the two
+    # Cold node: restart, drop the pack files' pages, prime, then the two
     # functions in alternating order.
     cold = {"small": [], "big": []}
     for i in range(n):
@@ -435,8 +435,8 @@ def print_summary(r):
     d = r["dedup"]
     print("code storage benchmark (%s, %d cores, load %s)" % (
         r["date"], r["machine"]["nproc"], r["machine"]["loadavg_before"]))
-    print("  dedup: %d images x (%.0f MiB shared + %.0f MiB own): %d chunk files, %.1f MiB stored"
-          % (d["images"], d["shared_bytes"] / MIB, d["own_bytes_each"] / MIB, d["chunk_files"],
+    print("  dedup: %d images x (%.0f MiB shared + %.0f MiB own): %d chunks, %.1f MiB stored"
+          % (d["images"], d["shared_bytes"] / MIB, d["own_bytes_each"] / MIB, d["chunks"],
              d["stored_bytes"] / MIB))
     print("         stored / unique = %.4f (target <= %.1f: %s); baseline without dedup %.1f MiB"
           " (%.2fx); push median %.2f s (%.0f MiB/s)"
@@ -496,12 +496,12 @@ def main():
         "method": {
             "dedup": "10 docker-save archives (shared 100 MiB layer: /bin/runtime + 20 x 5 MiB "
                      "random /opt/shared files; own 1 MiB /zz/unique.bin), PUT /nimbus/images, "
-                     "10 Image functions; sum of chunk file sizes under data_dir/code/chunks "
-                     "over 100 MiB + 10 x 1 MiB",
+                     "10 Image functions; sealed bytes of the chunks in the pack store under "
+                     "data_dir/code/chunks over 100 MiB + 10 x 1 MiB",
             "lazy": "Image function (40 x 5 MiB random files + static C runtime) reading one "
                     "5 MiB file vs a provided zip function (C runtime) reading data.txt; "
                     "request-to-response time of cold starts. cold_node: nimbusd restarted and "
-                    "the chunk files' pages dropped (fadvise) before each sample, a primer "
+                    "the pack files' pages dropped (fadvise) before each sample, a primer "
                     "function invoked first, order alternating; warm_cache: configuration "
                     "change before each sample, chunks in the worker's memory cache",
             "chunks_fetched": "delta of nimbus_chunk_cache_reads_total{tier=\"store\"} around "

@@ -14,17 +14,23 @@
 //   pipelined: chunk_sealer over the same pieces: the id of piece i hashed
 //            in lockstep with the key of piece i+1 (two SHA-NI streams),
 //            what image_store's ingest uses;
-//   file:    image_store::put_file into a file_chunk_store (new directory per
-//            run): read, seal, write a temp file and rename per chunk, one
-//            sync() (fsyncs) and a durable manifest;
+//   file:    image_store::put_file into a file_chunk_store (the legacy
+//            layout; one store, a new account per run): read, seal, write a
+//            temp file and rename per chunk, one sync() (fsyncs) and a
+//            durable manifest;
+//   pack:    the same into a pack_chunk_store (a new one per run), what the
+//            code store uses: one append per chunk, one sync() (an
+//            fdatasync per pack), twice: appends with O_DIRECT and buffered;
 //   memory:  image_store::put_file into a memory_chunk_store (crypto and
 //            copies only).
-// Ratios file/raw, memory/raw, seal/raw, pipelined/raw from the medians.
+// Ratios file/raw, pack/raw (both modes), memory/raw, seal/raw, pipelined/raw
+// from the medians.
 // With SHA-NI and VAES a hash pass costs about as much as a GCM pass, so two
 // hashes plus GCM against one hash plus GCM puts seal/raw near 0.6; two
 // interleaved hash streams cost little more than one, which lifts pipelined.
 //   dedup:   10 images, each the same 100 MiB plus 1 MiB of its own, into a
-//            file chunk store: stored sealed bytes over unique plaintext bytes.
+//            pack chunk store: stored sealed bytes over unique plaintext bytes
+//            (and the packs' bytes on disk: record headers and alignment).
 // Prints a table, and writes JSON to $BENCH_OUT or bench/results/code_store.json.
 
 #include "nimbus/storage/chunk.hpp"
@@ -33,6 +39,7 @@
 #include "nimbus/storage/file_chunk_store.hpp"
 #include "nimbus/storage/image_store.hpp"
 #include "nimbus/storage/key_store.hpp"
+#include "nimbus/storage/pack_chunk_store.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -225,7 +232,7 @@ int main(int argc, char** argv) {
   if (auto e = file_chunks->sync(); !e.empty())
     die(e);
 
-  series raw, seal, pipelined, file, memory;
+  series raw, seal, pipelined, file, pack_direct, pack_buffered, memory;
   double dmib = static_cast<double>(mib);
   for (int run = 0; run < runs; ++run) {
     raw.add(dmib, measure([&] { raw_pass(data); }));
@@ -253,6 +260,32 @@ int main(int argc, char** argv) {
     if (info.new_chunks != info.chunks)
       die("file store run did not store every chunk");
 
+    // A new pack store per run, opened and closed outside the measurement.
+    for (bool direct : {true, false}) {
+      auto pack_dir = dir + "/pack-" + std::to_string(run) + (direct ? "-direct" : "-buffered");
+      pack_store_options options;
+      options.direct_io = direct;
+      auto pack_chunks = pack_chunk_store::open(pack_dir + "/chunks", options, error);
+      if (!pack_chunks)
+        die(error);
+      auto pack_images = image_store::open(pack_dir + "/images", pack_chunks, keys,
+                                           convergence_domain::account, error);
+      if (!pack_images)
+        die(error);
+      auto& row = direct ? pack_direct : pack_buffered;
+      row.add(dmib, measure([&] {
+                if (auto e = pack_images->put_file(run_account, "bench", source, info); !e.empty())
+                  die(e);
+              }));
+      if (info.new_chunks != info.chunks)
+        die("pack store run did not store every chunk");
+      if (direct && !pack_chunks->statistics().direct_io)
+        die("pack store refused O_DIRECT in " + pack_dir);
+      pack_images.reset();
+      pack_chunks.reset();
+      std::filesystem::remove_all(pack_dir);
+    }
+
     auto run_dir = dir + "/run-" + std::to_string(run);
     auto in_memory = std::make_shared<memory_chunk_store>();
     auto images = image_store::open(run_dir + "/images", in_memory, keys,
@@ -275,7 +308,7 @@ int main(int argc, char** argv) {
   std::string image((shared_mib + own_mib) << 20, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(shared.data()), static_cast<int>(shared.size()));
   std::copy(shared.begin(), shared.end(), image.begin());
-  auto chunks = open_file_chunk_store(dir + "/dedup/chunks", error);
+  auto chunks = pack_chunk_store::open(dir + "/dedup/chunks", pack_store_options{}, error);
   if (!chunks)
     die(error);
   auto images =
@@ -295,6 +328,7 @@ int main(int argc, char** argv) {
   auto stats = images->stats();
   std::vector<chunk_id> ids;
   chunks->list(ids);
+  auto pack_bytes = chunks->statistics().pack_bytes;
   uint64_t unique = (shared_mib + dedup_images * own_mib) << 20;
   double dedup_ratio = static_cast<double>(stats.chunk_bytes) / static_cast<double>(unique);
   images.reset();
@@ -304,6 +338,10 @@ int main(int argc, char** argv) {
   double m_raw = median(raw.cpu_mib_s), m_seal = median(seal.cpu_mib_s);
   double m_pipelined = median(pipelined.cpu_mib_s);
   double m_file = median(file.cpu_mib_s), m_memory = median(memory.cpu_mib_s);
+  double m_pack_direct = median(pack_direct.cpu_mib_s);
+  double m_pack_buffered = median(pack_buffered.cpu_mib_s);
+  // The mode pack_store_options uses by default.
+  double m_pack = pack_store_options{}.direct_io ? m_pack_direct : m_pack_buffered;
   std::printf("code store ingest, %zu MiB x %d runs, median MiB per CPU second (wall MiB/s, "
               "system share of CPU)\n",
               mib, runs);
@@ -316,12 +354,17 @@ int main(int argc, char** argv) {
   line("seal_chunk (HMAC + GCM + SHA)", seal);
   line("chunk_sealer (pipelined)", pipelined);
   line("put_file, file chunk store", file);
+  line("put_file, pack store, O_DIRECT", pack_direct);
+  line("put_file, pack store, buffered", pack_buffered);
   line("put_file, memory chunk store", memory);
+  std::printf("pack store (default: %s): %.2fx raw\n",
+              pack_store_options{}.direct_io ? "O_DIRECT" : "buffered", m_pack / m_raw);
   std::printf("dedup: %zu images of %zu+%zu MiB: %llu chunks, %.1f MiB stored for %.1f MiB "
-              "unique (%.4fx), %.1f MiB ingested\n",
+              "unique (%.4fx; packs %.1f MiB), %.1f MiB ingested\n",
               dedup_images, shared_mib, own_mib, static_cast<unsigned long long>(ids.size()),
               static_cast<double>(stats.chunk_bytes) / 1048576.0,
               static_cast<double>(unique) / 1048576.0, dedup_ratio,
+              static_cast<double>(pack_bytes) / 1048576.0,
               static_cast<double>(ingested) / 1048576.0);
 
   const char* out_env = std::getenv("BENCH_OUT");
@@ -356,18 +399,27 @@ int main(int argc, char** argv) {
   row("seal_chunk", seal);
   row("seal_pipelined", pipelined);
   row("put_file_file_store", file);
+  row("put_file_pack_store_direct", pack_direct);
+  row("put_file_pack_store_buffered", pack_buffered);
   row("put_file_memory_store", memory);
   std::fprintf(out,
                "  \"ratios\": {\"seal_over_raw\": %.3f, \"seal_pipelined_over_raw\": %.3f, "
-               "\"file_over_raw\": %.3f, \"memory_over_raw\": %.3f},\n",
-               m_seal / m_raw, m_pipelined / m_raw, m_file / m_raw, m_memory / m_raw);
+               "\"file_over_raw\": %.3f, \"pack_over_raw\": %.3f, "
+               "\"pack_direct_over_raw\": %.3f, \"pack_buffered_over_raw\": %.3f, "
+               "\"memory_over_raw\": %.3f},\n",
+               m_seal / m_raw, m_pipelined / m_raw, m_file / m_raw, m_pack / m_raw,
+               m_pack_direct / m_raw, m_pack_buffered / m_raw, m_memory / m_raw);
+  std::fprintf(out, "  \"pack_store_default\": \"%s\",\n",
+               pack_store_options{}.direct_io ? "direct" : "buffered");
   std::fprintf(out,
                "  \"dedup\": {\"images\": %zu, \"shared_mib\": %zu, \"own_mib\": %zu, "
-               "\"chunks\": %zu, \"stored_bytes\": %llu, \"unique_bytes\": %llu, "
+               "\"chunks\": %zu, \"stored_bytes\": %llu, \"pack_bytes\": %llu, "
+               "\"unique_bytes\": %llu, "
                "\"stored_over_unique\": %.5f, \"ingested_bytes\": %llu, "
                "\"new_bytes_reported\": %llu}\n",
                dedup_images, shared_mib, own_mib, ids.size(),
                static_cast<unsigned long long>(stats.chunk_bytes),
+               static_cast<unsigned long long>(pack_bytes),
                static_cast<unsigned long long>(unique), dedup_ratio,
                static_cast<unsigned long long>(ingested),
                static_cast<unsigned long long>(new_bytes));

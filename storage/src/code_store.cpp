@@ -2,8 +2,8 @@
 
 #include "nimbus/storage/digest.hpp"
 #include "nimbus/storage/durable_file.hpp"
-#include "nimbus/storage/file_chunk_store.hpp"
 #include "nimbus/storage/json.hpp"
+#include "nimbus/storage/pack_chunk_store.hpp"
 
 #include <simdjson.h>
 
@@ -82,7 +82,8 @@ std::unique_ptr<code_store> code_store::open(const code_store_options& options,
                                                     error);
   if (!keys)
     return nullptr;
-  auto chunks = open_file_chunk_store(options.dir + "/chunks", error);
+  // Packs; chunk files of the legacy layout found there are imported.
+  auto chunks = open_pack_chunk_store(options.dir + "/chunks", error);
   if (!chunks)
     return nullptr;
   auto domain = options.convergence_domain == "global" ? convergence_domain::global

@@ -24,13 +24,14 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nimbus_harness import (DEV_ACCOUNT, OTHER_ACCOUNT, Node, TempDir,  # noqa: E402
-                            code_sha256, error_name, sandbox_skip_reason)
+                            code_sha256, error_name, pack_files, sandbox_skip_reason,
+                            stored_chunks)
 
 NIMBUSD = None
 TEST_RUNTIME = None
 STATIC_RUNTIME = None
 ROLE = "arn:aws:iam::123456789012:role/lambda-role"
-# A line no chunk may contain in clear: the test looks for it in every chunk file.
+# A line no chunk may contain in clear: the test looks for it in every pack file.
 MARKER = "nimbus-plaintext-marker-7f3a9c"
 
 
@@ -119,11 +120,12 @@ def node_mounts(data_dir):
     return found
 
 
-def chunk_files(data_dir):
-    out = []
-    for dirpath, _, names in os.walk(os.path.join(data_dir, "code", "chunks")):
-        out += [os.path.join(dirpath, n) for n in names if len(n) == 64]
-    return out
+def chunks_dir(data_dir):
+    return os.path.join(data_dir, "code", "chunks")
+
+
+def chunk_count(data_dir):
+    return len(stored_chunks(chunks_dir(data_dir)))
 
 
 @unittest.skipIf(sandbox_skip_reason(), sandbox_skip_reason() or "")
@@ -210,10 +212,10 @@ class CodeStorage(unittest.TestCase):
         types = {t for _, t in mounts}
         self.assertIn("erofs", types, mounts)
         self.assertTrue(any(t.startswith("fuse") for t in types), mounts)
-        # Stored as chunks; none holds the code in clear; no plain zip is kept.
-        files = chunk_files(self.node.data_dir)
-        self.assertGreater(len(files), 0)
-        for path in files:
+        # Stored as chunks (in pack files); none holds the code in clear; no
+        # plain zip is kept.
+        self.assertGreater(chunk_count(self.node.data_dir), 0)
+        for path in pack_files(chunks_dir(self.node.data_dir)):
             with open(path, "rb") as f:
                 content = f.read()
             self.assertNotIn(MARKER.encode(), content, path)
@@ -236,12 +238,12 @@ class CodeStorage(unittest.TestCase):
     def test_2_dedup_per_account_and_garbage_collection(self):
         data = runtime_zip("shared zip")
         self.create_zip_function("dedup-a", data)
-        after_first = len(chunk_files(self.node.data_dir))
+        after_first = chunk_count(self.node.data_dir)
         self.create_zip_function("dedup-b", data)
-        self.assertEqual(len(chunk_files(self.node.data_dir)), after_first)
+        self.assertEqual(chunk_count(self.node.data_dir), after_first)
         # Another account's copy is encrypted under its own secret (CS-1).
         self.create_zip_function("dedup-c", data, account=OTHER_ACCOUNT)
-        after_other = len(chunk_files(self.node.data_dir))
+        after_other = chunk_count(self.node.data_dir)
         self.assertGreater(after_other, after_first)
         self.assertEqual(self.invoke("dedup-c", account=OTHER_ACCOUNT)["data_line"], "shared zip")
         # Deleting the functions frees their chunks.
@@ -250,9 +252,9 @@ class CodeStorage(unittest.TestCase):
             rc, _, err = self.node.aws("delete-function", "--function-name", name, account=account)
             self.assertEqual(rc, 0, err)
         deadline = time.time() + 20
-        while time.time() < deadline and len(chunk_files(self.node.data_dir)) >= after_first:
+        while time.time() < deadline and chunk_count(self.node.data_dir) >= after_first:
             time.sleep(0.2)
-        self.assertLess(len(chunk_files(self.node.data_dir)), after_first)
+        self.assertLess(chunk_count(self.node.data_dir), after_first)
 
     def test_3_update_function_code_uses_the_new_image(self):
         self.create_zip_function("upd", runtime_zip("before"))

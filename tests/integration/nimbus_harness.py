@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -141,6 +142,36 @@ class TempDir:
 
     def close(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def pack_files(chunks_dir):
+    """The pack files of a pack chunk store (data_dir/code/chunks), in order."""
+    names = sorted(n for n in os.listdir(chunks_dir) if n.startswith("pack-") and n.endswith(".dat"))
+    return [os.path.join(chunks_dir, n) for n in names]
+
+
+def stored_chunks(chunks_dir):
+    """The chunks a pack chunk store holds: {id: sealed length}. Replays the
+    record headers of every pack in order (format in
+    storage/include/nimbus/storage/pack_chunk_store.hpp: a chunk record adds
+    its id, a tombstone removes it); reads only the headers."""
+    header = struct.Struct("<4sB3xI32sI")
+    chunks = {}
+    for path in pack_files(chunks_dir):
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            pos = 0
+            while pos + header.size <= size:
+                f.seek(pos)
+                magic, kind, length, cid, _ = header.unpack(f.read(header.size))
+                if magic != b"NPK1":
+                    break  # the end of what was written (the store cuts torn tails)
+                if kind == 1:
+                    chunks[cid] = length
+                elif kind == 2:
+                    chunks.pop(cid, None)
+                pos += (header.size + length + 4095) // 4096 * 4096
+    return chunks
 
 
 def error_name(stderr):

@@ -1,4 +1,5 @@
 #include "nimbus/storage/code_store.hpp"
+#include "nimbus/storage/file_chunk_store.hpp"
 
 #include "../support/temp_dir.hpp"
 #include "../support/zip_builder.hpp"
@@ -26,12 +27,10 @@ std::string noise(uint64_t seed, size_t n) {
   return out;
 }
 
-size_t chunk_files(const std::string& dir) {
-  size_t n = 0;
-  for (auto& e : std::filesystem::recursive_directory_iterator(dir + "/chunks"))
-    if (e.is_regular_file() && e.path().filename().string().size() == 64)
-      ++n;
-  return n;
+size_t stored_chunks(code_store& store) {
+  std::vector<chunk_id> ids;
+  REQUIRE(store.chunks()->list(ids).empty());
+  return ids.size();
 }
 
 std::unique_ptr<code_store> open_store(const std::string& dir, const char* domain = "account",
@@ -69,19 +68,19 @@ TEST_CASE("code store: a zip becomes an image; the original zip reads back; dedu
     CHECK(first.zip_bytes == zip.size());
     CHECK(first.image_bytes > (3u << 20));
     CHECK(first.new_chunks > 0);
-    auto after_first = chunk_files(dir.path());
+    auto after_first = stored_chunks(*store);
     // The same zip again in the same account stores nothing new.
     stored_zip again;
     REQUIRE(store->store_zip(account_a, zip, again).empty());
     CHECK(again.image == first.image);
     CHECK(again.new_chunks == 0);
-    CHECK(chunk_files(dir.path()) == after_first);
+    CHECK(stored_chunks(*store) == after_first);
     CHECK(store->stats().zips_deduplicated == 1);
     // Another account gets its own chunks (CS-1).
     stored_zip other;
     REQUIRE(store->store_zip(account_b, zip, other).empty());
     CHECK(other.new_chunks == first.new_chunks);
-    CHECK(chunk_files(dir.path()) == 2 * after_first);
+    CHECK(stored_chunks(*store) == 2 * after_first);
     std::string back;
     REQUIRE(store->read_zip(account_a, first.sha256_hex, back).empty());
     CHECK(back == zip);
@@ -97,12 +96,44 @@ TEST_CASE("code store: a zip becomes an image; the original zip reads back; dedu
   std::string back;
   REQUIRE(store->read_zip(account_b, first.sha256_hex, back).empty());
   CHECK(back == zip);
-  auto before = chunk_files(dir.path());
+  auto before = stored_chunks(*store);
   REQUIRE(store->remove_zip(account_a, first.sha256_hex).empty());
-  CHECK(chunk_files(dir.path()) == before / 2);
+  CHECK(stored_chunks(*store) == before / 2);
   CHECK_FALSE(store->read_zip(account_a, first.sha256_hex, back).empty());
   REQUIRE(store->remove_zip(account_b, first.sha256_hex).empty());
-  CHECK(chunk_files(dir.path()) == 0);
+  CHECK(stored_chunks(*store) == 0);
+}
+
+TEST_CASE("code store: a node upgraded in place keeps the images of the legacy chunk layout") {
+  temp_dir dir{"nimbus-code-store"};
+  auto data = noise(3, (2 << 20) + 100);
+  {
+    // What an older node left: chunk files under chunks/, manifests under
+    // images/, keys under keys/.
+    std::string error;
+    std::shared_ptr<key_store> keys = key_store::open(dir.path() + "/keys", "", error);
+    REQUIRE_MESSAGE(keys, error);
+    auto chunks = open_file_chunk_store(dir.path() + "/chunks", error);
+    REQUIRE_MESSAGE(chunks, error);
+    auto images = image_store::open(dir.path() + "/images", chunks, keys,
+                                    convergence_domain::account, error);
+    REQUIRE_MESSAGE(images, error);
+    image_info info;
+    REQUIRE(images->put_bytes(account_a, "legacy", data, info).empty());
+    REQUIRE(info.chunks == 5);
+  }
+  auto store = open_store(dir.path());
+  std::string back;
+  REQUIRE(store->images().read_image(account_a, "legacy", back).empty());
+  CHECK(back == data);
+  CHECK(stored_chunks(*store) == 5);
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir.path() + "/chunks"))
+    CHECK(e.path().filename().string().size() != 64);
+  // Garbage collection sees them as the pack store's.
+  REQUIRE(store->images().remove(account_a, "legacy").empty());
+  uint64_t removed = 0;
+  REQUIRE(store->images().collect_garbage(removed).empty());
+  CHECK(removed == 5);
 }
 
 TEST_CASE("code store: the global domain shares chunks across accounts") {
@@ -115,10 +146,10 @@ TEST_CASE("code store: the global domain shares chunks across accounts") {
   auto zip = make_zip({{"data.bin", noise(2, 2 << 20)}});
   stored_zip a, b;
   REQUIRE(store->store_zip(account_a, zip, a).empty());
-  auto after_first = chunk_files(dir.path());
+  auto after_first = stored_chunks(*store);
   REQUIRE(store->store_zip(account_b, zip, b).empty());
   CHECK(b.new_chunks == 0);
-  CHECK(chunk_files(dir.path()) == after_first);
+  CHECK(stored_chunks(*store) == after_first);
 }
 
 TEST_CASE("code store: bad zips and zips that unpack past the limit are refused as invalid") {
@@ -136,7 +167,7 @@ TEST_CASE("code store: bad zips and zips that unpack past the limit are refused 
   CHECK(bomb.size() < (64u << 10));
   problem = store->store_zip(account_a, bomb, out);
   CHECK(problem.rfind("invalid: ", 0) == 0);
-  CHECK(chunk_files(dir.path()) == 0);
+  CHECK(stored_chunks(*store) == 0);
   // Nothing is left in the work directory.
   CHECK(std::filesystem::is_empty(dir.path() + "/work"));
   pushed_image image;

@@ -1,9 +1,11 @@
 #include "nimbus/storage/durable_file.hpp"
 #include "nimbus/storage/file_chunk_store.hpp"
 #include "nimbus/storage/image_store.hpp"
+#include "nimbus/storage/pack_chunk_store.hpp"
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -48,8 +50,40 @@ std::string noise(uint64_t seed, size_t n) {
   return out;
 }
 
-// A key store, a file chunk store and an image store over one directory.
+// The chunk stores on disk that the tests run against.
+enum class chunk_backend { file, pack };
+
+std::string name_of(chunk_backend backend) {
+  return backend == chunk_backend::file ? "file chunk store" : "pack chunk store";
+}
+
+// Runs the rest of the calling test case once per chunk store on disk:
+// doctest runs a test case again until it has entered every subcase.
+chunk_backend each_backend() {
+  auto backend = chunk_backend::file;
+  SUBCASE("file chunk store") {
+    backend = chunk_backend::file;
+  }
+  SUBCASE("pack chunk store") {
+    backend = chunk_backend::pack;
+  }
+  return backend;
+}
+
+// Packs small enough that the tests' images fill several, so that rolls and
+// compactions happen under them.
+pack_store_options test_pack_options() {
+  pack_store_options options;
+  options.pack_bytes = 4 << 20;
+  return options;
+}
+
+// A key store, a chunk store and an image store over one directory.
 struct stores {
+  stores() = default;
+  explicit stores(chunk_backend kind) : backend(kind) {}
+
+  chunk_backend backend = chunk_backend::file;
   std::shared_ptr<key_store> keys;
   std::shared_ptr<chunk_store> chunks;
   std::unique_ptr<image_store> images;
@@ -60,7 +94,12 @@ struct stores {
     keys = key_store::open(dir + "/keys", "", error);
     if (!keys)
       return error;
-    chunks = memory ? memory : open_file_chunk_store(dir + "/chunks", error);
+    if (memory)
+      chunks = memory;
+    else if (backend == chunk_backend::file)
+      chunks = open_file_chunk_store(dir + "/chunks", error);
+    else
+      chunks = pack_chunk_store::open(dir + "/chunks", test_pack_options(), error);
     if (!chunks)
       return error;
     images = image_store::open(dir + "/images", chunks, keys, domain, error);
@@ -89,12 +128,43 @@ std::string chunk_path(const std::string& dir, const chunk_id& id) {
   return dir + "/chunks/" + hex.substr(0, 2) + "/" + hex;
 }
 
+// Flips one bit of a stored chunk where its store keeps it on disk.
+void corrupt_on_disk(const std::string& dir, const stores& s, const chunk_id& id) {
+  std::string sealed;
+  REQUIRE(s.chunks->get(id, sealed).empty());
+  REQUIRE(sealed.size() > 1000);
+  if (s.backend == chunk_backend::file) {
+    auto path = chunk_path(dir, id);
+    sealed[1000] = static_cast<char>(sealed[1000] ^ 0x10);
+    REQUIRE(write_file_atomic(path, sealed).ok());
+    return;
+  }
+  for (auto& entry : fs::directory_iterator(dir + "/chunks")) {
+    std::string pack;
+    REQUIRE(read_file(entry.path().string(), pack).ok());
+    auto at = pack.find(sealed);
+    if (at == std::string::npos)
+      continue;
+    char flipped = static_cast<char>(sealed[1000] ^ 0x10);
+    int fd = ::open(entry.path().c_str(), O_WRONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    CHECK(::pwrite(fd, &flipped, 1, static_cast<off_t>(at + 1000)) == 1);
+    ::close(fd);
+    return;
+  }
+  FAIL("chunk not found in any pack");
+}
+
 } // namespace
 
 TEST_CASE("image store: images of every size round-trip through bytes and files") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
-  stores s;
-  REQUIRE_MESSAGE(s.open(dir.path).empty(), s.open(dir.path));
+  stores s{backend};
+  // Opened once: a message is evaluated again when successes are reported.
+  auto error = s.open(dir.path);
+  REQUIRE_MESSAGE(error.empty(), error);
   for (size_t size : {size_t{0}, size_t{1}, chunk_size - 1, chunk_size, chunk_size + 1,
                       3 * chunk_size + 777}) {
     auto name = "img-" + std::to_string(size);
@@ -154,10 +224,12 @@ TEST_CASE("image store: bad account and image names are refused (no path tricks)
 }
 
 TEST_CASE("image store: account domains keep accounts apart, the global domain dedups (CS-1)") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   auto data = noise(1, 2 * chunk_size + 10);
   {
     temp_dir dir;
-    stores s;
+    stores s{backend};
     REQUIRE(s.open(dir.path, convergence_domain::account).empty());
     image_info a, b;
     REQUIRE(s.images->put_bytes(account_a, "app", data, a).empty());
@@ -176,7 +248,7 @@ TEST_CASE("image store: account domains keep accounts apart, the global domain d
   }
   {
     temp_dir dir;
-    stores s;
+    stores s{backend};
     REQUIRE(s.open(dir.path, convergence_domain::global).empty());
     image_info a, b;
     REQUIRE(s.images->put_bytes(account_a, "app", data, a).empty());
@@ -189,8 +261,10 @@ TEST_CASE("image store: account domains keep accounts apart, the global domain d
 }
 
 TEST_CASE("image store: shared chunks are stored once and survive GC of other images") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
-  stores s;
+  stores s{backend};
   REQUIRE(s.open(dir.path).empty());
   auto base = noise(2, 8 * chunk_size);
   auto one = base + "first tail";
@@ -230,10 +304,12 @@ TEST_CASE("image store: shared chunks are stored once and survive GC of other im
 }
 
 TEST_CASE("image store: reference counts are rebuilt from the manifests at open") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
   auto shared = noise(4, 3 * chunk_size);
   {
-    stores s;
+    stores s{backend};
     REQUIRE(s.open(dir.path).empty());
     image_info info;
     REQUIRE(s.images->put_bytes(account_a, "keep", shared + "k", info).empty());
@@ -246,7 +322,7 @@ TEST_CASE("image store: reference counts are rebuilt from the manifests at open"
     CHECK(error.find("another process") != std::string::npos);
   }
   {
-    stores s;
+    stores s{backend};
     REQUIRE(s.open(dir.path).empty());
     CHECK(s.images->stats().images == 3);
     CHECK(s.images->stats().chunks == 8);
@@ -255,7 +331,7 @@ TEST_CASE("image store: reference counts are rebuilt from the manifests at open"
     CHECK(removed == 0);
     REQUIRE(s.images->remove(account_a, "drop").empty());
   }
-  stores s;
+  stores s{backend};
   REQUIRE(s.open(dir.path).empty());
   CHECK(s.images->names(account_a) == std::vector<std::string>{"keep"});
   uint64_t removed = 0;
@@ -269,19 +345,19 @@ TEST_CASE("image store: reference counts are rebuilt from the manifests at open"
 }
 
 TEST_CASE("image store: a corrupt or missing chunk fails the read with a clear error (CS-2)") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
-  stores s;
+  stores s{backend};
   REQUIRE(s.open(dir.path).empty());
   auto data = noise(5, 2 * chunk_size + 3);
   image_info info;
   REQUIRE(s.images->put_bytes(account_a, "app", data, info).empty());
   image_manifest m;
   REQUIRE(s.images->manifest(account_a, "app", m).empty());
-  auto path = chunk_path(dir.path, m.chunks[1].id);
-  std::string sealed;
-  REQUIRE(read_file(path, sealed).ok());
-  sealed[1000] = static_cast<char>(sealed[1000] ^ 0x10);
-  REQUIRE(write_file_atomic(path, sealed).ok());
+  // The pack store does not check a chunk's bytes on a read (open() checks
+  // those it scans), so both stores hand the changed bytes to the tag check.
+  corrupt_on_disk(dir.path, s, m.chunks[1].id);
   std::string back;
   auto error = s.images->read_image(account_a, "app", back);
   CHECK(error.find("image 111111111111/app") != std::string::npos);
@@ -292,8 +368,11 @@ TEST_CASE("image store: a corrupt or missing chunk fails the read with a clear e
   CHECK(!fs::exists(dest));
   for (auto& entry : fs::directory_iterator(dir.path))
     CHECK(entry.path().string().find(temp_suffix) == std::string::npos);
-  // A chunk file that vanished.
-  REQUIRE(::unlink(path.c_str()) == 0);
+  // A chunk that vanished.
+  if (backend == chunk_backend::file)
+    REQUIRE(::unlink(chunk_path(dir.path, m.chunks[1].id).c_str()) == 0);
+  else
+    REQUIRE(s.chunks->remove(m.chunks[1].id).empty());
   error = s.images->read_image(account_a, "app", back);
   CHECK(error.find("not found") != std::string::npos);
   // The other images' chunks are fine.
@@ -303,10 +382,12 @@ TEST_CASE("image store: a corrupt or missing chunk fails the read with a clear e
 }
 
 TEST_CASE("image store: an unreadable manifest suspends GC instead of losing its chunks") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
   auto data = noise(6, chunk_size + 5);
   {
-    stores s;
+    stores s{backend};
     REQUIRE(s.open(dir.path).empty());
     image_info info;
     REQUIRE(s.images->put_bytes(account_a, "app", data, info).empty());
@@ -319,7 +400,7 @@ TEST_CASE("image store: an unreadable manifest suspends GC instead of losing its
   REQUIRE(write_file_atomic(path, sealed).ok());
   // A leftover of an interrupted manifest write is removed at open.
   REQUIRE(write_file_atomic(path + ".0123456789ab" + std::string{temp_suffix}, "junk").ok());
-  stores s;
+  stores s{backend};
   REQUIRE(s.open(dir.path).empty());
   CHECK(!fs::exists(path + ".0123456789ab" + std::string{temp_suffix}));
   CHECK(s.images->exists(account_a, "app"));
@@ -341,8 +422,14 @@ TEST_CASE("image store: an unreadable manifest suspends GC instead of losing its
 
 TEST_CASE("image store: concurrent ingests, reads, removes and GC never lose a chunk") {
   temp_dir dir;
-  stores s;
-  auto memory = std::make_shared<memory_chunk_store>();
+  stores s{chunk_backend::pack};
+  std::shared_ptr<chunk_store> memory;
+  SUBCASE("memory chunk store") {
+    memory = std::make_shared<memory_chunk_store>();
+  }
+  SUBCASE("pack chunk store") {}
+  std::string store_name = memory ? "memory chunk store" : "pack chunk store";
+  INFO(store_name);
   REQUIRE(s.open(dir.path, convergence_domain::account, memory).empty());
   // Images share pool chunks, so GC keeps finding garbage that others are
   // about to reference again.
@@ -389,7 +476,7 @@ TEST_CASE("image store: concurrent ingests, reads, removes and GC never lose a c
   for (auto& name : s.images->names(account_a))
     for (auto& id : ids_of(*s.images, account_a, name))
       referenced.insert(id);
-  CHECK(stored_ids(*memory) == referenced);
+  CHECK(stored_ids(*s.chunks) == referenced);
 }
 
 namespace {
@@ -409,9 +496,9 @@ std::string cs3_content(const std::vector<std::string>& pool, const std::string&
 
 // Loops ingest, replace, remove and GC until killed. Exit codes say what
 // failed (the parent expects SIGKILL and nothing else).
-[[noreturn]] void cs3_child(const std::string& dir, uint32_t seed,
+[[noreturn]] void cs3_child(const std::string& dir, chunk_backend backend, uint32_t seed,
                             const std::vector<std::string>& pool) {
-  stores s;
+  stores s{backend};
   if (auto e = s.open(dir); !e.empty()) {
     std::fprintf(stderr, "cs3 child: open: %s\n", e.c_str());
     ::_exit(10);
@@ -454,6 +541,8 @@ struct child_guard {
 } // namespace
 
 TEST_CASE("image store: ingest, replace, remove and GC killed at random moments (CS-3)") {
+  auto backend = each_backend();
+  INFO(name_of(backend));
   temp_dir dir;
   std::vector<std::string> pool;
   for (int i = 0; i < 3; ++i)
@@ -470,7 +559,7 @@ TEST_CASE("image store: ingest, replace, remove and GC killed at random moments 
       child.pid = ::fork();
       REQUIRE(child.pid >= 0);
       if (child.pid == 0)
-        cs3_child(dir.path, seed + round, pool);
+        cs3_child(dir.path, backend, seed + round, pool);
       timespec delay{0, static_cast<long>(2 + rng() % 120) * 1000000};
       ::nanosleep(&delay, nullptr);
       REQUIRE(::kill(child.pid, SIGKILL) == 0);
@@ -481,7 +570,7 @@ TEST_CASE("image store: ingest, replace, remove and GC killed at random moments 
       REQUIRE(WIFSIGNALED(status));
       CHECK(WTERMSIG(status) == SIGKILL);
     }
-    stores s;
+    stores s{backend};
     auto error = s.open(dir.path);
     REQUIRE_MESSAGE(error.empty(), error);
     // Every manifest present reads back byte-exact.
@@ -509,7 +598,7 @@ TEST_CASE("image store: ingest, replace, remove and GC killed at random moments 
     for (auto& entry : fs::recursive_directory_iterator(dir.path))
       CHECK(entry.path().string().find(temp_suffix) == std::string::npos);
   }
-  MESSAGE("cs3: " << images_seen << " images verified, " << collected
+  MESSAGE("cs3 (" << name_of(backend) << "): " << images_seen << " images verified, " << collected
                   << " chunks of killed ingests or removed images collected");
   CHECK(images_seen > 0);
 }

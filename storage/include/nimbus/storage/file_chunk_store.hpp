@@ -1,7 +1,8 @@
 #pragma once
 
-/// The embedded chunk store: one file per sealed chunk under the data
-/// directory, `<dir>/<first 2 hex digits>/<64 hex digits>`.
+/// The legacy layout of the embedded chunk store (the code store now uses
+/// pack_chunk_store, which imports these files at open): one file per sealed
+/// chunk under the data directory, `<dir>/<first 2 hex digits>/<64 hex digits>`.
 ///
 /// put() writes a temporary file and renames it into place without an fsync
 /// and remembers it; sync() fsyncs every remembered file and then each
