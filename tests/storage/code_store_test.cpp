@@ -4,6 +4,8 @@
 #include "../support/temp_dir.hpp"
 #include "../support/zip_builder.hpp"
 
+#include "../support/noise.hpp"
+
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -19,13 +21,7 @@ namespace {
 constexpr const char* account_a = "111111111111";
 constexpr const char* account_b = "222222222222";
 
-std::string noise(uint64_t seed, size_t n) {
-  std::mt19937_64 gen{seed};
-  std::string out(n, '\0');
-  for (auto& c : out)
-    c = static_cast<char>(gen());
-  return out;
-}
+using nimbus::test::noise;
 
 size_t stored_chunks(code_store& store) {
   std::vector<chunk_id> ids;

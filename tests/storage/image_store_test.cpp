@@ -3,6 +3,8 @@
 #include "nimbus/storage/image_store.hpp"
 #include "nimbus/storage/pack_chunk_store.hpp"
 
+#include "../support/noise.hpp"
+
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -38,17 +40,7 @@ struct temp_dir {
   }
 };
 
-// Deterministic pseudo-random bytes.
-std::string noise(uint64_t seed, size_t n) {
-  std::mt19937_64 gen{seed};
-  std::string out(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    auto v = gen();
-    for (size_t j = 0; j < 8 && i + j < n; ++j)
-      out[i + j] = static_cast<char>(v >> (8 * j));
-  }
-  return out;
-}
+using nimbus::test::noise;
 
 // The chunk stores on disk that the tests run against.
 enum class chunk_backend { file, pack };

@@ -4,6 +4,8 @@
 
 #include "../support/temp_dir.hpp"
 
+#include "../support/noise.hpp"
+
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
@@ -30,17 +32,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Deterministic pseudo-random bytes.
-std::string noise(uint64_t seed, size_t n) {
-  std::mt19937_64 gen{seed};
-  std::string out(n, '\0');
-  for (size_t i = 0; i < n; i += 8) {
-    auto v = gen();
-    for (size_t j = 0; j < 8 && i + j < n; ++j)
-      out[i + j] = static_cast<char>(v >> (8 * j));
-  }
-  return out;
-}
+using nimbus::test::noise;
 
 // A real sealed chunk of `size` plaintext bytes (ids match their bytes, as
 // recovery checks).
