@@ -11,12 +11,16 @@
 /// verification makes the read fail with EIO, never return wrong bytes.
 ///
 /// Requests are served by a small pool of threads, so reads of different
-/// chunks proceed in parallel. Stopping the server unmounts lazily: a user
-/// still holding a file sees errors, never a hang.
+/// chunks proceed in parallel. Reads that follow one another through an
+/// image (erofs reading a file) get the next chunks loaded ahead by a few
+/// read-ahead threads, so that fetches from the store overlap each other and
+/// the reader. Stopping the server unmounts lazily: a user still holding a
+/// file sees errors, never a hang.
 
 #include "nimbus/storage/chunk.hpp"
 #include "nimbus/storage/chunk_cache.hpp"
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -81,9 +85,10 @@ private:
   std::vector<std::shared_ptr<const image>> list() const;
   void serve();
   void stop();
-  // Read-ahead: a read that reached the second half of a chunk queues the
-  // next chunks, which the prefetch threads load into the cache while the
-  // reader still consumes this one.
+  // Read-ahead: a read that continues a sequential stream queues the next
+  // chunks, which the prefetch threads load into the cache while the reader
+  // still consumes this one. read_ahead() says how many (lazy_image.cpp).
+  uint64_t read_ahead(uint64_t inode, uint64_t begin, uint64_t end);
   void prefetch(const chunk_ref& ref);
   void run_prefetch();
 
@@ -110,6 +115,15 @@ private:
   std::deque<chunk_ref> prefetch_queue_;
   bool prefetch_stop_ = false;
   uint64_t prefetches_ = 0;
+  // Recent sequential streams of reads: the image, where the stream got to
+  // and how many bytes it read; the oldest is replaced first.
+  struct read_stream {
+    uint64_t inode = 0;
+    uint64_t next = 0;
+    uint64_t bytes = 0;
+  };
+  std::array<read_stream, 8> streams_{};
+  size_t next_stream_ = 0;
 
 public:
   /// Chunks queued for read-ahead so far.
