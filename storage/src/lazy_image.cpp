@@ -195,6 +195,7 @@ struct lazy_image_server::handlers {
       auto depth = server.read_ahead(img.inode, begin, end);
       for (auto i = last + 1; i < img.chunks.size() && i <= last + depth; ++i)
         server.prefetch(img.chunks[i]);
+      note_reads(img, first, last);
       for (auto i = first; i <= last; ++i) {
         std::shared_ptr<const std::string> text;
         auto error = server.cache_->read(img.chunks[i], text);
@@ -368,6 +369,40 @@ uint64_t lazy_image_server::read_ahead(uint64_t inode, uint64_t begin, uint64_t 
   }
   streams_[next_stream_++ % streams_.size()] = read_stream{inode, end, end - begin};
   return 0;
+}
+
+void lazy_image_server::note_reads(const image& img, uint64_t first, uint64_t last) {
+  std::lock_guard lock(img.reads_mutex);
+  for (auto i = first; i <= last && img.first_reads.size() < first_reads_max; ++i)
+    if (std::find(img.first_reads.begin(), img.first_reads.end(), i) == img.first_reads.end())
+      img.first_reads.push_back(static_cast<uint32_t>(i));
+}
+
+std::vector<uint32_t> lazy_image_server::first_reads(const std::string& name) const {
+  std::shared_ptr<const image> img;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      return {};
+    img = it->second;
+  }
+  std::lock_guard lock(img->reads_mutex);
+  return img->first_reads;
+}
+
+void lazy_image_server::preload(const std::string& name, const std::vector<uint32_t>& indexes) {
+  std::shared_ptr<const image> img;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      return;
+    img = it->second;
+  }
+  for (auto i : indexes)
+    if (i < img->chunks.size())
+      prefetch(img->chunks[i]);
 }
 
 void lazy_image_server::prefetch(const chunk_ref& ref) {

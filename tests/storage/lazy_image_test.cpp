@@ -411,3 +411,39 @@ TEST_CASE("lazy_image: read-ahead stops at the end of the image") {
   CHECK(f.store->reads() == 2);
   CHECK(f.cache->stats().store_reads == 2);
 }
+
+TEST_CASE("lazy_image: first reads are recorded in order and preload loads chunks ahead") {
+  if (!can_run("lazy_image first reads"))
+    return;
+  fixture f;
+  test_image img(*f.store, 40 * chunk_size, 9);
+  std::string path;
+  REQUIRE(f.server->add("profiled", img.data.size(), img.chunks, path).empty());
+  CHECK(f.server->first_reads("profiled").empty());
+  CHECK(f.server->first_reads("unknown").empty());
+  direct_file file(path, 4096);
+  int err = 0;
+  for (uint64_t chunk : {3, 1, 3, 2})
+    CHECK(file.read(4096, chunk * chunk_size, err) == img.data.substr(chunk * chunk_size, 4096));
+  CHECK(f.server->first_reads("profiled") == std::vector<uint32_t>{3, 1, 2});
+
+  // Preload queues chunks for the read-ahead threads; indexes past the end
+  // and unknown names are ignored.
+  f.server->preload("profiled", {5, 4, 99});
+  f.server->preload("unknown", {6});
+  REQUIRE(wait_store_reads(*f.store, 5));
+  CHECK(file.read(4096, 5 * chunk_size, err) == img.data.substr(5 * chunk_size, 4096));
+  CHECK(file.read(4096, 4 * chunk_size, err) == img.data.substr(4 * chunk_size, 4096));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(f.store->reads() == 5);
+  // Preloaded chunks count as first reads once read.
+  CHECK(f.server->first_reads("profiled") == std::vector<uint32_t>{3, 1, 2, 5, 4});
+
+  // At most first_reads_max chunks are recorded.
+  for (uint64_t chunk = 0; chunk < 40; ++chunk)
+    file.read(1, chunk * chunk_size, err);
+  auto reads = f.server->first_reads("profiled");
+  CHECK(reads.size() == lazy_image_server::first_reads_max);
+  CHECK(std::vector<uint32_t>(reads.begin(), reads.begin() + 6)
+        == std::vector<uint32_t>{3, 1, 2, 5, 4, 0});
+}
