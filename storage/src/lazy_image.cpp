@@ -28,9 +28,17 @@ namespace nimbus::storage {
 namespace {
 
 constexpr int worker_count = 4;
-// Chunks loaded ahead of a sequential reader, by as many prefetch threads
-// (fetches from a disk or a chunk server overlap).
-constexpr uint64_t read_ahead_chunks = 2;
+// Read-ahead (see read_ahead()): a sequential reader gets up to this many
+// chunks loaded ahead of it, by as many threads as a disk or a chunk server
+// serves well at once. A reader that has just started gets fewer.
+constexpr uint64_t read_ahead_max = 4;
+constexpr int prefetch_threads = 4;
+// Reads smaller than this neither start nor continue a stream; one that
+// starts within stream_slack of where a stream got to continues it.
+constexpr uint64_t stream_min_read = 64 << 10;
+constexpr uint64_t stream_slack = 256 << 10;
+// Chunks waiting for a prefetch thread; beyond this, read-ahead is dropped.
+constexpr size_t prefetch_queue_max = 64;
 // An inode's attributes never change (a name gets a new inode when re-added);
 // names are not cached, so a removed name disappears at once.
 constexpr double attr_timeout = 3600;
@@ -176,13 +184,21 @@ struct lazy_image_server::handlers {
     auto end = std::min<uint64_t>(img.size, begin + size);
     auto first = begin / chunk_size;
     auto last = (end - 1) / chunk_size;
+    auto& server = server_of(req);
     std::vector<std::shared_ptr<const std::string>> texts;
     std::vector<iovec> parts;
     // No exception may unwind into libfuse's C code.
     try {
+      // Sequential readers (a runtime loading its files, erofs reading a big
+      // file) reach the next chunks soon: queue them first, so that their
+      // fetches overlap this read's own.
+      auto depth = server.read_ahead(img.inode, begin, end);
+      for (auto i = last + 1; i < img.chunks.size() && i <= last + depth; ++i)
+        server.prefetch(img.chunks[i]);
+      note_reads(img, first, last);
       for (auto i = first; i <= last; ++i) {
         std::shared_ptr<const std::string> text;
-        auto error = server_of(req).cache_->read(img.chunks[i], text);
+        auto error = server.cache_->read(img.chunks[i], text);
         if (!error.empty()) {
           config::logger("storage")->warn("lazy image {}: read failed: {}", img.name, error);
           fuse_reply_err(req, EIO);
@@ -198,17 +214,7 @@ struct lazy_image_server::handlers {
       fuse_reply_err(req, EIO);
       return;
     }
-    // Sequential readers (a runtime loading its files, erofs reading a big
-    // file) reach the next chunk soon: load it meanwhile. Decided before the
-    // reply: once answered, the kernel may release the file (and `img`).
-    std::vector<chunk_ref> ahead;
-    if (end - last * chunk_size >= chunk_size / 2)
-      for (auto i = last + 1; i < img.chunks.size() && i <= last + read_ahead_chunks; ++i)
-        ahead.push_back(img.chunks[i]);
-    auto& server = server_of(req);
     fuse_reply_iov(req, parts.data(), static_cast<int>(parts.size()));
-    for (const auto& ref : ahead)
-      server.prefetch(ref);
   }
 
   static void on_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset,
@@ -312,7 +318,7 @@ std::unique_ptr<lazy_image_server> lazy_image_server::start(const std::string& m
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
   for (int i = 0; i < worker_count; ++i)
     server->workers_.emplace_back([s = server.get()] { s->serve(); });
-  for (uint64_t i = 0; i < read_ahead_chunks; ++i)
+  for (int i = 0; i < prefetch_threads; ++i)
     server->prefetchers_.emplace_back([s = server.get()] { s->run_prefetch(); });
   return server;
 }
@@ -339,10 +345,70 @@ void lazy_image_server::serve() {
   std::free(buffer.mem);
 }
 
+// Read-ahead follows sequential streams of reads, as the kernel's does for a
+// file: a stream is a run of reads of one image, each starting about where
+// the previous ones ended (erofs reading a file front to back; the kernel
+// sends its windows in order, the workers may serve them slightly out of
+// order). Small reads (erofs metadata, small files) and the first read of a
+// stream (a page fault's read-around in a big binary) load nothing ahead;
+// then a stream gets 2 chunks ahead, and read_ahead_max once it has read
+// 1 MiB.
+uint64_t lazy_image_server::read_ahead(uint64_t inode, uint64_t begin, uint64_t end) {
+  if (end - begin < stream_min_read)
+    return 0;
+  std::lock_guard lock(prefetch_mutex_);
+  for (auto& s : streams_) {
+    if (s.bytes == 0 || s.inode != inode || begin + stream_slack < s.next
+        || begin > s.next + stream_slack)
+      continue;
+    if (end > s.next) {
+      s.bytes += end - s.next;
+      s.next = end;
+    }
+    return s.bytes < (1 << 20) ? 2 : read_ahead_max;
+  }
+  streams_[next_stream_++ % streams_.size()] = read_stream{inode, end, end - begin};
+  return 0;
+}
+
+void lazy_image_server::note_reads(const image& img, uint64_t first, uint64_t last) {
+  std::lock_guard lock(img.reads_mutex);
+  for (auto i = first; i <= last && img.first_reads.size() < first_reads_max; ++i)
+    if (std::find(img.first_reads.begin(), img.first_reads.end(), i) == img.first_reads.end())
+      img.first_reads.push_back(static_cast<uint32_t>(i));
+}
+
+std::vector<uint32_t> lazy_image_server::first_reads(const std::string& name) const {
+  std::shared_ptr<const image> img;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      return {};
+    img = it->second;
+  }
+  std::lock_guard lock(img->reads_mutex);
+  return img->first_reads;
+}
+
+void lazy_image_server::preload(const std::string& name, const std::vector<uint32_t>& indexes) {
+  std::shared_ptr<const image> img;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = by_name_.find(name);
+    if (it == by_name_.end())
+      return;
+    img = it->second;
+  }
+  for (auto i : indexes)
+    if (i < img->chunks.size())
+      prefetch(img->chunks[i]);
+}
+
 void lazy_image_server::prefetch(const chunk_ref& ref) {
   {
     std::lock_guard lock(prefetch_mutex_);
-    if (prefetch_stop_ || prefetch_queue_.size() >= 8)
+    if (prefetch_stop_ || prefetch_queue_.size() >= prefetch_queue_max)
       return;
     for (const auto& queued : prefetch_queue_)
       if (queued.id == ref.id)
@@ -362,11 +428,10 @@ void lazy_image_server::run_prefetch() {
     auto ref = prefetch_queue_.front();
     prefetch_queue_.pop_front();
     lock.unlock();
-    // A chunk in memory costs a lookup; a failure shows again (and is
-    // reported) when a reader asks for the chunk.
+    // A chunk in memory or being loaded by another thread costs a lookup; a
+    // failure shows again (and is reported) when a reader asks for the chunk.
     try {
-      std::shared_ptr<const std::string> text;
-      cache_->read(ref, text);
+      cache_->preload(ref);
     } catch (const std::exception&) {
     }
     lock.lock();

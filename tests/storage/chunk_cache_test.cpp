@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <mutex>
 #include <thread>
@@ -312,4 +313,50 @@ TEST_CASE("chunk_cache: many threads reading many chunks get the right bytes") {
   CHECK(files_in(dir.path + "/disk") <= 6);
   auto stats = cache.stats();
   CHECK(stats.memory_hits + stats.disk_hits + stats.store_reads + stats.shared_fetches == 800);
+}
+
+TEST_CASE("chunk_cache: preload loads a chunk once and never waits for another thread's fetch") {
+  auto store = std::make_shared<remote_store>();
+  auto chunks = make_chunks(*store, 3, 5000);
+  // Memory tier only (no disk directory).
+  chunk_cache cache(store, "", 1 << 20, 0);
+  CHECK(cache.preload(chunks[0].ref));
+  CHECK(store->inner.reads() == 1);
+  std::shared_ptr<const std::string> text;
+  CHECK(cache.read(chunks[0].ref, text).empty());
+  REQUIRE(text);
+  CHECK(*text == plain_of(chunks[0]));
+  CHECK(cache.stats().memory_hits == 1);
+  // In memory already: nothing to do.
+  CHECK_FALSE(cache.preload(chunks[0].ref));
+  CHECK(store->inner.reads() == 1);
+
+  // A reader is fetching chunk 1: preload returns at once, and the reader's
+  // fetch stays the only one.
+  store->close_gate();
+  std::shared_ptr<const std::string> fetched;
+  std::thread reader([&] { cache.read(chunks[1].ref, fetched); });
+  REQUIRE(store->wait_entered(2));
+  auto preloading = std::async(std::launch::async, [&] { return cache.preload(chunks[1].ref); });
+  bool returned = preloading.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  store->open_gate();
+  reader.join();
+  CHECK(returned);
+  CHECK_FALSE(preloading.get());
+  REQUIRE(fetched);
+  CHECK(*fetched == plain_of(chunks[1]));
+  CHECK(store->inner.reads() == 2);
+  CHECK(cache.stats().shared_fetches == 0);
+
+  // A chunk the store does not have: preload tried; the reader sees the error.
+  auto missing = chunks[2].ref;
+  missing.id[0] ^= 1;
+  CHECK(cache.preload(missing));
+  CHECK_FALSE(cache.read(missing, text).empty());
+  CHECK_FALSE(text);
+
+  // Without a memory tier there is nowhere to load into.
+  chunk_cache no_memory(store, "", 0, 0);
+  CHECK_FALSE(no_memory.preload(chunks[2].ref));
+  CHECK(store->inner.reads() == 2);
 }

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -266,30 +267,183 @@ TEST_CASE("lazy_image: stopping while a user holds a file unmounts without hangi
   CHECK(is_mount_point(dir.path + "/mnt"));
 }
 
-TEST_CASE("lazy_image: a read into the second half of a chunk loads the next one ahead") {
-  if (!can_run("lazy_image prefetch"))
+// Reads with O_DIRECT reach the server exactly as asked (no page cache, no
+// kernel readahead), split only at the kernel's request size.
+struct direct_file {
+  fd_guard file;
+  void* buffer = nullptr;
+  size_t capacity = 0;
+
+  direct_file(const std::string& path, size_t max_read)
+      : file{::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC)}, capacity(max_read) {
+    REQUIRE(file.fd >= 0);
+    REQUIRE(::posix_memalign(&buffer, 4096, capacity) == 0);
+  }
+  ~direct_file() {
+    std::free(buffer);
+  }
+  std::string read(size_t size, uint64_t offset, int& err) {
+    REQUIRE(size <= capacity);
+    err = 0;
+    auto n = ::pread(file.fd, buffer, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      err = errno;
+      return {};
+    }
+    return std::string(static_cast<char*>(buffer), static_cast<size_t>(n));
+  }
+};
+
+// Waits (bounded) until the store has served `count` reads.
+bool wait_store_reads(const memory_chunk_store& store, uint64_t count) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (store.reads() < count && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return store.reads() >= count;
+}
+
+TEST_CASE("lazy_image: reads of any size at any offset around chunk boundaries return the image") {
+  if (!can_run("lazy_image boundaries"))
     return;
   fixture f;
-  test_image img(*f.store, 4 << 20, 2);
+  // A short last chunk, so that reads run into the end of the image too.
+  test_image img(*f.store, 3 * chunk_size + 12345, 6);
+  std::string path;
+  REQUIRE(f.server->add("edges", img.data.size(), img.chunks, path).empty());
+  const uint64_t size = img.data.size();
+  const uint64_t c = chunk_size;
+  std::vector<uint64_t> offsets = {0,        1,           4095,  4096,          c - 1,
+                                   c - 4096, c,           c + 1, 2 * c - 65536, 3 * c - 1,
+                                   size - 1, size - 5000, size,  size + 100};
+  std::vector<size_t> sizes = {
+      1,          4096,           65536 + 3,          131072, chunk_size - 1,
+      chunk_size, chunk_size + 1, 2 * chunk_size + 7, 3 << 20};
+  direct_file direct(path, 3 << 20);
+  fd_guard buffered{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  REQUIRE(buffered.fd >= 0);
+  int wrong = 0;
+  for (auto at : offsets)
+    for (auto n : sizes) {
+      auto want = at >= size ? std::string{} : img.data.substr(at, n);
+      int err = 0;
+      auto got = direct.read(n, at, err);
+      if (err != 0 || got != want) {
+        ++wrong;
+        MESSAGE("direct read of " << n << " at " << at << ": error " << err << ", " << got.size()
+                                  << " bytes");
+      }
+      got = pread_string(buffered.fd, n, static_cast<off_t>(at), err);
+      if (err != 0 || got != want) {
+        ++wrong;
+        MESSAGE("buffered read of " << n << " at " << at << ": error " << err << ", " << got.size()
+                                    << " bytes");
+      }
+    }
+  CHECK(wrong == 0);
+  // Every chunk was fetched once; nothing past the image's end was asked for.
+  CHECK(f.store->reads() == img.chunks.size());
+  CHECK(f.cache->stats().store_reads == img.chunks.size());
+}
+
+TEST_CASE(
+    "lazy_image: a sequential reader gets chunks loaded ahead, a single small read does not") {
+  if (!can_run("lazy_image read-ahead"))
+    return;
+  fixture f;
+  test_image img(*f.store, 12 * chunk_size, 7);
   std::string path;
   REQUIRE(f.server->add("ahead", img.data.size(), img.chunks, path).empty());
-  fd_guard file{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
-  REQUIRE(file.fd >= 0);
+  direct_file file(path, 128 << 10);
   int err = 0;
-  // The last 4 KiB of chunk 1: the reader is about to need chunk 2.
-  off_t at = 2 * chunk_size - 4096;
-  CHECK(pread_string(file.fd, 4096, at, err) == img.data.substr(at, 4096));
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  // Chunks 2 and 3 are loaded ahead (chunk 1 was read: 3 in all).
-  while (f.store->reads() < 3 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  CHECK(f.store->reads() == 3);
-  CHECK(f.server->prefetches() >= 2);
-  // Chunk 2 now comes from the cache.
-  at = 2 * chunk_size + 100;
-  CHECK(pread_string(file.fd, 100, at, err) == img.data.substr(at, 100));
-  CHECK(f.store->reads() == 3);
-  // Nothing far ahead was loaded.
+  // A small read, even at the very end of a chunk, is no stream.
+  uint64_t at = 2 * chunk_size - 4096;
+  CHECK(file.read(4096, at, err) == img.data.substr(at, 4096));
+  CHECK(f.store->reads() == 1);
+  CHECK(f.server->prefetches() == 0);
+  // The first large read of a stream loads nothing ahead either (a page
+  // fault's read-around in a big binary looks like this).
+  at = 4 * chunk_size;
+  CHECK(file.read(128 << 10, at, err) == img.data.substr(at, 128 << 10));
+  CHECK(f.store->reads() == 2);
+  CHECK(f.server->prefetches() == 0);
+  // The second continues it: 2 chunks ahead of the one it read.
+  at += 128 << 10;
+  CHECK(file.read(128 << 10, at, err) == img.data.substr(at, 128 << 10));
+  CHECK(f.server->prefetches() == 2);
+  REQUIRE(wait_store_reads(*f.store, 4)); // chunks 5 and 6
+  // Once the stream has read 1 MiB (up to the start of chunk 6), 4 ahead of
+  // the chunk it is in: chunks 6 to 9.
+  while (at + (128 << 10) < 6 * chunk_size) {
+    at += 128 << 10;
+    CHECK(file.read(128 << 10, at, err) == img.data.substr(at, 128 << 10));
+  }
+  REQUIRE(wait_store_reads(*f.store, 7)); // chunks 7, 8 and 9
+  // Nothing beyond chunk 9 was loaded; reading on finds chunk 6 in memory
+  // and moves the read-ahead on by one chunk (10).
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  CHECK(f.store->reads() == 3);
+  CHECK(f.store->reads() == 7);
+  auto hits = f.cache->stats().memory_hits;
+  at = 6 * chunk_size;
+  CHECK(file.read(128 << 10, at, err) == img.data.substr(at, 128 << 10));
+  CHECK(f.cache->stats().memory_hits == hits + 1);
+  REQUIRE(wait_store_reads(*f.store, 8));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(f.cache->stats().store_reads == 8);
+}
+
+TEST_CASE("lazy_image: read-ahead stops at the end of the image") {
+  if (!can_run("lazy_image read-ahead end"))
+    return;
+  fixture f;
+  test_image img(*f.store, 3 * chunk_size + 1000, 8);
+  std::string path;
+  REQUIRE(f.server->add("end", img.data.size(), img.chunks, path).empty());
+  direct_file file(path, 128 << 10);
+  int err = 0;
+  std::string back;
+  for (uint64_t at = 2 * chunk_size; at < img.data.size(); at += 128 << 10)
+    back += file.read(128 << 10, at, err);
+  CHECK(err == 0);
+  CHECK(back == img.data.substr(2 * chunk_size));
+  // Chunks 2 and 3 only: the stream's read-ahead never named a chunk past
+  // the last (an index past it would show as a failed store read).
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(f.store->reads() == 2);
+  CHECK(f.cache->stats().store_reads == 2);
+}
+
+TEST_CASE("lazy_image: first reads are recorded in order and preload loads chunks ahead") {
+  if (!can_run("lazy_image first reads"))
+    return;
+  fixture f;
+  test_image img(*f.store, 40 * chunk_size, 9);
+  std::string path;
+  REQUIRE(f.server->add("profiled", img.data.size(), img.chunks, path).empty());
+  CHECK(f.server->first_reads("profiled").empty());
+  CHECK(f.server->first_reads("unknown").empty());
+  direct_file file(path, 4096);
+  int err = 0;
+  for (uint64_t chunk : {3, 1, 3, 2})
+    CHECK(file.read(4096, chunk * chunk_size, err) == img.data.substr(chunk * chunk_size, 4096));
+  CHECK(f.server->first_reads("profiled") == std::vector<uint32_t>{3, 1, 2});
+
+  // Preload queues chunks for the read-ahead threads; indexes past the end
+  // and unknown names are ignored.
+  f.server->preload("profiled", {5, 4, 99});
+  f.server->preload("unknown", {6});
+  REQUIRE(wait_store_reads(*f.store, 5));
+  CHECK(file.read(4096, 5 * chunk_size, err) == img.data.substr(5 * chunk_size, 4096));
+  CHECK(file.read(4096, 4 * chunk_size, err) == img.data.substr(4 * chunk_size, 4096));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(f.store->reads() == 5);
+  // Preloaded chunks count as first reads once read.
+  CHECK(f.server->first_reads("profiled") == std::vector<uint32_t>{3, 1, 2, 5, 4});
+
+  // At most first_reads_max chunks are recorded.
+  for (uint64_t chunk = 0; chunk < 40; ++chunk)
+    file.read(1, chunk * chunk_size, err);
+  auto reads = f.server->first_reads("profiled");
+  CHECK(reads.size() == lazy_image_server::first_reads_max);
+  CHECK(std::vector<uint32_t>(reads.begin(), reads.begin() + 6)
+        == std::vector<uint32_t>{3, 1, 2, 5, 4, 0});
 }

@@ -9,10 +9,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -78,6 +80,47 @@ bool can_mount(const char* test) {
   }
   return true;
 }
+
+// A chunk store in front of another that counts the gets of each chunk.
+class counting_store final : public storage::chunk_store {
+public:
+  explicit counting_store(std::shared_ptr<storage::chunk_store> inner) : inner_(std::move(inner)) {}
+  std::string put(const storage::chunk_id& id, std::string_view sealed) override {
+    return inner_->put(id, sealed);
+  }
+  std::string sync() override {
+    return inner_->sync();
+  }
+  std::string get(const storage::chunk_id& id, std::string& sealed) override {
+    {
+      std::lock_guard lock(mutex_);
+      ++gets_[id];
+    }
+    return inner_->get(id, sealed);
+  }
+  bool contains(const storage::chunk_id& id) override {
+    return inner_->contains(id);
+  }
+  std::string remove(const storage::chunk_id& id) override {
+    return inner_->remove(id);
+  }
+  std::string list(std::vector<storage::chunk_id>& ids) override {
+    return inner_->list(ids);
+  }
+  bool local() const override {
+    return true;
+  }
+  int gets(const storage::chunk_id& id) {
+    std::lock_guard lock(mutex_);
+    auto it = gets_.find(id);
+    return it == gets_.end() ? 0 : it->second;
+  }
+
+private:
+  std::shared_ptr<storage::chunk_store> inner_;
+  std::mutex mutex_;
+  std::map<storage::chunk_id, int> gets_;
+};
 
 struct stored_image {
   uint64_t size = 0;
@@ -329,4 +372,61 @@ TEST_CASE("image_library: open detaches the mounts of a killed worker") {
   CHECK(mounts_under(lib_dir + "/fuse").empty());
   CHECK(mounts_under(lib_dir + "/keep").size() == 1);
   ::umount2((lib_dir + "/keep").c_str(), MNT_DETACH);
+}
+
+TEST_CASE("image_library: a lazy image's next mounts load what its last two starts read first") {
+  if (!can_mount("image_library start profile"))
+    return;
+  if (!storage::lazy_image_server::available()) {
+    MESSAGE("skipped image_library start profile: /dev/fuse is not usable");
+    return;
+  }
+  temp_dir dir;
+  catalog images;
+  images.add(dir.path, "555/fn", "profiled\n", 6);
+  auto lib_dir = dir.path + "/lib";
+  auto big2 = read_file(dir.path + "/tree-555_fn/big2");
+  // Two starts, each by a new library with a cold cache (a restarted
+  // worker), read the same files.
+  for (int start = 0; start < 2; ++start) {
+    std::string error, root;
+    auto library =
+        vmm::image_library::open(lib_dir, images.cache(), images.resolver(), true, error);
+    REQUIRE_MESSAGE(library, error);
+    REQUIRE(library->acquire("555", "fn", root).empty());
+    CHECK(read_file(root + "/greeting.txt") == "profiled\n");
+    CHECK(read_file(root + "/big2") == big2);
+    library->release("555", "fn");
+    CHECK(fs::exists(lib_dir + "/profiles/555-fn"));
+  }
+  storage::start_profiles profiles(lib_dir + "/profiles");
+  auto ahead = profiles.ahead("555-fn", images.images["555/fn"].chunks.size());
+  // The metadata's chunk and the 1 MiB file's 2 or 3.
+  CHECK(ahead.size() >= 3);
+
+  // The third start: those chunks load while the image mounts, before
+  // anyone reads them (the mount itself reads the first).
+  auto store = std::make_shared<counting_store>(images.store);
+  auto cache = std::make_shared<storage::chunk_cache>(store, "", uint64_t{32} << 20, 0);
+  std::string error, root;
+  auto library = vmm::image_library::open(lib_dir, cache, images.resolver(), true, error);
+  REQUIRE_MESSAGE(library, error);
+  REQUIRE(library->acquire("555", "fn", root).empty());
+  auto& chunks = images.images["555/fn"].chunks;
+  auto all_asked = [&] {
+    return std::all_of(ahead.begin(), ahead.end(),
+                       [&](uint32_t i) { return store->gets(chunks[i].id) > 0; });
+  };
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!all_asked() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  CHECK(all_asked());
+  // Reading them and the file fetches none of them again.
+  std::shared_ptr<const std::string> text;
+  for (auto index : ahead)
+    CHECK(cache->read(chunks[index], text).empty());
+  CHECK(read_file(root + "/big2") == big2);
+  for (auto index : ahead)
+    CHECK(store->gets(chunks[index].id) == 1);
+  library->release("555", "fn");
 }

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/utsname.h>
 #include <unistd.h>
@@ -64,6 +65,24 @@ std::string mount_source(const std::string& point) {
     std::string type, source;
     tail >> type >> source;
     return source.empty() ? "?" : source;
+  }
+  return {};
+}
+
+// The super block options of the mount at `point` ("ro,user_xattr,...").
+std::string super_options(const std::string& point) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, mount_point;
+    fields >> id >> parent >> dev >> root >> mount_point;
+    if (mount_point != point)
+      continue;
+    std::istringstream tail(line.substr(line.find(" - ") + 3));
+    std::string type, source, options;
+    tail >> type >> source >> options;
+    return options;
   }
   return {};
 }
@@ -255,4 +274,37 @@ TEST_CASE("image_mount: an erofs image served through FUSE loads only what is re
     }
     CHECK_FALSE(is_mount_point(target));
   }
+}
+
+TEST_CASE("image_mount: a file-backed mount reads its file with direct I/O, a chunk ahead") {
+  if (!can_mount("image_mount file options"))
+    return;
+  if (!kernel_at_least(6, 13)) {
+    MESSAGE("skipped image_mount file options: erofs has no directio before Linux 6.13");
+    return;
+  }
+  temp_dir dir;
+  auto image = dir.path + "/image.erofs";
+  make_image(dir.path + "/tree", image, 1);
+  auto target = dir.path + "/mnt";
+  fs::create_directories(target);
+  mount_guard guard{target, mount_mode::file};
+  auto error = vmm::mount_erofs_with(image, target, mount_mode::file);
+  REQUIRE_MESSAGE(error.empty(), error);
+  guard.mounted = true;
+  CHECK((',' + super_options(target) + ',').find(",directio,") != std::string::npos);
+  CHECK(read_file(target + "/big0") == read_file(dir.path + "/tree/big0"));
+  // The mount's backing device info, named by FS_IOC_GETFSSYSFSPATH.
+  struct {
+    uint8_t length;
+    char name[128];
+  } path{};
+  int root = ::open(target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  REQUIRE(root >= 0);
+  int got = ::ioctl(root, _IOR(0x15, 1, decltype(path)), &path);
+  ::close(root);
+  REQUIRE(got == 0);
+  std::string name(path.name, path.length);
+  REQUIRE(name.rfind("erofs/", 0) == 0);
+  CHECK(read_file("/sys/class/bdi/" + name.substr(6) + "/read_ahead_kb") == "512\n");
 }

@@ -141,6 +141,8 @@ std::unique_ptr<image_library> image_library::open(std::string dir,
     }
   }
 
+  library->profiles_ = std::make_unique<storage::start_profiles>(d + "/profiles");
+
   auto log = config::logger("vmm");
   if (!lazy) {
     log->info("image library: lazy loading is off, images are read in full before mounting");
@@ -226,8 +228,14 @@ std::string image_library::mount(const std::string& account, const std::string& 
   if (server_) {
     // A leftover of a failed unmount would hold the name.
     server_->remove(key);
+    auto count = chunks.size();
     error = server_->add(key, size, std::move(chunks), image.file);
     image.lazy = true;
+    // What earlier starts read first loads while erofs mounts and the
+    // sandbox is made, instead of one chunk after the other as the runtime
+    // starts.
+    if (error.empty())
+      server_->preload(key, profiles_->ahead(key, count));
   } else {
     error = materialize(key, chunks, image.file);
   }
@@ -315,10 +323,12 @@ void image_library::release(const std::string& account, const std::string& name)
 void image_library::unmount(const std::string& key, const mounted_image& image) {
   if (auto error = unmount_erofs(image.root, image.mode); !error.empty())
     config::logger("vmm")->warn("image library: {}", error);
-  if (image.lazy)
+  if (image.lazy) {
+    profiles_->record(key, server_->first_reads(key));
     server_->remove(key);
-  else
+  } else {
     ::unlink(image.file.c_str());
+  }
   ::rmdir(image.root.c_str());
 }
 

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace nimbus::storage {
 
@@ -57,6 +58,14 @@ public:
   /// chunk id, never key material) and leaves `plaintext` null on failure.
   std::string read(const chunk_ref& ref, std::shared_ptr<const std::string>& plaintext);
 
+  /// Loads `ref` into the memory tier as read() would, unless it is there
+  /// already or another thread is loading it: unlike read() it never waits
+  /// for another thread, so read-ahead threads stay free for the chunks
+  /// nobody loads yet. Returns true when it loaded it (or tried and failed:
+  /// the error shows again to the reader that needs the chunk). Does nothing
+  /// without a memory tier.
+  bool preload(const chunk_ref& ref);
+
   cache_stats stats() const;
 
   /// True when the disk tier is in use (a budget and a non-local store).
@@ -85,8 +94,13 @@ private:
     std::condition_variable finished;
   };
 
+  // Runs the caller's flight (registered in flights_) to its end: fetches,
+  // remembers and wakes the threads waiting for it.
+  std::string complete(const chunk_ref& ref, const std::shared_ptr<flight>& own,
+                       std::shared_ptr<const std::string>& plaintext);
   std::string fetch(const chunk_ref& ref, std::shared_ptr<const std::string>& plaintext);
-  bool read_disk(const chunk_ref& ref, std::string& plaintext);
+  // `sealed` is a buffer to read the disk copy into.
+  bool read_disk(const chunk_ref& ref, std::string& sealed, std::string& plaintext);
   void write_disk(const chunk_id& id, const std::string& sealed);
   void drop_disk(const chunk_id& id);
   void remember(const chunk_ref& ref, const std::shared_ptr<const std::string>& plaintext);
@@ -111,6 +125,9 @@ private:
   std::list<chunk_id> disk_lru_;
   uint64_t disk_used_ = 0;
   std::unordered_map<chunk_ref, std::shared_ptr<flight>, ref_hash> flights_;
+  // Buffers for sealed chunks, lent to fetches (chunk_cache.cpp).
+  class buffer_lease;
+  std::vector<std::unique_ptr<std::string>> spare_buffers_;
   cache_stats stats_;
   uint64_t temp_counter_ = 0;
 };

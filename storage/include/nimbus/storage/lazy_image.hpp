@@ -11,12 +11,18 @@
 /// verification makes the read fail with EIO, never return wrong bytes.
 ///
 /// Requests are served by a small pool of threads, so reads of different
-/// chunks proceed in parallel. Stopping the server unmounts lazily: a user
-/// still holding a file sees errors, never a hang.
+/// chunks proceed in parallel. Reads that follow one another through an
+/// image (erofs reading a file) get the next chunks loaded ahead by a few
+/// read-ahead threads, so that fetches from the store overlap each other and
+/// the reader. The server also records which chunks of an image are read
+/// first, and loads named chunks ahead on request: the image library keeps
+/// these as start profiles (start_profiles.hpp). Stopping the server
+/// unmounts lazily: a user still holding a file sees errors, never a hang.
 
 #include "nimbus/storage/chunk.hpp"
 #include "nimbus/storage/chunk_cache.hpp"
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -58,6 +64,21 @@ public:
   /// Removes a file; users that still have it open keep reading it.
   void remove(const std::string& name);
 
+  /// The chunks of image `name` in the order they were first read since it
+  /// was added, at most first_reads_max of them: what a start of the image
+  /// needs first (its file system's metadata, the runtime's binary), and
+  /// what the next start may load ahead with preload(). Empty for an unknown
+  /// name.
+  std::vector<uint32_t> first_reads(const std::string& name) const;
+
+  /// Queues chunks `indexes` of image `name` for the read-ahead threads, in
+  /// this order (indexes past the image's end are skipped), so that they
+  /// load while the image is being mounted and its users start.
+  void preload(const std::string& name, const std::vector<uint32_t>& indexes);
+
+  /// How many chunks first_reads() records at most.
+  static constexpr size_t first_reads_max = 32;
+
   const std::string& mount_dir() const {
     return mount_dir_;
   }
@@ -69,6 +90,9 @@ private:
     std::string name;
     uint64_t size = 0;
     std::vector<chunk_ref> chunks;
+    // first_reads(): chunk indexes in the order of their first read.
+    mutable std::mutex reads_mutex;
+    mutable std::vector<uint32_t> first_reads;
   };
   // The FUSE request handlers (lazy_image.cpp).
   struct handlers;
@@ -81,9 +105,12 @@ private:
   std::vector<std::shared_ptr<const image>> list() const;
   void serve();
   void stop();
-  // Read-ahead: a read that reached the second half of a chunk queues the
-  // next chunks, which the prefetch threads load into the cache while the
-  // reader still consumes this one.
+  // Read-ahead: a read that continues a sequential stream queues the next
+  // chunks, which the prefetch threads load into the cache while the reader
+  // still consumes this one. read_ahead() says how many (lazy_image.cpp).
+  uint64_t read_ahead(uint64_t inode, uint64_t begin, uint64_t end);
+  // Records the first reads of chunks [first, last] of `img`.
+  static void note_reads(const image& img, uint64_t first, uint64_t last);
   void prefetch(const chunk_ref& ref);
   void run_prefetch();
 
@@ -110,6 +137,15 @@ private:
   std::deque<chunk_ref> prefetch_queue_;
   bool prefetch_stop_ = false;
   uint64_t prefetches_ = 0;
+  // Recent sequential streams of reads: the image, where the stream got to
+  // and how many bytes it read; the oldest is replaced first.
+  struct read_stream {
+    uint64_t inode = 0;
+    uint64_t next = 0;
+    uint64_t bytes = 0;
+  };
+  std::array<read_stream, 8> streams_{};
+  size_t next_stream_ = 0;
 
 public:
   /// Chunks queued for read-ahead so far.

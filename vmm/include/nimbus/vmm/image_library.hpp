@@ -4,18 +4,23 @@
 /// read-only while some sandbox uses it.
 ///
 /// Layout under the library's directory:
-///   fuse/                 the lazy image FUSE file system (one file per image)
-///   mnt/<account>-<name>  the image's erofs mount, the root sandboxes see
-///   files/                images materialised in full when FUSE is not used
+///   fuse/                     the lazy image FUSE file system (one file per image)
+///   mnt/<account>-<name>      the image's erofs mount, the root sandboxes see
+///   files/                    images materialised in full when FUSE is not used
+///   profiles/<account>-<name> the image's start profile (storage/start_profiles.hpp)
 ///
 /// With FUSE (lazy), an image file is served chunk by chunk through the chunk
 /// cache, so a function only loads what it reads. Without it (no /dev/fuse, or
 /// lazy off) every chunk is read through the cache into files/ first.
+/// A lazy mount first queues the chunks its start profile names for the
+/// FUSE server's read-ahead threads, and an unmount records what the mount
+/// read first into the profile; profiles outlive restarts of the worker.
 /// open() detaches mounts a killed worker left under fuse/ and mnt/ of this
 /// directory (and only there) and wipes mnt/ and files/.
 
 #include "nimbus/storage/chunk_cache.hpp"
 #include "nimbus/storage/lazy_image.hpp"
+#include "nimbus/storage/start_profiles.hpp"
 #include "nimbus/vmm/image_mount.hpp"
 
 #include <condition_variable>
@@ -102,6 +107,7 @@ private:
   std::shared_ptr<storage::chunk_cache> cache_;
   image_resolver resolve_;
   std::unique_ptr<storage::lazy_image_server> server_;
+  std::unique_ptr<storage::start_profiles> profiles_;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;

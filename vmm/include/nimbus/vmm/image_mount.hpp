@@ -4,7 +4,8 @@
 ///
 /// Three ways, tried in this order by mount_erofs():
 ///   file       mount(2) with the image file itself as the source (erofs
-///              file-backed mounts, Linux >= 6.12);
+///              file-backed mounts, Linux >= 6.12), reading the file with
+///              direct I/O (`directio`) where the kernel can (>= 6.13);
 ///   loop       a read-only loop device over the file (LOOP_CONFIGURE with
 ///              LO_FLAGS_AUTOCLEAR, so the device frees itself on unmount);
 ///   extracted  `fsck.erofs --extract` into the target, then a read-only bind
