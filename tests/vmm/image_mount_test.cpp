@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -51,7 +52,9 @@ struct mount_guard {
   }
 };
 
-std::string mount_source(const std::string& point) {
+// The fields after " - " of the mount at `point` in /proc/self/mountinfo
+// ("<type> <source> <super options>"), or nothing when it is not mounted.
+std::optional<std::string> mountinfo_tail(const std::string& point) {
   std::ifstream in("/proc/self/mountinfo");
   std::string line;
   while (std::getline(in, line)) {
@@ -61,30 +64,30 @@ std::string mount_source(const std::string& point) {
     if (mount_point != point)
       continue;
     auto dash = line.find(" - ");
-    std::istringstream tail(line.substr(dash + 3));
-    std::string type, source;
-    tail >> type >> source;
-    return source.empty() ? "?" : source;
+    return dash == std::string::npos ? std::string{} : line.substr(dash + 3);
   }
-  return {};
+  return std::nullopt;
+}
+
+std::string mount_source(const std::string& point) {
+  auto fields = mountinfo_tail(point);
+  if (!fields)
+    return {};
+  std::istringstream tail(*fields);
+  std::string type, source;
+  tail >> type >> source;
+  return source.empty() ? "?" : source;
 }
 
 // The super block options of the mount at `point` ("ro,user_xattr,...").
 std::string super_options(const std::string& point) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string id, parent, dev, root, mount_point;
-    fields >> id >> parent >> dev >> root >> mount_point;
-    if (mount_point != point)
-      continue;
-    std::istringstream tail(line.substr(line.find(" - ") + 3));
-    std::string type, source, options;
-    tail >> type >> source >> options;
-    return options;
-  }
-  return {};
+  auto fields = mountinfo_tail(point);
+  if (!fields)
+    return {};
+  std::istringstream tail(*fields);
+  std::string type, source, options;
+  tail >> type >> source >> options;
+  return options;
 }
 
 bool is_mount_point(const std::string& path) {
