@@ -1,6 +1,7 @@
 #include "nimbus/actors/environment.hpp"
 
 #include "nimbus/actors/error.hpp"
+#include "nimbus/actors/inline_unit.hpp"
 #include "nimbus/config/logging.hpp"
 #include "nimbus/storage/code_archive.hpp"
 #include "nimbus/storage/json.hpp"
@@ -253,6 +254,9 @@ struct environment_state {
   bool deadline_armed = false;
   clock::time_point idle_since;
   bool idle_armed = false;
+  /// Interval of the idle check: freeze_after, doubled (up to
+  /// idle_check_limit times) each time the check finds the sandbox in use.
+  std::chrono::milliseconds idle_check{0};
   std::string request_id;
   clock::time_point invoke_start;
   caf::typed_response_promise<invocation_result> invoke_promise;
@@ -463,18 +467,18 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   // Answers and errors pump the output pipe first, on the io thread that
   // received them: the runtime wrote its output before it answered.
   transport::runtime_api_callbacks callbacks;
-  callbacks.on_ready = [me] { caf::anon_send(me, rt_ready_atom::value); };
+  callbacks.on_ready = [me] { inline_unit::send(me, rt_ready_atom::value); };
   callbacks.on_response = [me, logs](const std::string& id, std::string body) {
     logs->pump();
-    caf::anon_send(me, rt_response_atom::value, id, std::move(body));
+    inline_unit::send(me, rt_response_atom::value, id, std::move(body));
   };
   callbacks.on_error = [me, logs](const std::string& id, std::string type, std::string body) {
     logs->pump();
-    caf::anon_send(me, rt_error_atom::value, id, std::move(type), std::move(body));
+    inline_unit::send(me, rt_error_atom::value, id, std::move(type), std::move(body));
   };
   callbacks.on_init_error = [me, logs](std::string type, std::string body) {
     logs->pump();
-    caf::anon_send(me, rt_init_error_atom::value, std::move(type), std::move(body));
+    inline_unit::send(me, rt_init_error_atom::value, std::move(type), std::move(body));
   };
   sb.api = std::make_shared<transport::runtime_api>(std::move(callbacks));
   transport::http_server_options options;
@@ -521,7 +525,9 @@ void arm_idle(self_ptr self) {
   st.idle_since = clock::now();
   if (!st.idle_armed) {
     st.idle_armed = true;
-    self->delayed_send(self, st.host.freeze_after, idle_atom::value, uint64_t{0});
+    if (st.idle_check.count() == 0)
+      st.idle_check = st.host.freeze_after;
+    self->delayed_send(self, st.idle_check, idle_atom::value, uint64_t{0});
   }
 }
 
@@ -792,16 +798,30 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
     [=](idle_atom, uint64_t) {
       auto& st = self->state;
       st.idle_armed = false;
+      // In steady use: check less often (the next arm_idle, or the re-arm
+      // below, waits longer), so that busy environments do not keep CAF's
+      // clock thread busy.
+      auto back_off = [&] {
+        st.idle_check = std::min(st.idle_check * 2,
+                                 st.host.freeze_after * environment_host_config::idle_check_limit);
+      };
+      if (st.state == phase::busy) {
+        back_off(); // finish_invocation arms the check again
+        return;
+      }
       if (st.state != phase::idle || st.frozen || !st.box || !st.box->group)
         return;
       auto idle_for = clock::now() - st.idle_since;
       if (idle_for < st.host.freeze_after) {
-        // Used again since the timer was armed: wait for the rest.
+        // Used again since the check was armed (the new interval is at
+        // least the freeze_after - idle_for that is left).
+        back_off();
         st.idle_armed = true;
-        self->delayed_send(self, st.host.freeze_after - idle_for, idle_atom::value, uint64_t{0});
+        self->delayed_send(self, st.idle_check, idle_atom::value, uint64_t{0});
         return;
       }
       st.frozen = st.box->group->freeze();
+      st.idle_check = st.host.freeze_after;
     },
     [=](destroy_atom) -> caf::result<bool> {
       auto& st = self->state;

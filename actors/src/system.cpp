@@ -2,6 +2,7 @@
 
 #include "nimbus/actors/error.hpp"
 #include "nimbus/actors/frontend.hpp"
+#include "nimbus/actors/inline_unit.hpp"
 #include "nimbus/actors/interfaces.hpp"
 #include "nimbus/actors/assignment.hpp"
 #include "nimbus/actors/counter.hpp"
@@ -140,6 +141,9 @@ struct node::impl {
   // Declaration order is destruction order in reverse: the HTTP server (and
   // its io_context) must outlive the actor system, because actors may still
   // hold response callbacks bound to it while the system shuts down.
+  /// The Lambda API's io threads (also the Runtime API's, unless [worker]
+  /// runtime_io_threads asks for threads of its own); outlives the server.
+  std::shared_ptr<transport::io_runner> api_io;
   std::unique_ptr<transport::http_server> server;
   actor_system_settings caf_config;
   std::unique_ptr<caf::actor_system> system;
@@ -321,7 +325,13 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       wc.host.sandboxes = std::make_shared<vmm::sandbox_pool>(wc.host.jail_helper,
                                                               wc.host.cgroups, 4);
       wc.host.init_timeout = cfg.worker.init_timeout;
-      wc.host.runtime_io = transport::io_runner::start(cfg.worker.runtime_io_threads);
+      if (cfg.worker.runtime_io_threads == 0) {
+        if (!d.api_io)
+          d.api_io = transport::io_runner::start(cfg.api.io_threads);
+        wc.host.runtime_io = d.api_io;
+      } else {
+        wc.host.runtime_io = transport::io_runner::start(cfg.worker.runtime_io_threads);
+      }
       wc.first_uid = cfg.worker.first_uid;
       wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();
       wc.registry = d.registry;
@@ -433,6 +443,9 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   options.address = cfg.api.listen_address;
   options.port = cfg.api.listen_port;
   options.io_threads = cfg.api.io_threads;
+  if (!d.api_io)
+    d.api_io = transport::io_runner::start(cfg.api.io_threads);
+  options.runner = d.api_io;
   options.max_header_bytes = cfg.api.max_header_bytes;
   options.header_deadline = cfg.api.header_timeout;
   options.body_deadline = cfg.api.body_timeout;
@@ -488,10 +501,12 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   }
   hooks.on_request = [frontend](transport::http_request req, transport::respond_fn respond) {
     // The request goes to the frontend with its respond function: no actor
-    // and no reply message per request, and the io thread never blocks.
-    caf::anon_send(frontend,
-                   http_exchange{std::move(req), std::make_shared<transport::respond_fn>(
-                                                   std::move(respond))});
+    // and no reply message per request. The frontend and the actors it
+    // reaches run right here when they are idle (see inline_unit.hpp), which
+    // saves waking a scheduler thread per hop; none of them blocks.
+    inline_unit::send(frontend,
+                      http_exchange{std::move(req), std::make_shared<transport::respond_fn>(
+                                                      std::move(respond))});
   };
   const auto control_limit = cfg.limits.control_body_bytes;
   const auto invoke_limit = cfg.limits.invoke_payload_bytes;

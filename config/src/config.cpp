@@ -260,7 +260,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.duration("max_lifetime_seconds", w.max_lifetime, 1, 86'400 * 7);
       r.number("packing", w.packing, 0.0, 1.0);
       r.integer("log_file_bytes", w.log_file_bytes, 4096, int64_t{1} << 34);
-      r.integer("runtime_io_threads", w.runtime_io_threads, 1, 64);
+      r.integer("runtime_io_threads", w.runtime_io_threads, 0, 64);
     }
     if (auto t = top.table("async")) {
       table_reader r{*t, "async", errors};

@@ -157,7 +157,11 @@ TEST_CASE("config: the worker's Runtime API io threads are read and bounded") {
   CHECK(r.config.worker.runtime_io_threads == 2);
   auto defaults = parse(account_block, "t.toml");
   REQUIRE(defaults.ok());
-  CHECK(defaults.config.worker.runtime_io_threads == 1);
-  auto bad = parse(std::string{"[worker]\nruntime_io_threads = 0\n"} + account_block, "t.toml");
-  CHECK(has_error(bad, "worker.runtime_io_threads", "between 1 and 64"));
+  // 0 (the default): the Runtime API shares the Lambda API's io threads.
+  CHECK(defaults.config.worker.runtime_io_threads == 0);
+  auto shared = parse(std::string{"[worker]\nruntime_io_threads = 0\n"} + account_block, "t.toml");
+  REQUIRE(shared.ok());
+  CHECK(shared.config.worker.runtime_io_threads == 0);
+  auto bad = parse(std::string{"[worker]\nruntime_io_threads = 65\n"} + account_block, "t.toml");
+  CHECK(has_error(bad, "worker.runtime_io_threads", "between 0 and 64"));
 }

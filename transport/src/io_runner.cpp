@@ -19,17 +19,20 @@ namespace nimbus::transport {
 namespace net = boost::asio;
 
 struct io_runner::impl {
-  net::io_context ioc{1};
+  explicit impl(int concurrency) : ioc(concurrency) {}
+  net::io_context ioc;
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work{
     net::make_work_guard(ioc)};
   std::vector<std::thread> threads;
 };
 
-io_runner::io_runner() : impl_(std::make_unique<impl>()) {
+io_runner::io_runner(int concurrency) : impl_(std::make_unique<impl>(concurrency)) {
 }
 
 std::shared_ptr<io_runner> io_runner::start(size_t threads) {
-  std::shared_ptr<io_runner> runner{new io_runner};
+  // With one thread, asio may keep what a handler posts on that thread;
+  // with more, a thread with more work than it can do wakes another.
+  std::shared_ptr<io_runner> runner{new io_runner(static_cast<int>(std::max<size_t>(1, threads)))};
   auto* d = runner->impl_.get();
   for (size_t i = 0; i < std::max<size_t>(1, threads); ++i)
     d->threads.emplace_back([d] {

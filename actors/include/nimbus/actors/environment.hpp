@@ -12,7 +12,10 @@
 /// that exits mid-invoke is Runtime.ExitError, or Runtime.OutOfMemory when
 /// its cgroup counted an OOM kill; the environment is gone after any of
 /// these. A sandbox idle for `freeze_after` is frozen until its next
-/// invocation. SHUTDOWN sends SIGTERM,
+/// invocation (one that was in steady use is checked less often, so it may
+/// stay thawed for up to 16 x `freeze_after` after its last invocation: a
+/// timer per invocation would cost every warm invoke a wake-up of CAF's
+/// clock thread). SHUTDOWN sends SIGTERM,
 /// waits 2 s, kills, and removes the cgroup.
 ///
 /// The actor runs on the scheduler and never blocks there: making and
@@ -79,6 +82,9 @@ struct environment_host_config {
   /// An environment idle this long is frozen (back-to-back invocations skip
   /// the freeze and thaw).
   std::chrono::milliseconds freeze_after{50};
+  /// The idle check's interval doubles, up to this many times
+  /// `freeze_after`, while it keeps finding the sandbox in use.
+  static constexpr int idle_check_limit = 16;
 };
 
 struct environment_state;

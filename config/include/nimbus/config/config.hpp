@@ -96,8 +96,10 @@ struct worker_settings {
   double packing = 0.5;
   /// Function log files rotate at this size.
   uint64_t log_file_bytes = 1 << 20;
-  /// Io threads serving the Runtime API of all environments.
-  uint32_t runtime_io_threads = 1;
+  /// Io threads serving the Runtime API of all environments; 0 serves it on
+  /// the Lambda API's io threads (an invocation then goes from the client's
+  /// connection to the runtime's and back without a hand-off between threads).
+  uint32_t runtime_io_threads = 0;
 };
 
 /// The asynchronous invocation path (X-Amz-Invocation-Type: Event).

@@ -36,7 +36,7 @@ public:
   void post(std::function<void()> fn);
 
 private:
-  io_runner();
+  explicit io_runner(int concurrency);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
