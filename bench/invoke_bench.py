@@ -4,6 +4,10 @@ and cold starts measured from HTTP request to response.
 
 In one run, on this machine:
   * nginx returning a static 200 '{}' (the HTTP ceiling of the machine),
+  * bench/relay_ceiling.c: a bare epoll relay between wrk and 32 copies of
+    the same C runtime (plain processes), the same three HTTP exchanges per
+    invoke as nimbusd with nothing else (the ceiling of a warm invoke of
+    this runtime on this machine),
   * Nimbus Invoke (POST /2015-03-31/functions/NAME/invocations) of a no-op
     function that returns its event: C `provided` runtime (tests/support/
     test_runtime.c), python3.11 and nodejs20.x,
@@ -553,6 +557,23 @@ def make_zip(files, modes=None):
     return buf.getvalue()
 
 
+# -- relay ceiling -------------------------------------------------------------
+
+def start_relay(relay, runtime, n, procs, timeout=30):
+    """Starts bench/relay_ceiling with n runtimes; returns (proc, port)."""
+    proc = procs.add("relay_ceiling", subprocess.Popen(
+        [relay, runtime, str(n)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, start_new_session=True), group=True)
+    deadline = time.time() + timeout
+    line = ""
+    while time.time() < deadline and proc.poll() is None:
+        line = proc.stdout.readline()
+        m = re.match(r"port (\d+)", line)
+        if m:
+            return proc, int(m.group(1))
+    raise RuntimeError("relay_ceiling did not start (%r, exit %s)" % (line, proc.poll()))
+
+
 # -- nginx ---------------------------------------------------------------------
 
 def start_nginx(nginx, tmp, procs):
@@ -752,7 +773,8 @@ def check_invoke(port, name):
 
 def plot_rows(results):
     rows = []
-    for label, key in (("nginx static 200", "nginx"), ("Nimbus C provided", "nimbus_c"),
+    for label, key in (("nginx static 200", "nginx"), ("relay ceiling, C", "relay_ceiling"),
+                       ("Nimbus C provided", "nimbus_c"),
                        ("Nimbus python3.11", "nimbus_python"), ("Nimbus nodejs20.x", "nimbus_node"),
                        ("serverless-offline", "serverless_offline")):
         r = results["warm"].get(key) or {}
@@ -861,6 +883,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nimbusd", default=os.path.join(ROOT, "build", "bin", "nimbusd"))
     ap.add_argument("--test-runtime", default=os.path.join(ROOT, "build", "tests", "test_runtime"))
+    ap.add_argument("--relay", default=os.path.join(ROOT, "build", "bench", "relay_ceiling"),
+                    help="bench/relay_ceiling.c, built with the project")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--cache", default=os.path.join(HERE, ".cache", "serverless-offline"))
     ap.add_argument("--connections", type=int, default=32)
@@ -979,6 +1003,21 @@ def main():
         else:
             results["failures"].append("nginx: not installed")
 
+        # The relay: the ceiling of a warm invoke of the C runtime.
+        if os.access(args.relay, os.X_OK):
+            try:
+                relay_proc, relay_port = start_relay(args.relay, args.test_runtime,
+                                                     args.connections, procs)
+                results["warm"]["relay_ceiling"] = bench_wrk.measure(
+                    "relay ceiling", "http://127.0.0.1:%d/2015-03-31/functions/x/invocations"
+                    % relay_port)
+                procs.stop(relay_proc)
+            except Exception as e:
+                results["failures"].append("relay ceiling: %s" % e)
+                log("relay ceiling failed: %s" % e)
+        else:
+            results["failures"].append("relay ceiling: %s is not built" % args.relay)
+
         # Nimbus warm throughput.
         for key, (name, _, _) in FUNCTIONS.items():
             try:
@@ -1052,6 +1091,7 @@ def main():
     results["ratios"] = {
         "nimbus_c_over_serverless_offline": ratio(c_rps, sls_rps),
         "nimbus_c_over_nginx": ratio(c_rps, nginx_rps),
+        "nimbus_c_over_relay_ceiling": ratio(c_rps, fig("relay_ceiling", "rps")),
         "nimbus_python_over_serverless_offline": ratio(fig("nimbus_python", "rps"), sls_rps),
         "nimbus_node_over_serverless_offline": ratio(fig("nimbus_node", "rps"), sls_rps),
     }

@@ -207,9 +207,7 @@ std::string error_json(std::string_view type, std::string_view message) {
 }
 
 std::string format_ms(int64_t us) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", static_cast<double>(us) / 1000.0);
-  return buf;
+  return storage::format_millis(us, 2);
 }
 
 std::string log_stream_name(const std::string& version, const std::string& id) {

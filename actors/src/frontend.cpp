@@ -262,9 +262,7 @@ std::string render_invoke_metrics(const invoke_metrics& m) {
 }
 
 std::string format_ms(int64_t micros) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(micros) / 1000.0);
-  return buf;
+  return storage::format_millis(micros, 3);
 }
 
 // The response to an invocation that ran (or failed in INIT, which Lambda
@@ -441,7 +439,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   // With the function's record in hand: lease, run, release.
   auto request_id = req.request_id;
   auto proceed = [self, rp, start, type, tail, payload, client_context, account,
-                  request_id](function_record rec) mutable {
+                  request_id](const function_record& rec) mutable {
     auto op = operation::invoke;
     auto& st = self->state;
     if (type == "DryRun") {
@@ -462,6 +460,9 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
     // Requests on the invocation path carry no timeout: each would wake
     // CAF's clock thread, and the counter and assignment always answer (the
     // node stops if one of them dies, see system.cpp).
+    // The record is copied once, into the order; the handlers below share
+    // it (each copy of a lambda would copy the whole record).
+    auto record = std::make_shared<function_record>(rec);
     self->request(st.counter, caf::infinite, acquire_atom::value, account, rec.name)
       .then(
         [=](uint64_t lease) mutable {
@@ -471,7 +472,9 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                             std::chrono::steady_clock::now() - start)
                             .count();
           invoke_order order;
-          order.function = rec;
+          // Only the function's name is needed after this.
+          auto name = record->name;
+          order.function = std::move(*record);
           order.request.request_id = storage::request_uuid();
           order.request.payload = payload;
           order.request.client_context = client_context;
@@ -505,7 +508,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                 if (outcome.result.outcome != "success")
                   ++m.function_errors;
                 if (st.config.logs)
-                  st.config.logs->append(account, rec.name, outcome.result.log);
+                  st.config.logs->append(account, name, outcome.result.log);
                 finish(self, rp, operation::invoke, start,
                        invocation_response(outcome, tail, start, queue_us));
               },
@@ -523,7 +526,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                   o.result.payload = error_message(err);
                   auto text = "INIT_REPORT Status: error\n" + o.result.payload + "\n";
                   if (st.config.logs)
-                    st.config.logs->append(account, rec.name, text);
+                    st.config.logs->append(account, name, text);
                   o.result.log = text;
                   finish(self, rp, operation::invoke, start,
                          invocation_response(o, tail, start, 0));

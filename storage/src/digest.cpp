@@ -170,12 +170,22 @@ std::string random_bytes(size_t n) {
 
 namespace {
 
+// 8-4-4-4-12 hex digits with the version 4 and variant bits set; written in
+// place (a request id is made per invocation).
 std::string uuid_text(std::string b) {
+  static constexpr char digits[] = "0123456789abcdef";
   b[6] = static_cast<char>((b[6] & 0x0f) | 0x40);
   b[8] = static_cast<char>((b[8] & 0x3f) | 0x80);
-  auto hex = to_hex(b);
-  return hex.substr(0, 8) + "-" + hex.substr(8, 4) + "-" + hex.substr(12, 4) + "-"
-         + hex.substr(16, 4) + "-" + hex.substr(20);
+  std::string out(36, '-');
+  size_t o = 0;
+  for (size_t i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10)
+      ++o; // the dash
+    auto c = static_cast<unsigned char>(b[i]);
+    out[o++] = digits[c >> 4];
+    out[o++] = digits[c & 0x0f];
+  }
+  return out;
 }
 
 std::mt19937_64& id_generator() {

@@ -1,5 +1,6 @@
 #include "nimbus/storage/json.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -176,6 +177,33 @@ json_writer& json_writer::raw(std::string_view json) {
   before_value();
   out_ += json;
   return *this;
+}
+
+std::string format_millis(int64_t micros, int decimals) {
+  decimals = std::clamp(decimals, 0, 3);
+  static constexpr int64_t scale[] = {1000, 100, 10, 1};
+  static constexpr int64_t pow10[] = {1, 10, 100, 1000};
+  bool negative = micros < 0;
+  // Magnitude in units of the last printed digit, rounded half up.
+  uint64_t magnitude = negative ? 0 - static_cast<uint64_t>(micros) : static_cast<uint64_t>(micros);
+  uint64_t unit = static_cast<uint64_t>(scale[decimals]);
+  uint64_t units = (magnitude + unit / 2) / unit;
+  uint64_t per_ms = static_cast<uint64_t>(pow10[decimals]);
+  std::string out;
+  if (negative && units > 0)
+    out += '-';
+  out += std::to_string(units / per_ms);
+  if (decimals > 0) {
+    char frac[4];
+    auto rest = units % per_ms;
+    for (int i = decimals - 1; i >= 0; --i) {
+      frac[i] = static_cast<char>('0' + rest % 10);
+      rest /= 10;
+    }
+    out += '.';
+    out.append(frac, static_cast<size_t>(decimals));
+  }
+  return out;
 }
 
 } // namespace nimbus::storage

@@ -42,6 +42,18 @@ TEST_CASE("digest: constant-time comparison and uuids") {
   CHECK(a.size() == 36);
   CHECK(a[14] == '4');
   CHECK(a != b);
+  // The 8-4-4-4-12 layout, lower-case hex, the RFC 4122 variant.
+  for (const auto& id : {a, b, request_uuid()}) {
+    REQUIRE(id.size() == 36);
+    for (size_t i = 0; i < id.size(); ++i) {
+      if (i == 8 || i == 13 || i == 18 || i == 23)
+        CHECK(id[i] == '-');
+      else
+        CHECK(std::string_view{"0123456789abcdef"}.find(id[i]) != std::string_view::npos);
+    }
+    CHECK(id[14] == '4');
+    CHECK(std::string_view{"89ab"}.find(id[19]) != std::string_view::npos);
+  }
 }
 
 TEST_CASE("digest: sha256_stream equals the one-shot hash however the data is cut") {

@@ -3,6 +3,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <cstdio>
+
 using namespace nimbus::storage;
 
 TEST_CASE("json: writer nests and separates correctly") {
@@ -54,4 +57,30 @@ TEST_CASE("json: function records round trip") {
   CHECK_FALSE(function_record_from_json("{\"format_version\":1}", error));
   CHECK(error.find("account_id") != std::string::npos);
   CHECK_FALSE(function_record_from_json("{not json", error));
+}
+
+TEST_CASE("format_millis prints microseconds as milliseconds like %.Nf, rounding half up") {
+  CHECK(format_millis(0, 3) == "0.000");
+  CHECK(format_millis(1, 3) == "0.001");
+  CHECK(format_millis(1234567, 3) == "1234.567");
+  CHECK(format_millis(1234567, 2) == "1234.57");
+  CHECK(format_millis(1234564, 2) == "1234.56");
+  CHECK(format_millis(1234567, 1) == "1234.6");
+  CHECK(format_millis(1234567, 0) == "1235");
+  CHECK(format_millis(999, 2) == "1.00");
+  CHECK(format_millis(994, 2) == "0.99");
+  CHECK(format_millis(50, 2) == "0.05");
+  CHECK(format_millis(4, 2) == "0.00");
+  CHECK(format_millis(-1500, 2) == "-1.50");
+  CHECK(format_millis(-4, 2) == "0.00");
+  CHECK(format_millis(INT64_MAX, 3) == "9223372036854775.807");
+  // Out-of-range precision is clamped.
+  CHECK(format_millis(1234567, 7) == "1234.567");
+  CHECK(format_millis(1234567, -1) == "1235");
+  // The same text as printf for values printf represents exactly.
+  for (int64_t us : {0, 7, 10, 123, 1000, 65432, 10'000'000}) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f", static_cast<double>(us) / 1000.0);
+    CHECK(format_millis(us, 3) == buf);
+  }
 }

@@ -14,6 +14,12 @@ namespace nimbus::storage {
 /// and control characters. Invalid UTF-8 bytes are replaced with U+FFFD.
 void append_json_string(std::string& out, std::string_view s);
 
+/// Microseconds as milliseconds with `decimals` (0 to 3) digits after the
+/// point, rounded half up: 1234567 us, 2 -> "1234.57". As printf's "%.*f"
+/// would print it, without a floating-point conversion (this runs several
+/// times per invocation, for Server-Timing and the REPORT line).
+std::string format_millis(int64_t micros, int decimals);
+
 /// Builds one JSON document. Calls must nest correctly; keys go only inside
 /// objects, each followed by exactly one value.
 class json_writer {
