@@ -575,6 +575,30 @@ TEST_CASE("http server: idle keep-alive connections close after idle_timeout, lo
   CHECK(ms_since(t0) >= 100);
 }
 
+TEST_CASE("http server: the idle time counts from the last request, not from the first") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn respond) { respond(text("{}")); };
+  auto options = test_options();
+  options.header_deadline = 1000ms;
+  options.idle_timeout = 1000ms;
+  http_server server(options, hooks);
+  client c(server.port());
+  // Requests 300 ms apart for longer than idle_timeout: the timer armed
+  // before the first one fires in between and must find the connection in
+  // use (wide margins: only a 300 ms sleep stretched past 1 s would fail).
+  for (int i = 0; i < 6; ++i) {
+    REQUIRE(c.send(get("/")));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    std::this_thread::sleep_for(300ms);
+  }
+  // Then idle: closed, but not before a good part of idle_timeout.
+  auto t0 = steady::now();
+  CHECK(c.wait_closed(5000ms));
+  CHECK(ms_since(t0) >= 400);
+}
+
 TEST_CASE("http server: Expect: 100-continue gets an interim response") {
   auto hooks = test_hooks();
   hooks.on_request = [](http_request req, respond_fn respond) { respond(text(req.body)); };

@@ -960,25 +960,38 @@ private:
 
   // --- idle timer ----------------------------------------------------------
 
-  /// Arms the idle timer exactly while the connection waits for a request
-  /// with nothing outstanding; cancels it otherwise.
+  /// Keeps the idle timer armed while the connection waits for a request
+  /// with nothing outstanding. A request arriving does not cancel it (that
+  /// would cost every request a cancel, a completion and a re-arm): when it
+  /// fires, it checks that the connection has been idle for the whole
+  /// timeout, and waits for the rest if not. Closing cancels it.
   void update_idle_timer() {
     bool idle = !closed_ && read_state_ == read_state::waiting && queue_.empty() && !writing_;
     if (!idle) {
-      if (idle_armed_) {
+      idle_since_valid_ = false;
+      if (closed_ && idle_armed_) {
         idle_armed_ = false;
         ++idle_gen_;
         idle_timer_.cancel();
       }
       return;
     }
-    if (idle_armed_)
-      return;
+    if (!idle_since_valid_) {
+      idle_since_valid_ = true;
+      idle_since_ = steady::now();
+    }
+    if (!idle_armed_)
+      arm_idle_timer(idle_deadline());
+  }
+
+  steady::time_point idle_deadline() const {
+    return first_request_ ? accepted_at_ + state_->options.header_deadline
+                          : idle_since_ + state_->options.idle_timeout;
+  }
+
+  void arm_idle_timer(steady::time_point deadline) {
     idle_armed_ = true;
-    if (first_request_)
-      idle_timer_.expires_at(accepted_at_ + state_->options.header_deadline);
-    else
-      idle_timer_.expires_after(state_->options.idle_timeout);
+    idle_timer_.expires_at(deadline);
     idle_timer_.async_wait(
         [self = shared_from_this(), gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
   }
@@ -988,6 +1001,14 @@ private:
     if (ec || gen != idle_gen_ || !idle_armed_)
       return;
     idle_armed_ = false;
+    bool idle = !closed_ && read_state_ == read_state::waiting && queue_.empty() && !writing_;
+    if (!idle)
+      return; // busy: armed again once it waits for a request
+    auto deadline = idle_deadline();
+    if (steady::now() < deadline) {
+      arm_idle_timer(deadline); // it was busy for part of the time
+      return;
+    }
     close_now();
   }
 
@@ -1022,6 +1043,9 @@ private:
   bool closed_ = false;
   bool idle_armed_ = false;
   uint64_t idle_gen_ = 0;
+  /// When the connection last began to wait for a request (if it waits).
+  steady::time_point idle_since_;
+  bool idle_since_valid_ = false;
   std::array<char, 4096> linger_buf_{};
 };
 
