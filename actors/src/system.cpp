@@ -41,6 +41,11 @@ namespace nimbus {
 
 namespace {
 
+/// Invokes with payloads up to this size run on the io thread that read them
+/// (hashing and parsing a bigger one there would hold up that thread's other
+/// connections).
+constexpr size_t inline_invoke_bytes = 256 * 1024;
+
 /// CAF settings for our 2-core machines (see shared/docs/CAF-0.17.md §6):
 /// two scheduler threads that park at once when idle.
 struct actor_system_settings : caf::actor_system_config {
@@ -501,12 +506,19 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   }
   hooks.on_request = [frontend](transport::http_request req, transport::respond_fn respond) {
     // The request goes to the frontend with its respond function: no actor
-    // and no reply message per request. The frontend and the actors it
-    // reaches run right here when they are idle (see inline_unit.hpp), which
-    // saves waking a scheduler thread per hop; none of them blocks.
-    inline_unit::send(frontend,
-                      http_exchange{std::move(req), std::make_shared<transport::respond_fn>(
-                                                      std::move(respond))});
+    // and no reply message per request. For an invoke with a small payload,
+    // the frontend and the actors it reaches run right here when they are
+    // idle (see inline_unit.hpp), which saves waking a scheduler thread per
+    // hop. Everything else (control-plane bodies of many megabytes to hash
+    // and parse, image pushes) goes to the scheduler, off the io threads.
+    auto path = req.path();
+    bool small_invoke = req.method == "POST" && req.body.size() <= inline_invoke_bytes
+                        && path.size() > 12 && path.substr(path.size() - 12) == "/invocations";
+    http_exchange x{std::move(req), std::make_shared<transport::respond_fn>(std::move(respond))};
+    if (small_invoke)
+      inline_unit::send(frontend, std::move(x));
+    else
+      caf::anon_send(frontend, std::move(x));
   };
   const auto control_limit = cfg.limits.control_body_bytes;
   const auto invoke_limit = cfg.limits.invoke_payload_bytes;

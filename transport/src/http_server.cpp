@@ -92,18 +92,25 @@ constexpr uint64_t default_body_limit = 6 * 1024 * 1024;
 constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
 
 /// RFC 7231 IMF-fixdate. Formatted by hand because strftime's %a/%b follow
-/// the process locale.
+/// the process locale; formatted once per second per thread (every response
+/// carries it).
 std::string http_date(std::chrono::system_clock::time_point tp) {
   static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  thread_local std::time_t cached_second = -1;
+  thread_local std::string cached;
   std::time_t t = std::chrono::system_clock::to_time_t(tp);
+  if (t == cached_second)
+    return cached;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
                 months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
-  return buf;
+  cached = buf;
+  cached_second = t;
+  return cached;
 }
 
 std::string format_endpoint(const tcp::endpoint& ep) {

@@ -39,8 +39,9 @@ namespace nimbus {
 
 class inline_unit final : public caf::execution_unit {
 public:
-  /// Messages an actor handles per resumption here.
-  static constexpr size_t batch = 16;
+  /// Messages an actor handles per resumption here (its mailbox may hold
+  /// messages other threads sent, which then run here too).
+  static constexpr size_t batch = 4;
   /// Resumptions per send() before the rest goes to the scheduler.
   static constexpr size_t max_resumptions = 64;
 
