@@ -167,14 +167,26 @@ static void dispatch(struct loop* l, struct conn* rt, struct conn* cl, const cha
     drop(l, rt);
 }
 
+/* The next complete request of c, or 0 (incomplete, or malformed: then c
+ * is dropped). */
+static long next_request(struct loop* l, struct conn* c, const char** body, size_t* n) {
+  long used = parse(c, body, n);
+  if (used < 0) {
+    drop(l, c);
+    return 0;
+  }
+  return used;
+}
+
+static void consume(struct conn* c, long used) {
+  memmove(c->buf, c->buf + used, c->have - (size_t)used);
+  c->have -= (size_t)used;
+}
+
 static void on_client(struct loop* l, struct conn* c) {
   const char* body;
   size_t n;
-  long used = parse(c, &body, &n);
-  if (used < 0) {
-    drop(l, c);
-    return;
-  }
+  long used = next_request(l, c, &body, &n);
   if (used == 0)
     return;
   /* One request in flight per connection (wrk does not pipeline). */
@@ -192,19 +204,14 @@ static void on_client(struct loop* l, struct conn* c) {
       l->pending = c;
     l->pending_tail = c;
   }
-  memmove(c->buf, c->buf + used, c->have - (size_t)used);
-  c->have -= (size_t)used;
+  consume(c, used);
 }
 
 static void on_runtime(struct loop* l, struct conn* c) {
   for (;;) {
     const char* body;
     size_t n;
-    long used = parse(c, &body, &n);
-    if (used < 0) {
-      drop(l, c);
-      return;
-    }
+    long used = next_request(l, c, &body, &n);
     if (used == 0)
       return;
     if (strncmp(c->buf, "GET ", 4) == 0) {
@@ -242,8 +249,7 @@ static void on_runtime(struct loop* l, struct conn* c) {
           drop(l, cl);
       }
     }
-    memmove(c->buf, c->buf + used, c->have - (size_t)used);
-    c->have -= (size_t)used;
+    consume(c, used);
   }
 }
 
