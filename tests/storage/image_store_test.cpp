@@ -562,31 +562,37 @@ TEST_CASE("image store: ingest, replace, remove and GC killed at random moments 
       REQUIRE(WIFSIGNALED(status));
       CHECK(WTERMSIG(status) == SIGKILL);
     }
-    stores s{backend};
-    auto error = s.open(dir.path);
-    REQUIRE_MESSAGE(error.empty(), error);
-    // Every manifest present reads back byte-exact.
-    std::set<chunk_id> referenced;
-    for (std::string account : {account_a, account_b}) {
-      for (auto& name : s.images->names(account)) {
-        std::string data;
-        error = s.images->read_image(account, name, data);
-        REQUIRE_MESSAGE(error.empty(), error);
-        auto header = data.substr(0, data.find('\n'));
-        auto version = header.substr(header.rfind(' ') + 1);
-        CHECK(header == "cs3 " + account + " " + name + " " + version);
-        CHECK(data == cs3_content(pool, account, name, static_cast<uint32_t>(std::stoul(version))));
-        auto ids = ids_of(*s.images, account, name);
-        referenced.insert(ids.begin(), ids.end());
-        ++images_seen;
+    { // the store is closed at the end of this block
+      stores s{backend};
+      auto error = s.open(dir.path);
+      REQUIRE_MESSAGE(error.empty(), error);
+      // Every manifest present reads back byte-exact.
+      std::set<chunk_id> referenced;
+      for (std::string account : {account_a, account_b}) {
+        for (auto& name : s.images->names(account)) {
+          std::string data;
+          error = s.images->read_image(account, name, data);
+          REQUIRE_MESSAGE(error.empty(), error);
+          auto header = data.substr(0, data.find('\n'));
+          auto version = header.substr(header.rfind(' ') + 1);
+          CHECK(header == "cs3 " + account + " " + name + " " + version);
+          auto number = static_cast<uint32_t>(std::stoul(version));
+          CHECK(data == cs3_content(pool, account, name, number));
+          auto ids = ids_of(*s.images, account, name);
+          referenced.insert(ids.begin(), ids.end());
+          ++images_seen;
+        }
       }
+      // GC leaves exactly the referenced chunks: none missing, no garbage.
+      uint64_t removed = 0;
+      error = s.images->collect_garbage(removed);
+      REQUIRE_MESSAGE(error.empty(), error);
+      collected += removed;
+      CHECK(stored_ids(*s.chunks) == referenced);
     }
-    // GC leaves exactly the referenced chunks: none missing, no garbage.
-    uint64_t removed = 0;
-    error = s.images->collect_garbage(removed);
-    REQUIRE_MESSAGE(error.empty(), error);
-    collected += removed;
-    CHECK(stored_ids(*s.chunks) == referenced);
+    // No temporary file is left once the store is closed. (While it is open,
+    // the pack store's background compaction may be writing an index file
+    // through a temporary one: scanning then was a race, seen in CI.)
     for (auto& entry : fs::recursive_directory_iterator(dir.path))
       CHECK(entry.path().string().find(temp_suffix) == std::string::npos);
   }
