@@ -3,6 +3,7 @@
 #include "nimbus/storage/image_store.hpp"
 #include "nimbus/storage/pack_chunk_store.hpp"
 
+#include "../support/child_guard.hpp"
 #include "../support/noise.hpp"
 
 #include <doctest/doctest.h>
@@ -40,6 +41,7 @@ struct temp_dir {
   }
 };
 
+using nimbus::test::child_guard;
 using nimbus::test::noise;
 
 // The chunk stores on disk that the tests run against.
@@ -518,17 +520,6 @@ std::string cs3_content(const std::vector<std::string>& pool, const std::string&
     }
   }
 }
-
-// Kills and reaps a child even when a check fails.
-struct child_guard {
-  pid_t pid = -1;
-  ~child_guard() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-};
 
 } // namespace
 

@@ -4,6 +4,7 @@
 
 #include "../support/temp_dir.hpp"
 
+#include "../support/child_guard.hpp"
 #include "../support/noise.hpp"
 
 #include <doctest/doctest.h>
@@ -32,6 +33,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
+using nimbus::test::child_guard;
 using nimbus::test::noise;
 
 // A real sealed chunk of `size` plaintext bytes (ids match their bytes, as
@@ -676,16 +678,6 @@ pack_store_options kill_test_options(bool direct) {
     }
   }
 }
-
-struct child_guard {
-  pid_t pid = -1;
-  ~child_guard() {
-    if (pid > 0) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, nullptr, 0);
-    }
-  }
-};
 
 struct fd_closer {
   int fd = -1;
