@@ -46,6 +46,14 @@ namespace {
 /// connections).
 constexpr size_t inline_invoke_bytes = 256 * 1024;
 
+/// Whether a request (or its head) is an Invoke: POST .../invocations.
+bool is_invoke(const transport::http_request& req) {
+  auto path = req.path();
+  constexpr std::string_view suffix = "/invocations";
+  return req.method == "POST" && path.size() > suffix.size()
+         && path.substr(path.size() - suffix.size()) == suffix;
+}
+
 /// CAF settings for our 2-core machines (see shared/docs/CAF-0.17.md §6):
 /// two scheduler threads that park at once when idle.
 struct actor_system_settings : caf::actor_system_config {
@@ -511,9 +519,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     // idle (see inline_unit.hpp), which saves waking a scheduler thread per
     // hop. Everything else (control-plane bodies of many megabytes to hash
     // and parse, image pushes) goes to the scheduler, off the io threads.
-    auto path = req.path();
-    bool small_invoke = req.method == "POST" && req.body.size() <= inline_invoke_bytes
-                        && path.size() > 12 && path.substr(path.size() - 12) == "/invocations";
+    bool small_invoke = is_invoke(req) && req.body.size() <= inline_invoke_bytes;
     http_exchange x{std::move(req), std::make_shared<transport::respond_fn>(std::move(respond))};
     if (small_invoke)
       inline_unit::send(frontend, std::move(x));
@@ -525,8 +531,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   const auto async_limit = cfg.async.payload_bytes;
   hooks.body_limit = [control_limit, invoke_limit,
                       async_limit](const transport::http_request& head) -> uint64_t {
-    auto path = head.path();
-    if (head.method == "POST" && path.size() > 12 && path.substr(path.size() - 12) == "/invocations") {
+    if (is_invoke(head)) {
       // Event payloads have their own, smaller limit (AWS: 1 MB).
       auto type = head.header("X-Amz-Invocation-Type");
       return type && *type == "Event" ? async_limit : invoke_limit;
