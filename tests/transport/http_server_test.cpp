@@ -41,6 +41,7 @@ long ms_since(steady::time_point t0) {
 /// One parsed HTTP response.
 struct reply {
   int status = 0;
+  std::string status_line;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
 
@@ -84,7 +85,8 @@ public:
   }
 
   /// Reads one response (Content-Length framed, as the server always sends).
-  std::optional<reply> read_response(std::chrono::milliseconds timeout = 3000ms) {
+  /// A response to HEAD (`head_request`) advertises a length but has no body.
+  std::optional<reply> read_response(std::chrono::milliseconds timeout = 3000ms, bool head_request = false) {
     auto deadline = steady::now() + timeout;
     size_t end;
     while ((end = buf_.find("\r\n\r\n")) == std::string::npos)
@@ -98,6 +100,7 @@ public:
     if (status_line.size() < 12 || status_line.compare(0, 5, "HTTP/") != 0)
       return std::nullopt;
     r.status = std::stoi(status_line.substr(9, 3));
+    r.status_line = status_line;
     size_t pos = line_end == std::string::npos ? head.size() : line_end + 2;
     while (pos < head.size()) {
       size_t e = head.find("\r\n", pos);
@@ -113,7 +116,7 @@ public:
       }
       pos = e + 2;
     }
-    size_t length = r.header("Content-Length") ? std::stoul(*r.header("Content-Length")) : 0;
+    size_t length = r.header("Content-Length") && !head_request ? std::stoul(*r.header("Content-Length")) : 0;
     while (buf_.size() < length)
       if (fill(deadline) <= 0)
         return std::nullopt;
@@ -302,6 +305,98 @@ TEST_CASE("http server: keep-alive serves two requests on one connection") {
   CHECK(calls == 2);
   CHECK(*r1->header("x-amzn-RequestId") != *r2->header("x-amzn-RequestId"));
   CHECK_FALSE(c.closed_now());
+}
+
+TEST_CASE("http server: response framing: status line, fields, HEAD, 204, HTTP/1.0") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request req, respond_fn respond) {
+    if (req.target == "/missing") {
+      respond(text("nope", 404));
+    } else if (req.target == "/empty") {
+      respond(text("dropped", 204));
+    } else {
+      http_response r = text("hello");
+      r.set_header("Content-Length", "999"); // the server owns framing
+      r.set_header("X-Custom", "yes");
+      respond(std::move(r));
+    }
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+
+  REQUIRE(c.send(get("/missing")));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status_line == "HTTP/1.1 404 Not Found");
+  CHECK(r->body == "nope");
+  CHECK(r->header("Content-Type") == "application/json");
+  CHECK(r->header("Server") == "nimbus");
+  CHECK(r->header("Date"));
+  CHECK(r->header("x-amzn-RequestId"));
+  CHECK_FALSE(r->header("Connection"));
+
+  // HEAD: the length of the body GET would get, and no body bytes: the next
+  // response on the connection must start right after the head.
+  REQUIRE(c.send("HEAD /thing HTTP/1.1\r\nHost: x\r\n\r\n"));
+  r = c.read_response(3000ms, true);
+  REQUIRE(r);
+  CHECK(r->status_line == "HTTP/1.1 200 OK");
+  CHECK(r->header("Content-Length") == "5");
+  CHECK(r->header("X-Custom") == "yes");
+  int lengths = 0;
+  for (const auto& [k, v] : r->headers)
+    lengths += iequals(k, "Content-Length") ? 1 : 0;
+  CHECK(lengths == 1);
+
+  // 204: neither a body nor a Content-Length.
+  REQUIRE(c.send(get("/empty")));
+  r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status_line == "HTTP/1.1 204 No Content");
+  CHECK_FALSE(r->header("Content-Length"));
+  CHECK_FALSE(r->header("Content-Type"));
+
+  REQUIRE(c.send(get("/thing")));
+  r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->body == "hello");
+
+  // HTTP/1.0 keeps a connection only when asked to, and says so.
+  client c10(server.port());
+  REQUIRE(c10.send("GET /thing HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
+  r = c10.read_response();
+  REQUIRE(r);
+  CHECK(r->status_line == "HTTP/1.0 200 OK");
+  CHECK(r->header("Connection") == "keep-alive");
+  CHECK(r->body == "hello");
+  REQUIRE(c10.send("GET /thing HTTP/1.0\r\n\r\n"));
+  r = c10.read_response();
+  REQUIRE(r);
+  CHECK_FALSE(r->header("Connection"));
+  CHECK(c10.wait_closed());
+}
+
+TEST_CASE("http server: a response larger than the socket buffer arrives whole to a slow reader") {
+  // 16 MiB does not fit the socket buffers: the server sends what fits at
+  // once and the rest as the client reads.
+  std::string big(16 << 20, '\0');
+  for (size_t i = 0; i < big.size(); ++i)
+    big[i] = static_cast<char>('a' + (i * 7 + i / 4093) % 26);
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request, respond_fn respond) { respond(text(big)); };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/big")));
+  std::this_thread::sleep_for(200ms);
+  auto r = c.read_response(10000ms);
+  REQUIRE(r);
+  CHECK(r->body.size() == big.size());
+  CHECK(r->body == big);
+  // The connection is still usable afterwards.
+  REQUIRE(c.send(get("/big")));
+  r = c.read_response(10000ms);
+  REQUIRE(r);
+  CHECK(r->body.size() == big.size());
 }
 
 TEST_CASE("http server: Connection: close is honoured") {
