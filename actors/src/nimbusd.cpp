@@ -74,6 +74,11 @@ int run(int argc, char** argv) {
   }
   nimbus::config::set_log_level(loaded.config.log.level);
 
+  // A write to a pipe whose reader is gone (a sandbox helper that died, say)
+  // must fail with EPIPE, which the writer handles, not end the node.
+  // Children get default dispositions again (see jail.cpp).
+  std::signal(SIGPIPE, SIG_IGN);
+
   // Block SIGINT and SIGTERM before any thread starts, so that every thread
   // inherits the mask and only the sigwait below receives them.
   sigset_t signals;

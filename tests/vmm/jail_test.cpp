@@ -1272,3 +1272,28 @@ TEST_CASE("jail: timeout kill ends the sandbox within 1 s") {
   CHECK(box.group().members().empty());
   CHECK(process_gone(init));
 }
+
+TEST_CASE("jail: the sandbox starts with default signal dispositions though its parent ignores SIGPIPE") {
+  SKIP_UNLESS_SANDBOX();
+  // nimbusd ignores SIGPIPE (a dead helper's pipe must not end the node),
+  // and so does this test binary; an ignored signal survives exec, so the
+  // helper must be spawned with defaults, or every function would run with
+  // SIGPIPE ignored, unlike on Lambda.
+  struct sigaction current{};
+  REQUIRE(::sigaction(SIGPIPE, nullptr, &current) == 0);
+  REQUIRE(reinterpret_cast<void*>(current.sa_handler) == reinterpret_cast<void*>(SIG_IGN));
+  sandbox box{"sigdfl"};
+  sandbox_options options;
+  options.argv = {"/bin/grep", "^SigIgn:", "/proc/self/status"};
+  REQUIRE_MESSAGE(box.run(options), box.error());
+  auto exit = box.finish(15s);
+  INFO("output:\n" << box.output());
+  REQUIRE(exit);
+  CHECK(exit->exited);
+  CHECK(exit->code == 0);
+  auto out = box.output();
+  auto pos = out.find("SigIgn:");
+  REQUIRE(pos != std::string::npos);
+  auto mask = std::stoull(out.substr(pos + 7), nullptr, 16);
+  CHECK((mask & (1ull << (SIGPIPE - 1))) == 0);
+}

@@ -50,12 +50,17 @@ std::unique_ptr<jail_process> jail_process::spawn(const std::string& helper,
   posix_spawn_file_actions_adddup2(&actions, spec_pipe[0], jail_spec_fd);
   posix_spawn_file_actions_adddup2(&actions, status_pipe[1], jail_status_fd);
   posix_spawn_file_actions_adddup2(&actions, control_pipe[0], jail_control_fd);
+  // Default dispositions and an empty mask: the node ignores SIGPIPE and
+  // blocks SIGTERM, and neither may reach the sandbox (a function expects
+  // SIGPIPE to be fatal, as on Lambda).
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  sigset_t none;
+  sigset_t all, none;
+  sigfillset(&all);
   sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
   posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   // cgroup paths are no secret: they travel as arguments.
   std::vector<char*> argv{const_cast<char*>(helper.c_str())};
   for (const auto& p : cgroup_procs)
