@@ -172,11 +172,15 @@ struct node::impl {
   std::shared_ptr<storage::chunk_cache> chunk_cache;
   std::shared_ptr<vmm::image_library> images;
   int lock_fd = -1;
+  /// Held on the node's cgroup parent: one nimbusd per node name and host.
+  int name_lock_fd = -1;
   bool stopped = false;
   /// Set once stop() begins: core actors ending after this are expected.
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
 
   ~impl() {
+    if (name_lock_fd >= 0)
+      ::close(name_lock_fd);
     if (lock_fd >= 0)
       ::close(lock_fd);
   }
@@ -323,6 +327,16 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     if (!layout) {
       log->warn("node {} runs no functions: {}", cfg.node_name, problem);
     } else {
+      // The groups under nimbus-<name> belong to one node. A second nimbusd
+      // with the same name would take the first one's freshly made (still
+      // empty) groups for leftovers and remove them under its sandboxes.
+      auto parent = layout->parent("memory");
+      d.name_lock_fd = ::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (d.name_lock_fd < 0 || ::flock(d.name_lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        error = "node name " + cfg.node_name + " is in use by another nimbusd on this host ("
+                + parent + ": " + std::strerror(errno) + ")";
+        return nullptr;
+      }
       if (auto n = layout->remove_leftovers(); n > 0)
         log->info("node {} removed {} empty cgroups left by an earlier run", cfg.node_name, n);
       worker_config wc;

@@ -612,6 +612,29 @@ class Config(unittest.TestCase):
             first.stop()
             tmp.close()
 
+    def test_second_node_with_the_same_name_is_refused(self):
+        # One nimbusd per node name and host: the name owns the cgroups
+        # under nimbus-<name>, and a second node would remove the first
+        # one's new (still empty) groups as leftovers.
+        tmp = TempDir()
+        os.makedirs(os.path.join(tmp.path, "a"))
+        os.makedirs(os.path.join(tmp.path, "b"))
+        first = Node(NIMBUSD, os.path.join(tmp.path, "a"))
+        second = Node(NIMBUSD, os.path.join(tmp.path, "b"), name=first.name)
+        try:
+            first.start()
+            with self.assertRaises(RuntimeError) as refused:
+                second.start(timeout=15)
+            self.assertIn("node name %s is in use by another nimbusd" % first.name,
+                          str(refused.exception))
+            # The first node is unharmed.
+            rc, res, err = first.aws("list-functions")
+            self.assertEqual(rc, 0, err)
+            self.assertEqual(res["Functions"], [])
+        finally:
+            first.stop()
+            tmp.close()
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

@@ -4,6 +4,7 @@ Shared by the integration tests. Standard library only.
 """
 
 import base64
+import glob
 import hashlib
 import io
 import json
@@ -13,6 +14,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
@@ -54,14 +56,22 @@ def code_sha256(data):
 class Node:
     """One nimbusd process with its own config and data directory."""
 
-    def __init__(self, nimbusd, workdir, accounts=(DEV_ACCOUNT, OTHER_ACCOUNT), extra=""):
+    _names = 0
+
+    def __init__(self, nimbusd, workdir, accounts=(DEV_ACCOUNT, OTHER_ACCOUNT), extra="", name=None):
         self.nimbusd = nimbusd
         self.workdir = workdir
+        # A name of its own: ctest runs test files side by side, and a node
+        # name (its cgroups) belongs to one nimbusd per host.
+        if name is None:
+            Node._names += 1
+            name = "it-%d-%d" % (os.getpid(), Node._names)
+        self.name = name
         self.data_dir = os.path.join(workdir, "data")
         self.config_path = os.path.join(workdir, "nimbus.toml")
         self.log_path = os.path.join(workdir, "nimbusd.log")
         with open(self.config_path, "w") as f:
-            f.write('[node]\nname = "it-node"\ndata_dir = "%s"\nregion = "us-east-1"\n' % self.data_dir)
+            f.write('[node]\nname = "%s"\ndata_dir = "%s"\nregion = "us-east-1"\n' % (name, self.data_dir))
             f.write('[api]\nlisten = "127.0.0.1:0"\n')
             f.write(extra)
             for a in accounts:
@@ -92,6 +102,12 @@ class Node:
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.proc is None:
             return None
+        died = self.proc.poll()
+        if died is not None and died not in (0, -signal.SIGKILL):
+            # nimbusd ended on its own (a crash, say): the tests then fail
+            # with connection errors only, so show how it ended.
+            sys.stderr.write("nimbusd had exited with %d before stop(); the end of its log:\n%s\n"
+                             % (died, self.read_log()[-6000:]))
         self.proc.send_signal(sig)
         try:
             rc = self.proc.wait(timeout)
@@ -102,7 +118,18 @@ class Node:
         finally:
             self.proc = None
             self.log.close()
+        self.remove_cgroup_parents()
         return rc
+
+    def remove_cgroup_parents(self):
+        """Removes the node's (empty) cgroup parents, so that test runs do not
+        leave one set per node name behind; a non-empty one stays."""
+        for path in glob.glob("/sys/fs/cgroup/nimbus-%s" % self.name) + \
+                glob.glob("/sys/fs/cgroup/*/nimbus-%s" % self.name):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
 
     def read_log(self):
         with open(self.log_path) as f:
