@@ -327,6 +327,17 @@ public:
     return exit;
   }
 
+  // Runs the sandbox to its end and requires a clean exit (code 0); the
+  // output is shown when it does not.
+  void run_to_clean_exit(const sandbox_options& options) {
+    REQUIRE_MESSAGE(run(options), error());
+    auto exit = finish(15s);
+    INFO("output:\n" << output());
+    REQUIRE(exit);
+    CHECK(exit->exited);
+    CHECK(exit->code == 0);
+  }
+
   // Waits until the output has a line starting with `prefix`.
   bool wait_for_line(const std::string& prefix, std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock{mutex_};
@@ -556,12 +567,7 @@ TEST_CASE("jail: image root: the runtime is found on the PATH, starts in its wor
   options.mode = root_mode::image;
   options.argv = c_probe("image", {}, root_mode::image);
   options.env = {"PATH=/nowhere:/bin", "LANG=C.UTF-8"};
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   // execvpe: the bare name resolved on the environment's PATH, argv[0] kept.
   CHECK(r["argv0"] == "sandbox_probe");
@@ -618,12 +624,7 @@ TEST_CASE("jail: image root: the image's own /etc is used; the default workdir i
   options.workdir.clear();
   options.argv = c_probe("image", {}, root_mode::image);
   options.env = {"LANG=C.UTF-8"};
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   CHECK(r["exe"] == "/bin/sandbox_probe");
   // The default PATH served the lookup only: the runtime's environment is
@@ -717,12 +718,7 @@ void run_syscalls(root_mode mode) {
   sandbox_options options;
   options.mode = mode;
   options.argv = c_probe("syscalls", {}, mode);
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   // Every attempt of the SBX-3 list (and a few relatives), as the filter's
   // EPERM. Where the kernel would fail the call anyway, it would say
@@ -883,12 +879,7 @@ TEST_CASE("jail: SBX-2 /tmp fill stops at the tmpfs size") {
   sandbox_options options;
   options.argv = c_probe("tmpfill");
   options.tmp_bytes = 8ull << 20;
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   for (const char* attempt : {"tmpfill", "tmpfill_one"}) {
     INFO("attempt " << std::string{attempt} << ": " << r[attempt]);
@@ -905,12 +896,7 @@ TEST_CASE("jail: SBX-2 descriptor bomb stops at RLIMIT_NOFILE") {
   sandbox_options options;
   options.argv = c_probe("fdbomb");
   options.nofile = 1024;
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   CHECK(head(r["fdbomb"]) == "EMFILE");
   CHECK(tail_number(r["fdbomb"]) <= 1024);
@@ -987,12 +973,7 @@ void run_fs(root_mode mode) {
   sandbox_options options;
   options.mode = mode;
   options.argv = c_probe("fs", {}, mode);
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   probe_results r{box.results()};
   // Only the sandbox's processes: its init (1) and the probe.
   auto pids = split(r["proc_pids"], ',');
@@ -1285,12 +1266,7 @@ TEST_CASE("jail: the sandbox starts with default signal dispositions though its 
   sandbox box{"sigdfl"};
   sandbox_options options;
   options.argv = {"/bin/grep", "^SigIgn:", "/proc/self/status"};
-  REQUIRE_MESSAGE(box.run(options), box.error());
-  auto exit = box.finish(15s);
-  INFO("output:\n" << box.output());
-  REQUIRE(exit);
-  CHECK(exit->exited);
-  CHECK(exit->code == 0);
+  box.run_to_clean_exit(options);
   auto out = box.output();
   auto pos = out.find("SigIgn:");
   REQUIRE(pos != std::string::npos);
