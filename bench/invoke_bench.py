@@ -435,6 +435,36 @@ class Wrk:
         return res
 
 
+def warm_ok(results, key):
+    return (results["warm"].get(key) or {}).get("rps") is not None
+
+
+def paired_rounds(wrk, args, procs, nimbus, name):
+    """Alternates a relay ceiling pass and a Nimbus C pass; returns each
+    round's req/s and ratio and the median ratio."""
+    relay_proc, relay_port = start_relay(args.relay, args.test_runtime, args.connections, procs)
+    try:
+        relay_url = "http://127.0.0.1:%d/2015-03-31/functions/x/invocations" % relay_port
+        nimbus_url = "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (nimbus.port, name)
+        rounds = []
+        for i in range(args.paired_rounds):
+            relay = wrk.measure("relay ceiling, paired %d" % (i + 1), relay_url)
+            c = wrk.measure("nimbus c, paired %d" % (i + 1), nimbus_url, metrics_port=nimbus.port,
+                            cpu_pid=nimbus.proc.pid)
+            rounds.append({"relay_rps": rnd(relay["rps"], 1), "nimbus_c_rps": rnd(c["rps"], 1),
+                           "nimbus_c_p50_ms": c["p50_ms"], "non_2xx": relay["non_2xx"] + c["non_2xx"],
+                           "ratio": ratio(c["rps"], relay["rps"])})
+    finally:
+        procs.stop(relay_proc)
+    ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
+    median = ratios[len(ratios) // 2] if ratios else None
+    log("  paired: nimbus c over relay ceiling per round %s, median %s"
+        % ([r["ratio"] for r in rounds], median))
+    return {"method": "%d rounds of a relay ceiling pass then a Nimbus C pass, each %ds measured "
+                      "after a 2s warm-up" % (args.paired_rounds, args.paired_duration),
+            "rounds": rounds, "median_ratio": median}
+
+
 # -- nimbusd -------------------------------------------------------------------
 
 class Nimbus:
@@ -891,6 +921,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--duration", type=int, default=10, help="measured wrk pass, seconds")
     ap.add_argument("--warmup", type=int, default=3, help="wrk warm-up pass, seconds")
+    ap.add_argument("--paired-rounds", type=int, default=3,
+                    help="rounds of alternating relay ceiling and Nimbus C passes (0: none)")
+    ap.add_argument("--paired-duration", type=int, default=5,
+                    help="measured seconds of each paired pass")
     ap.add_argument("--cold", type=int, default=15, help="cold starts per runtime")
     ap.add_argument("--cold-settle", type=float, default=0.3,
                     help="seconds between a configuration change and the timed cold invoke")
@@ -1038,6 +1072,19 @@ def main():
                 results["failures"].append("nimbus %s warm: %s" % (key, e))
                 log("nimbus %s warm failed: %s" % (key, e))
 
+        # Nimbus C against the relay ceiling in alternating short passes. The
+        # machine's speed drifts by tens of percent within minutes, so the
+        # ratio of passes run next to each other is steadier than the ratio of
+        # the two single passes above, which are minutes apart.
+        if args.paired_rounds > 0 and warm_ok(results, "nimbus_c") and os.access(args.relay, os.X_OK):
+            try:
+                results["paired"] = paired_rounds(
+                    Wrk(wrk_bin, tmp, args.threads, args.connections, args.paired_duration, 2),
+                    args, procs, nimbus, FUNCTIONS["c"][0])
+            except Exception as e:
+                results["failures"].append("paired passes: %s" % e)
+                log("paired passes failed: %s" % e)
+
         # serverless-offline, when npm is reachable.
         if args.no_serverless:
             results["warm"]["serverless_offline"] = {"skipped": "--no-serverless"}
@@ -1092,6 +1139,7 @@ def main():
         "nimbus_c_over_serverless_offline": ratio(c_rps, sls_rps),
         "nimbus_c_over_nginx": ratio(c_rps, nginx_rps),
         "nimbus_c_over_relay_ceiling": ratio(c_rps, fig("relay_ceiling", "rps")),
+        "nimbus_c_over_relay_ceiling_paired_median": (results.get("paired") or {}).get("median_ratio"),
         "nimbus_python_over_serverless_offline": ratio(fig("nimbus_python", "rps"), sls_rps),
         "nimbus_node_over_serverless_offline": ratio(fig("nimbus_node", "rps"), sls_rps),
     }
