@@ -938,7 +938,12 @@ struct pack_chunk_store::impl {
     std::vector<std::string> legacy;
     for (auto& name : names) {
       uint32_t seq;
-      if (parse_pack_name(name, ".dat", seq))
+      if (ends_with(name, temp_suffix)) {
+        // An index rewrite (write_file_atomic) that a crash cut short before
+        // its rename: never valid, only in the way.
+        if (::unlink((dir + "/" + name).c_str()) != 0 && errno != ENOENT)
+          return failure("unlink", dir + "/" + name, errno);
+      } else if (parse_pack_name(name, ".dat", seq))
         seqs.push_back(seq);
       else if (parse_pack_name(name, ".idx", seq))
         idx_seqs.push_back(seq);

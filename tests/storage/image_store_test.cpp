@@ -585,7 +585,7 @@ TEST_CASE("image store: ingest, replace, remove and GC killed at random moments 
     // the pack store's background compaction may be writing an index file
     // through a temporary one: scanning then was a race, seen in CI.)
     for (auto& entry : fs::recursive_directory_iterator(dir.path))
-      CHECK(entry.path().string().find(temp_suffix) == std::string::npos);
+      CHECK_MESSAGE(entry.path().string().find(temp_suffix) == std::string::npos, entry.path());
   }
   MESSAGE("cs3 (" << name_of(backend) << "): " << images_seen << " images verified, " << collected
                   << " chunks of killed ingests or removed images collected");

@@ -253,6 +253,31 @@ TEST_CASE("pack chunk store: a reopen keeps synced chunks and removals, with or 
   check_lacks(*store, chunks[4]);
 }
 
+TEST_CASE("pack chunk store: a temporary index file left by a crash is removed at open") {
+  // An index rewrite goes through a temporary file and a rename; a process
+  // killed between the two leaves the temporary file (seen in CS-3).
+  temp_dir dir("nimbus-pack");
+  auto chunks = make_chunks(200, 2, 70000);
+  {
+    auto store = open_store(dir.path());
+    for (auto& c : chunks)
+      REQUIRE(store->put(c.ref.id, c.bytes).empty());
+    REQUIRE(store->sync().empty());
+  }
+  auto idx = pack_files(dir.path(), ".idx");
+  REQUIRE(!idx.empty());
+  auto leftover = idx.front() + ".0a1b2c3d4e5f" + std::string{temp_suffix};
+  fs::copy_file(idx.front(), leftover);
+  {
+    auto store = open_store(dir.path());
+    CHECK_FALSE(fs::exists(leftover));
+    for (auto& c : chunks)
+      check_has(*store, c);
+  }
+  // Nothing else in the directory was touched.
+  CHECK(fs::exists(idx.front()));
+}
+
 TEST_CASE("pack chunk store: a torn tail or garbage after the last record is cut at open") {
   temp_dir dir("nimbus-pack");
   auto chunks = make_chunks(200, 4, 100000);
