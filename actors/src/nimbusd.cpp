@@ -15,6 +15,7 @@
 #include <string>
 
 #include <pthread.h>
+#include <sys/resource.h>
 
 namespace {
 
@@ -78,6 +79,16 @@ int run(int argc, char** argv) {
   // must fail with EPIPE, which the writer handles, not end the node.
   // Children get default dispositions again (see jail.cpp).
   std::signal(SIGPIPE, SIG_IGN);
+
+  // Each execution environment holds about ten descriptors (pipes, Runtime
+  // API sockets, pid and cgroup files). Shells often hand processes a soft
+  // limit of 1024, which would cap a node near 100 environments with
+  // "Too many open files": take the hard limit (children get their own,
+  // see jail_main.cpp).
+  if (rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
 
   // Block SIGINT and SIGTERM before any thread starts, so that every thread
   // inherits the mask and only the sigwait below receives them.

@@ -29,6 +29,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -431,8 +432,18 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
         return nullptr;
       }
       d.queues = *queues;
-      log->info("node {} runs functions: {} MB for environments", cfg.node_name,
-                wc.memory_total_mb);
+      // About ten descriptors per environment (see nimbusd.cpp), plus the
+      // node's own; the smallest environment has 128 MB.
+      rlimit nofile{};
+      ::getrlimit(RLIMIT_NOFILE, &nofile);
+      uint64_t fd_room = nofile.rlim_cur > 200 ? (nofile.rlim_cur - 200) / 10 : 0;
+      log->info("node {} runs functions: {} MB for environments; open files limit {} (about {} "
+                "environments)",
+                cfg.node_name, wc.memory_total_mb, static_cast<uint64_t>(nofile.rlim_cur), fd_room);
+      if (fd_room < wc.memory_total_mb / 128)
+        log->warn("node {}: the open files limit ({}) allows fewer environments than memory "
+                  "does ({}); raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+                  cfg.node_name, static_cast<uint64_t>(nofile.rlim_cur), wc.memory_total_mb / 128);
     }
   }
 

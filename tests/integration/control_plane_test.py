@@ -612,6 +612,29 @@ class Config(unittest.TestCase):
             first.stop()
             tmp.close()
 
+    def test_open_files_soft_limit_is_raised_to_the_hard_limit(self):
+        # About ten descriptors per environment: a soft limit of 1024, common
+        # in shells, would cap the node near 100 environments.
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard <= 256:
+            self.skipTest("hard open files limit %d leaves nothing to raise" % hard)
+        tmp = TempDir()
+        node = Node(NIMBUSD, tmp.path)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+            try:
+                node.start()
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            with open("/proc/%d/limits" % node.proc.pid) as f:
+                line = [l for l in f if l.startswith("Max open files")][0]
+            self.assertEqual(line.split()[3:5], [str(hard), str(hard)], line)
+            self.assertRegex(node.read_log(), r"open files limit %d \(about \d+ environments\)" % hard)
+        finally:
+            node.stop()
+            tmp.close()
+
     def test_second_node_with_the_same_name_is_refused(self):
         # One nimbusd per node name and host: the name owns the cgroups
         # under nimbus-<name>, and a second node would remove the first
