@@ -81,6 +81,13 @@ void check_has(chunk_store& store, const sealed_chunk& c) {
   CHECK(open_chunk(c.ref, bytes, plain).empty());
 }
 
+/// Puts every chunk, then makes them durable.
+void put_all_synced(chunk_store& store, const std::vector<sealed_chunk>& chunks) {
+  for (auto& c : chunks)
+    REQUIRE(store.put(c.ref.id, c.bytes).empty());
+  REQUIRE(store.sync().empty());
+}
+
 void check_lacks(chunk_store& store, const sealed_chunk& c) {
   CHECK(!store.contains(c.ref.id));
   std::string bytes;
@@ -205,9 +212,7 @@ TEST_CASE("pack chunk store: a reopen keeps synced chunks and removals, with or 
   auto chunks = make_chunks(100, 6, 70000);
   {
     auto store = open_store(dir.path(), small_packs(300000));
-    for (auto& c : chunks)
-      REQUIRE(store->put(c.ref.id, c.bytes).empty());
-    REQUIRE(store->sync().empty());
+    put_all_synced(*store, chunks);
     REQUIRE(store->remove(chunks[1].ref.id).empty());
     REQUIRE(store->remove(chunks[4].ref.id).empty());
     CHECK(store->statistics().packs >= 2);
@@ -260,9 +265,7 @@ TEST_CASE("pack chunk store: a temporary index file left by a crash is removed a
   auto chunks = make_chunks(200, 2, 70000);
   {
     auto store = open_store(dir.path());
-    for (auto& c : chunks)
-      REQUIRE(store->put(c.ref.id, c.bytes).empty());
-    REQUIRE(store->sync().empty());
+    put_all_synced(*store, chunks);
   }
   auto idx = pack_files(dir.path(), ".idx");
   REQUIRE(!idx.empty());
@@ -334,9 +337,7 @@ TEST_CASE("pack chunk store: a corrupt record fails the tag check, or is skipped
   auto chunks = make_chunks(300, 3, 50000);
   {
     auto store = open_store(dir.path());
-    for (auto& c : chunks)
-      REQUIRE(store->put(c.ref.id, c.bytes).empty());
-    REQUIRE(store->sync().empty());
+    put_all_synced(*store, chunks);
   }
   auto [pack, at] = find_in_packs(dir.path(), chunks[1].bytes);
   std::string flipped(1, static_cast<char>(chunks[1].bytes[1000] ^ 0x10));
@@ -379,9 +380,7 @@ TEST_CASE("pack chunk store: full packs roll over to new ones") {
   auto chunks = make_chunks(400, 7, 300000);
   {
     auto store = open_store(dir.path(), small_packs(1 << 20));
-    for (auto& c : chunks)
-      REQUIRE(store->put(c.ref.id, c.bytes).empty());
-    REQUIRE(store->sync().empty());
+    put_all_synced(*store, chunks);
     auto stats = store->statistics();
     // Three records of 300 KiB fit in a MiB.
     CHECK(stats.packs == 3);
@@ -475,9 +474,7 @@ TEST_CASE("pack chunk store: packs emptied by removals are compacted in the back
   options.pack_bytes = 1 << 20;
   auto chunks = make_chunks(4000, 20, 100000);
   auto store = open_store(dir.path(), options);
-  for (auto& c : chunks)
-    REQUIRE(store->put(c.ref.id, c.bytes).empty());
-  REQUIRE(store->sync().empty());
+  put_all_synced(*store, chunks);
   REQUIRE(store->statistics().packs == 2);
   for (size_t i = 0; i < 12; ++i)
     REQUIRE(store->remove(chunks[i].ref.id).empty());
