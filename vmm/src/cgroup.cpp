@@ -187,8 +187,9 @@ size_t cgroup_layout::remove_leftovers() const {
   // A node killed while an environment was frozen leaves its sandbox frozen:
   // the SIGKILL its death sent (PDEATHSIG) waits until the group thaws, so
   // the sandbox would hold its memory for ever. Thaw every frozen group: a
-  // dead node's sandboxes then die; a live node's (another nimbusd with the
-  // same name, as in tests) only resume waiting for work.
+  // dead node's sandboxes then die. Only the node that owns the parent may
+  // call this (nimbusd holds a lock on it, see system.cpp): a live owner's
+  // new groups are empty until their helper joins, and would be removed.
   std::vector<std::string> thawed;
   for (const auto& [c, dir] : parents_) {
     if (!unified_ && c != "freezer")

@@ -48,7 +48,8 @@ public:
   /// Removes groups left empty by an earlier run that ended without cleaning
   /// up (kill -9), after thawing frozen ones (the sandboxes of a killed node
   /// die when thawed). Groups with members stay. Returns how many were
-  /// removed.
+  /// removed. Call only while no other process uses the parent (a live
+  /// node's new groups are empty until their sandbox joins).
   size_t remove_leftovers() const;
 
   /// The parent directory of all Nimbus groups for one v1 controller
