@@ -15,6 +15,7 @@
 
 #include <simdjson.h>
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 
@@ -806,9 +807,12 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
     const auto& account = r.labels[0];
     const auto& name = r.labels[1];
     const auto& hex = r.labels[2];
-    bool valid = !expires.empty() && expires.size() < 20
-                 && expires.find_first_not_of("0123456789") == std::string::npos
-                 && std::stoll(expires) >= now
+    // Digits only, and a number that fits (from_chars, unlike stoll, does
+    // not throw on one that does not: that was a 500).
+    int64_t expires_at = 0;
+    auto parsed = std::from_chars(expires.data(), expires.data() + expires.size(), expires_at);
+    bool valid = !expires.empty() && parsed.ec == std::errc{}
+                 && parsed.ptr == expires.data() + expires.size() && expires_at >= now
                  && storage::constant_time_equal(
                    signature, download_signature(st, account, name, hex, expires));
     if (!valid) {

@@ -171,6 +171,14 @@ class ControlPlane(unittest.TestCase):
         with self.assertRaises(urllib.error.HTTPError) as ctx:
             urllib.request.urlopen(tampered, timeout=10)
         self.assertEqual(ctx.exception.code, 403)
+        # An expiry too large for 64 bits is refused like any bad link (it
+        # was a 500).
+        for expires in ("9999999999999999999", "99999999999999999999", "12a", ""):
+            forged = re.sub(r"Expires=[^&]*", "Expires=" + expires, res["Code"]["Location"])
+            with self.assertRaises(urllib.error.HTTPError) as ctx:
+                urllib.request.urlopen(forged, timeout=10)
+            self.assertEqual(ctx.exception.code, 403, expires)
+            self.assertIn(b"The code link is invalid or has expired", ctx.exception.read())
 
     def test_05_every_name_form_resolves(self):
         for name in ["f1", "f1:$LATEST", "123456789012:function:f1", ARN + "f1", ARN + "f1:$LATEST"]:
