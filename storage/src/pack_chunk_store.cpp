@@ -941,8 +941,8 @@ struct pack_chunk_store::impl {
       if (ends_with(name, temp_suffix)) {
         // An index rewrite (write_file_atomic) that a crash cut short before
         // its rename: never valid, only in the way.
-        if (::unlink((dir + "/" + name).c_str()) != 0 && errno != ENOENT)
-          return failure("unlink", dir + "/" + name, errno);
+        if (auto s = remove_file_durable(dir + "/" + name); !s.ok())
+          return s.error;
       } else if (parse_pack_name(name, ".dat", seq))
         seqs.push_back(seq);
       else if (parse_pack_name(name, ".idx", seq))
