@@ -318,6 +318,8 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
                                                                      cfg.worker.log_file_bytes);
 
   // The execution-environment host: only where sandboxes can be made.
+  // The Lambda API's io threads; by default the Runtime API runs on them too.
+  d.api_io = transport::io_runner::start(cfg.api.io_threads);
   if (cfg.worker.enabled) {
     std::string problem;
     auto layout = ::geteuid() == 0
@@ -354,8 +356,6 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
                                                               wc.host.cgroups, 4);
       wc.host.init_timeout = cfg.worker.init_timeout;
       if (cfg.worker.runtime_io_threads == 0) {
-        if (!d.api_io)
-          d.api_io = transport::io_runner::start(cfg.api.io_threads);
         wc.host.runtime_io = d.api_io;
       } else {
         wc.host.runtime_io = transport::io_runner::start(cfg.worker.runtime_io_threads);
@@ -481,8 +481,6 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   options.address = cfg.api.listen_address;
   options.port = cfg.api.listen_port;
   options.io_threads = cfg.api.io_threads;
-  if (!d.api_io)
-    d.api_io = transport::io_runner::start(cfg.api.io_threads);
   options.runner = d.api_io;
   options.max_header_bytes = cfg.api.max_header_bytes;
   options.header_deadline = cfg.api.header_timeout;
