@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -1272,4 +1273,30 @@ TEST_CASE("jail: the sandbox starts with default signal dispositions though its 
   REQUIRE(pos != std::string::npos);
   auto mask = std::stoull(out.substr(pos + 7), nullptr, 16);
   CHECK((mask & (1ull << (SIGPIPE - 1))) == 0);
+}
+
+TEST_CASE("jail: the runtime and its children run as SCHED_BATCH") {
+  SKIP_UNLESS_SANDBOX();
+  // A runtime woken by its next event must not preempt the node's io thread
+  // that woke it (see jail_main.cpp, step 7); a child it forks inherits the
+  // policy. Field 41 of /proc/PID/stat is the policy; SCHED_BATCH is 3.
+  sandbox box{"batch"};
+  sandbox_options options;
+  options.argv = {"/bin/sh", "-c", "cat /proc/$$/stat; cat /proc/self/stat"};
+  box.run_to_clean_exit(options);
+  auto out = box.output();
+  std::vector<int> policies;
+  for (size_t at = 0; (at = out.find(')', at)) != std::string::npos;) {
+    // The fields after the command's closing parenthesis start at field 3.
+    auto end = out.find('\n', at);
+    std::istringstream fields{out.substr(at + 1, end - at - 1)};
+    std::string field;
+    for (int i = 3; i <= 41 && fields >> field; ++i) {}
+    policies.push_back(std::stoi(field));
+    at = end;
+  }
+  INFO(out);
+  REQUIRE(policies.size() == 2);
+  CHECK(policies[0] == SCHED_BATCH);
+  CHECK(policies[1] == SCHED_BATCH);
 }

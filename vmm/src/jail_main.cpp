@@ -29,9 +29,9 @@
 //        detach the old root, check that the working directory exists;
 //     6. report "ready", wait for "go" (the worker binds the Runtime API in
 //        our network namespace in between);
-//     7. fork the runtime: drop every capability, switch to the unprivileged
-//        uid/gid, set rlimits and no_new_privs, enter the working directory,
-//        load the seccomp filter, exec (image-root mode: a bare argv[0] is
+//     7. fork the runtime: set rlimits and SCHED_BATCH, drop every
+//        capability, switch to the unprivileged uid/gid, set no_new_privs,
+//        enter the working directory, load the seccomp filter, exec (image-root mode: a bare argv[0] is
 //        looked up in the PATH of the function's environment); a failure from
 //        here on is written to the runtime's stderr (the function's log) and
 //        ends the runtime with status 127;
@@ -367,6 +367,15 @@ void build_root(const jail_spec& spec) {
   if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0 || ::setrlimit(RLIMIT_CORE, &core) != 0
       || ::setrlimit(RLIMIT_FSIZE, &fsize) != 0)
     runtime_die("setrlimit");
+  // SCHED_BATCH: a runtime woken by its next event does not preempt the
+  // node's io thread that wrote the event (that thread usually has more
+  // responses to write); it runs as soon as the thread waits or on the other
+  // CPU. This saves two context switches on most warm invokes under load.
+  // Its CPU share is still set by its cgroup; the function may switch itself
+  // back to SCHED_OTHER, which only gives it its wake-up preemption back.
+  sched_param no_priority{};
+  if (::sched_setscheduler(0, SCHED_BATCH, &no_priority) != 0)
+    runtime_die("sched_setscheduler");
   // No capability can ever come back: empty the bounding and ambient sets,
   // then switch to the unprivileged user, which clears the rest.
   for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)
