@@ -72,6 +72,16 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+
+// A session's types name its executor (a strand of the io_context) instead of
+// the type-erased net::any_io_executor: copying that wrapper allocates, which
+// every async operation and handler of the session did a few times.
+using session_executor = net::strand<net::io_context::executor_type>;
+using session_socket = net::basic_stream_socket<tcp, session_executor>;
+using session_stream = beast::basic_stream<tcp, session_executor>;
+using session_timer = net::basic_waitable_timer<std::chrono::steady_clock,
+                                                net::wait_traits<std::chrono::steady_clock>,
+                                                session_executor>;
 using steady = std::chrono::steady_clock;
 
 /// How long we keep draining a peer's input after answering with an error and
@@ -384,7 +394,7 @@ struct server_state {
 /// except `executor_` (immutable) which respond functions read to post.
 class session : public std::enable_shared_from_this<session> {
 public:
-  session(tcp::socket&& socket, std::shared_ptr<server_state> state)
+  session(session_socket&& socket, std::shared_ptr<server_state> state)
       : stream_(std::move(socket)),
         executor_(stream_.get_executor()),
         idle_timer_(executor_),
@@ -416,7 +426,7 @@ public:
     net::dispatch(executor_, beast::bind_front_handler(&session::on_start, shared_from_this()));
   }
 
-  const net::any_io_executor& executor() const { return executor_; }
+  const session_executor& executor() const { return executor_; }
 
   /// stop(): stop reading new requests, finish what is in flight, and close
   /// right away if the connection is idle.
@@ -1019,9 +1029,9 @@ private:
     close_now();
   }
 
-  beast::tcp_stream stream_;
-  const net::any_io_executor executor_;
-  net::steady_timer idle_timer_;
+  session_stream stream_;
+  const session_executor executor_;
+  session_timer idle_timer_;
   std::shared_ptr<server_state> state_;
   std::shared_ptr<session> self_;
   const steady::time_point accepted_at_;
@@ -1093,7 +1103,7 @@ public:
     auto s = target_.lock();
     if (!s)
       return; // the connection is gone
-    net::any_io_executor ex = s->executor();
+    auto ex = s->executor();
     net::post(ex, [s = std::move(s), seq = seq_, r = std::move(r), spool = std::move(spool)]() mutable {
       s->on_response(seq, std::move(r), std::move(spool));
     });
@@ -1175,7 +1185,7 @@ private:
     acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
   }
 
-  void on_accept(beast::error_code ec, tcp::socket socket) {
+  void on_accept(beast::error_code ec, session_socket socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open())
       return;
     if (ec) {
