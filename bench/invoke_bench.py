@@ -893,6 +893,13 @@ def machine_info():
             info["memory_mb"] = int(m.group(1)) // 1024 if m else None
     except OSError:
         pass
+    # The node's parent cpu group survives the node (nimbusd reuses it), so a
+    # cpu.shares left there by hand would skew every figure: record it.
+    try:
+        with open("/sys/fs/cgroup/cpu/nimbus-bench-node/cpu.shares") as f:
+            info["bench_node_parent_cpu_shares"] = int(f.read())
+    except (OSError, ValueError):
+        info["bench_node_parent_cpu_shares"] = None  # not there yet (or cgroup v2)
     try:
         info["nimbus_commit"] = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
                                                capture_output=True, text=True,
