@@ -38,14 +38,7 @@ def one_pass(label, nimbusd, test_runtime, wrk_bin, args):
     try:
         node = ib.Nimbus(nimbusd, tmp, procs)
         node.start()
-        with open(test_runtime, "rb") as f:
-            z = ib.make_zip({"bootstrap": f.read()}, {"bootstrap": 0o755})
-        zp = os.path.join(tmp, "c.zip")
-        with open(zp, "wb") as f:
-            f.write(z)
-        name = ib.FUNCTIONS["c"][0]
-        node.create(name, "provided", "bootstrap", zp)
-        ib.check_invoke(node.port, name)
+        name = ib.deploy_c_function(node, test_runtime, tmp)
         ib.prewarm(node.port, name, args.connections, ib.PREWARM_EVENT["c"])
         ib.wait_idle(node.port)
         wrk = ib.Wrk(wrk_bin, tmp, args.threads, args.connections, args.duration, args.warmup)

@@ -324,17 +324,27 @@ def cpu_sample(pid=None):
     return time.time(), busy, own, ru.ru_utime + ru.ru_stime, environments_jiffies()
 
 
-def environments_jiffies(first_uid=10001):
-    """CPU of the sandboxes' processes: each environment runs as a uid of its
-    own from [worker] first_uid upwards (live processes only)."""
-    total = 0
+def sandbox_processes(first_uid=10001):
+    """Pids (as strings) of the sandboxes' live processes: each environment
+    runs as a uid of its own from [worker] first_uid upwards."""
+    pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.stat("/proc/" + entry).st_uid < first_uid:
-                continue
-            with open("/proc/%s/stat" % entry) as f:
+            if os.stat("/proc/" + entry).st_uid >= first_uid:
+                pids.append(entry)
+        except OSError:
+            pass  # ended meanwhile
+    return pids
+
+
+def environments_jiffies(first_uid=10001):
+    """CPU of the sandboxes' processes (live processes only)."""
+    total = 0
+    for pid in sandbox_processes(first_uid):
+        try:
+            with open("/proc/%s/stat" % pid) as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
         except (OSError, IndexError, ValueError):
@@ -585,6 +595,20 @@ def make_zip(files, modes=None):
             info.external_attr = ((modes or {}).get(name, 0o644) | 0o100000) << 16
             z.writestr(info, content)
     return buf.getvalue()
+
+
+def deploy_c_function(node, test_runtime, tmp):
+    """Creates the no-op C function (the test runtime as its bootstrap) on
+    `node` and checks that it answers; returns its name."""
+    with open(test_runtime, "rb") as f:
+        z = make_zip({"bootstrap": f.read()}, {"bootstrap": 0o755})
+    zip_path = os.path.join(tmp, "c.zip")
+    with open(zip_path, "wb") as f:
+        f.write(z)
+    name, runtime, handler = FUNCTIONS["c"]
+    node.create(name, runtime, handler, zip_path)
+    check_invoke(node.port, name)
+    return name
 
 
 # -- relay ceiling -------------------------------------------------------------

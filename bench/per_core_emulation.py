@@ -39,29 +39,19 @@ def start_node(nimbusd, name, procs, runtime):
     with open(n.config_path, "w") as f:
         f.write(n.config)
     n.start()
-    with open(runtime, "rb") as f:
-        z = ib.make_zip({"bootstrap": f.read()}, {"bootstrap": 0o755})
-    zip_path = os.path.join(tmp, "c.zip")
-    with open(zip_path, "wb") as f:
-        f.write(z)
-    n.create("bench-c", "provided", "bootstrap", zip_path)
-    ib.check_invoke(n.port, "bench-c")
+    ib.deploy_c_function(n, runtime, tmp)
     return n
 
 
-def sandbox_pids(name, first_uid=10001):
-    """The processes of a node's sandboxes: uid from first_uid up, in a
-    cgroup under the node's parent group nimbus-<name>."""
+def sandbox_pids(name):
+    """The processes of a node's sandboxes: in a cgroup under the node's
+    parent group nimbus-<name>."""
     pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in ib.sandbox_processes():
         try:
-            if os.stat("/proc/" + entry).st_uid < first_uid:
-                continue
-            with open("/proc/%s/cgroup" % entry) as f:
+            with open("/proc/%s/cgroup" % pid) as f:
                 if "/nimbus-%s/" % name in f.read():
-                    pids.append(entry)
+                    pids.append(pid)
         except OSError:
             pass
     return pids
@@ -74,10 +64,11 @@ def pin(node, name, cpu):
 
 
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
+C_FUNCTION = ib.FUNCTIONS["c"][0]
 
 
 def wrk_rps(port, threads, connections, seconds, out, key):
-    url = "http://127.0.0.1:%d/2015-03-31/functions/bench-c/invocations" % port
+    url = "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (port, C_FUNCTION)
     w = ib.Wrk(WRK, tempfile.mkdtemp(prefix="nimbus-percore-wrk-"), threads, connections,
                seconds, 0)
     out[key] = ib.parse_wrk(w.run(url, seconds))["rps"] or 0.0
@@ -109,8 +100,8 @@ def main():
         b = start_node(args.nimbusd, "percore-b", procs, args.test_runtime)
         one = start_node(args.nimbusd, "percore-one", procs, args.test_runtime)
         for n in (a, b):
-            ib.prewarm(n.port, "bench-c", 16, ib.PREWARM_EVENT["c"])
-        ib.prewarm(one.port, "bench-c", 32, ib.PREWARM_EVENT["c"])
+            ib.prewarm(n.port, C_FUNCTION, 16, ib.PREWARM_EVENT["c"])
+        ib.prewarm(one.port, C_FUNCTION, 32, ib.PREWARM_EVENT["c"])
         time.sleep(1)
         pin(a, "percore-a", 0)
         pin(b, "percore-b", 1)
