@@ -2,6 +2,9 @@
 
 #include "nimbus/storage/digest.hpp"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
 #include <doctest/doctest.h>
 
 #include <arpa/inet.h>
@@ -9,10 +12,12 @@
 #include <netinet/in.h>
 #include <dirent.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -20,9 +25,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -1274,4 +1281,145 @@ TEST_CASE("http server: a spooled body that misses the body deadline is removed"
   CHECK(c.wait_closed(10'000ms));
   CHECK(eventually([&] { return dir.entries().empty(); }));
   CHECK(calls == 0);
+}
+
+// -- sharded io threads --------------------------------------------------------
+
+namespace {
+
+/// What a handler posted to one shard saw about its thread.
+struct shard_view {
+  int shard = -2;
+  std::vector<int> cpus;
+  std::thread::id thread;
+};
+
+std::vector<int> my_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> cpus;
+  if (::sched_getaffinity(0, sizeof set, &set) == 0)
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+      if (CPU_ISSET(cpu, &set))
+        cpus.push_back(cpu);
+  return cpus;
+}
+
+shard_view look_at(io_runner& runner, size_t shard) {
+  std::promise<shard_view> seen;
+  auto got = seen.get_future();
+  boost::asio::post(runner.context(shard), [&] {
+    seen.set_value(shard_view{runner.current_shard(), my_cpus(), std::this_thread::get_id()});
+  });
+  REQUIRE(got.wait_for(5s) == std::future_status::ready);
+  return got.get();
+}
+
+} // namespace
+
+TEST_CASE("io runner: a sharded runner runs each shard on its own thread, pinned to its own CPU") {
+  auto allowed = my_cpus();
+  REQUIRE_FALSE(allowed.empty());
+  auto runner = io_runner::start_sharded(2, true);
+  REQUIRE(runner->shards() == 2);
+  CHECK(runner->current_shard() == -1); // not one of its threads
+  auto a = look_at(*runner, 0);
+  auto b = look_at(*runner, 1);
+  CHECK(a.shard == 0);
+  CHECK(b.shard == 1);
+  CHECK(a.thread != b.thread);
+  // Shard i is bound to the i-th CPU this process may use (wrapping).
+  CHECK(runner->cpu(0) == allowed[0]);
+  CHECK(runner->cpu(1) == allowed[1 % allowed.size()]);
+  CHECK(a.cpus == std::vector<int>{runner->cpu(0)});
+  CHECK(b.cpus == std::vector<int>{runner->cpu(1)});
+  // context() and cpu() take the shard modulo the count.
+  CHECK(&runner->context(2) == &runner->context(0));
+  CHECK(runner->cpu(3) == runner->cpu(1));
+  // next_shard() goes round.
+  std::set<size_t> seen;
+  for (int i = 0; i < 4; ++i)
+    seen.insert(runner->next_shard());
+  CHECK(seen == std::set<size_t>{0, 1});
+}
+
+TEST_CASE("io runner: unpinned shards and shared threads keep the process's CPUs") {
+  auto allowed = my_cpus();
+  auto sharded = io_runner::start_sharded(2, false);
+  CHECK(sharded->cpu(0) == -1);
+  CHECK(sharded->cpu(1) == -1);
+  CHECK(look_at(*sharded, 1).cpus == allowed);
+  auto shared = io_runner::start(2);
+  REQUIRE(shared->shards() == 1);
+  CHECK(shared->cpu(0) == -1);
+  auto v = look_at(*shared, 0);
+  CHECK(v.shard == 0);
+  CHECK(v.cpus == allowed);
+  // A thread of one runner is no shard of another.
+  std::promise<int> other;
+  boost::asio::post(shared->context(), [&] { other.set_value(sharded->current_shard()); });
+  auto f = other.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  CHECK(f.get() == -1);
+}
+
+TEST_CASE("http server: on a sharded runner connections are spread over the shards, or all on one") {
+  auto runner = io_runner::start_sharded(2, false);
+  std::mutex m;
+  std::vector<int> shards;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    // The request carries the shard whose thread received it.
+    auto here = runner->current_shard();
+    {
+      std::lock_guard lk(m);
+      shards.push_back(req.shard);
+    }
+    respond(text(std::to_string(req.shard) + "/" + std::to_string(here)));
+  };
+  auto run_clients = [&](http_server& server) {
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < 4; ++i)
+      clients.push_back(std::make_unique<client>(server.port()));
+    for (auto& c : clients) {
+      REQUIRE(c->send(get("/x")));
+      auto r = c->read_response();
+      REQUIRE(r);
+      // Received and handled on the same shard.
+      auto slash = r->body.find('/');
+      REQUIRE(slash != std::string::npos);
+      CHECK(r->body.substr(0, slash) == r->body.substr(slash + 1));
+    }
+  };
+  {
+    auto o = test_options();
+    o.runner = runner;
+    http_server spread(o, hooks);
+    run_clients(spread);
+    std::lock_guard lk(m);
+    REQUIRE(shards.size() == 4);
+    CHECK(std::count(shards.begin(), shards.end(), 0) == 2);
+    CHECK(std::count(shards.begin(), shards.end(), 1) == 2);
+    shards.clear();
+  }
+  {
+    auto o = test_options();
+    o.runner = runner;
+    o.shard = 1;
+    http_server one(o, hooks);
+    run_clients(one);
+    std::lock_guard lk(m);
+    CHECK(shards == std::vector<int>{1, 1, 1, 1});
+    shards.clear();
+  }
+  {
+    // A server with threads of its own knows no shards.
+    auto o = test_options();
+    http_server own(o, hooks);
+    client c(own.port());
+    REQUIRE(c.send(get("/x")));
+    auto r = c.read_response();
+    REQUIRE(r);
+    CHECK(r->body == "-1/-1");
+  }
 }

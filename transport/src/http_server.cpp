@@ -812,6 +812,8 @@ private:
 
     http_request request = std::move(head_);
     head_ = http_request{};
+    if (state_->options.runner)
+      request.shard = state_->options.runner->current_shard();
     respond_fn respond = make_respond(seq, std::move(spool));
     try {
       if (state_->hooks.on_request)
@@ -1122,11 +1124,14 @@ respond_fn session::make_respond(uint64_t seq, std::shared_ptr<spool_file> spool
   return [r](http_response res) { r->deliver(std::move(res)); };
 }
 
-/// Accepts connections; each gets its own strand.
+/// Accepts connections; each gets its own strand, on the server's own
+/// io_context or on a shard of its io_runner (see `pick`).
 class listener : public std::enable_shared_from_this<listener> {
 public:
-  listener(net::io_context& ioc, std::shared_ptr<server_state> state)
-      : ioc_(ioc), acceptor_(net::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
+  /// `pick` chooses the io_context of each new connection.
+  listener(net::io_context& ioc, std::function<net::io_context&()> pick,
+           std::shared_ptr<server_state> state)
+      : pick_(std::move(pick)), acceptor_(net::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
     const auto& o = state_->options;
     beast::error_code ec;
     auto fail = [&](const char* what) {
@@ -1182,7 +1187,7 @@ private:
   void do_accept() {
     if (!acceptor_.is_open())
       return;
-    acceptor_.async_accept(net::make_strand(ioc_), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+    acceptor_.async_accept(net::make_strand(pick_()), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
   }
 
   void on_accept(beast::error_code ec, session_socket socket) {
@@ -1209,7 +1214,7 @@ private:
     do_accept();
   }
 
-  net::io_context& ioc_;
+  std::function<net::io_context&()> pick_;
   tcp::acceptor acceptor_;
   net::steady_timer retry_timer_;
   std::shared_ptr<server_state> state_;
@@ -1225,8 +1230,8 @@ struct http_server::impl {
         own_ioc(runner ? nullptr
                        : std::make_unique<net::io_context>(
                            static_cast<int>(std::max<size_t>(1, state->options.io_threads)))),
-        ioc(runner ? runner->context() : *own_ioc),
-        accept(std::make_shared<listener>(ioc, state)) {
+        ioc(runner ? runner->context(std::max(state->options.shard, 0)) : *own_ioc),
+        accept(std::make_shared<listener>(ioc, session_context(), state)) {
     accept->start();
     if (runner)
       return;
@@ -1245,6 +1250,19 @@ struct http_server::impl {
           }
         }
       });
+  }
+
+  // Where new connections go: the server's own io_context, the runner's
+  // shard named in the options, or the runner's shards in turn.
+  std::function<net::io_context&()> session_context() {
+    if (!runner)
+      return [&ioc = *own_ioc]() -> net::io_context& { return ioc; };
+    // The listener may outlive this impl by a handler: it keeps the runner.
+    if (state->options.shard >= 0)
+      return [r = runner, shard = size_t(state->options.shard)]() -> net::io_context& {
+        return r->context(shard);
+      };
+    return [r = runner]() -> net::io_context& { return r->context(r->next_shard()); };
   }
 
   void stop(std::chrono::milliseconds grace) {

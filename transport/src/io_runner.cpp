@@ -6,6 +6,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,69 +19,150 @@ namespace nimbus::transport {
 
 namespace net = boost::asio;
 
+namespace {
+
+// Which runner and shard the calling thread serves (set once per io thread).
+thread_local const void* current_runner = nullptr;
+thread_local int current_shard_index = -1;
+
+// The CPUs this process may run on, in ascending order.
+std::vector<int> allowed_cpus() {
+  std::vector<int> cpus;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) != 0)
+    return cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set))
+      cpus.push_back(cpu);
+  return cpus;
+}
+
+} // namespace
+
 struct io_runner::impl {
-  explicit impl(int concurrency) : ioc(concurrency) {}
-  net::io_context ioc;
-  std::optional<net::executor_work_guard<net::io_context::executor_type>> work{
-    net::make_work_guard(ioc)};
-  std::vector<std::thread> threads;
+  struct shard {
+    explicit shard(int concurrency) : ioc(concurrency) {}
+    net::io_context ioc;
+    std::optional<net::executor_work_guard<net::io_context::executor_type>> work{
+      net::make_work_guard(ioc)};
+    std::vector<std::thread> threads;
+    int cpu = -1;
+  };
+
+  void run(size_t index) {
+    current_runner = this;
+    current_shard_index = static_cast<int>(index);
+    auto& s = *shards[index];
+    if (s.cpu >= 0) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(s.cpu, &set);
+      // Best effort: a CPU taken away meanwhile leaves the thread unpinned.
+      if (::sched_setaffinity(0, sizeof set, &set) != 0)
+        s.cpu = -1;
+    }
+    for (;;) {
+      try {
+        s.ioc.run();
+        return;
+      } catch (...) {
+        // Handlers catch their own errors; a stray exception must not end
+        // the thread (and with it every server on this shard).
+      }
+    }
+  }
+
+  std::vector<std::unique_ptr<shard>> shards;
+  std::atomic<size_t> next{0};
 };
 
-io_runner::io_runner(int concurrency) : impl_(std::make_unique<impl>(concurrency)) {
+io_runner::io_runner() : impl_(std::make_unique<impl>()) {
 }
 
 std::shared_ptr<io_runner> io_runner::start(size_t threads) {
   // With one thread, asio may keep what a handler posts on that thread;
   // with more, a thread with more work than it can do wakes another.
-  std::shared_ptr<io_runner> runner{new io_runner(static_cast<int>(std::max<size_t>(1, threads)))};
+  threads = std::max<size_t>(1, threads);
+  std::shared_ptr<io_runner> runner{new io_runner()};
   auto* d = runner->impl_.get();
-  for (size_t i = 0; i < std::max<size_t>(1, threads); ++i)
-    d->threads.emplace_back([d] {
-      for (;;) {
-        try {
-          d->ioc.run();
-          return;
-        } catch (...) {
-          // Handlers catch their own errors; a stray exception must not end
-          // the thread (and with it every server on this runner).
-        }
-      }
-    });
+  d->shards.push_back(std::make_unique<impl::shard>(static_cast<int>(threads)));
+  for (size_t i = 0; i < threads; ++i)
+    d->shards[0]->threads.emplace_back([d] { d->run(0); });
+  return runner;
+}
+
+std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin) {
+  shards = std::max<size_t>(1, shards);
+  std::shared_ptr<io_runner> runner{new io_runner()};
+  auto* d = runner->impl_.get();
+  auto cpus = pin ? allowed_cpus() : std::vector<int>{};
+  for (size_t i = 0; i < shards; ++i) {
+    d->shards.push_back(std::make_unique<impl::shard>(1));
+    if (!cpus.empty())
+      d->shards[i]->cpu = cpus[i % cpus.size()];
+  }
+  // All shards exist before any thread looks at them.
+  for (size_t i = 0; i < shards; ++i)
+    d->shards[i]->threads.emplace_back([d, i] { d->run(i); });
   return runner;
 }
 
 io_runner::~io_runner() {
-  impl_->work.reset();
-  impl_->ioc.stop();
-  auto me = std::this_thread::get_id();
-  for (auto& t : impl_->threads) {
-    if (!t.joinable())
-      continue;
-    if (t.get_id() == me) {
-      // Dropped from inside a handler: this thread returns from run() once
-      // the handler ends, and must not join itself. Its impl stays alive.
-      t.detach();
-      impl_.release();
-      return;
-    }
-    t.join();
+  for (auto& s : impl_->shards) {
+    s->work.reset();
+    s->ioc.stop();
   }
+  auto me = std::this_thread::get_id();
+  bool detached = false;
+  for (auto& s : impl_->shards)
+    for (auto& t : s->threads) {
+      if (!t.joinable())
+        continue;
+      if (t.get_id() == me) {
+        // Dropped from inside a handler: this thread returns from run()
+        // once the handler ends, and must not join itself.
+        t.detach();
+        detached = true;
+        continue;
+      }
+      t.join();
+    }
+  // The detached thread still uses its shard: its impl stays alive.
+  if (detached)
+    impl_.release();
 }
 
-net::io_context& io_runner::context() {
-  return impl_->ioc;
+size_t io_runner::shards() const {
+  return impl_->shards.size();
+}
+
+net::io_context& io_runner::context(size_t shard) {
+  return impl_->shards[shard % impl_->shards.size()]->ioc;
+}
+
+int io_runner::current_shard() const {
+  return current_runner == impl_.get() ? current_shard_index : -1;
+}
+
+int io_runner::cpu(size_t shard) const {
+  return impl_->shards[shard % impl_->shards.size()]->cpu;
+}
+
+size_t io_runner::next_shard() {
+  return impl_->next.fetch_add(1, std::memory_order_relaxed) % impl_->shards.size();
 }
 
 void io_runner::post(std::function<void()> fn) {
-  net::post(impl_->ioc, std::move(fn));
+  net::post(context(next_shard()), std::move(fn));
 }
 
 // -- fd_watch -----------------------------------------------------------------
 
 struct fd_watch::state : std::enable_shared_from_this<fd_watch::state> {
-  state(std::shared_ptr<io_runner> r, int fd, std::function<bool()> cb)
+  state(std::shared_ptr<io_runner> r, int fd, std::function<bool()> cb, size_t shard)
       : runner(std::move(r)),
-        strand(net::make_strand(runner->context())),
+        strand(net::make_strand(runner->context(shard))),
         descriptor(strand, fd),
         on_readable(std::move(cb)) {
   }
@@ -114,8 +196,9 @@ struct fd_watch::state : std::enable_shared_from_this<fd_watch::state> {
   std::atomic<bool> stopped{false};
 };
 
-fd_watch::fd_watch(std::shared_ptr<io_runner> runner, int fd, std::function<bool()> on_readable)
-    : state_(std::make_shared<state>(std::move(runner), fd, std::move(on_readable))) {
+fd_watch::fd_watch(std::shared_ptr<io_runner> runner, int fd, std::function<bool()> on_readable,
+                   size_t shard)
+    : state_(std::make_shared<state>(std::move(runner), fd, std::move(on_readable), shard)) {
   net::post(state_->strand, [s = state_] {
     if (!s->stopped.load())
       s->arm();

@@ -45,6 +45,10 @@ struct http_server_options {
   /// Shared io threads to run on instead of starting `io_threads` of its
   /// own (the Runtime APIs of all environments of a worker share one).
   std::shared_ptr<io_runner> runner;
+  /// With a sharded runner: the shard that accepts and serves every
+  /// connection (taken modulo the runner's shards); -1 accepts on shard 0
+  /// and spreads connections over all shards in turn.
+  int shard = -1;
   /// Maximum size of the request line plus all header fields.
   uint32_t max_header_bytes = 16 * 1024;
   /// Total time allowed to receive the complete header block of a request

@@ -38,6 +38,9 @@ struct http_request {
   std::string request_id;
   /// Remote peer address, "ip:port".
   std::string remote;
+  /// The shard of the server's io_runner whose thread received the request
+  /// (see io_runner::start_sharded), or -1 (the server has its own threads).
+  int32_t shard = -1;
 
   /// Returns the first header whose name matches `name` case-insensitively.
   std::optional<std::string_view> header(std::string_view name) const;

@@ -1,6 +1,6 @@
 #pragma once
 
-/// A pool of io threads (one Boost.Asio io_context) that many servers and
+/// A pool of io threads (Boost.Asio io_contexts) that many servers and
 /// descriptor watches share. The worker runs the Runtime API of all its
 /// execution environments on one io_runner instead of giving each
 /// environment threads of its own: with dozens of environments busy at once
@@ -16,27 +16,54 @@ class io_context;
 
 namespace nimbus::transport {
 
-/// Threads running one io_context. Keep it in a shared_ptr: servers and
-/// watches that use it hold a reference, so it outlives them.
+/// Io threads in one of two shapes:
+///  - shared (start()): one io_context run by every thread; a handler runs
+///    on whichever thread is free. Good for blocking helper work.
+///  - sharded (start_sharded()): one io_context per thread, each thread
+///    optionally pinned to a CPU of its own. A connection, its handlers and
+///    the actors they run inline then stay on one CPU: on a small VM a
+///    wake-up across CPUs costs ten times one on the same CPU (see
+///    bench/per_core_emulation.py).
+/// Keep it in a shared_ptr: servers and watches that use it hold a
+/// reference, so it outlives them.
 class io_runner {
 public:
-  /// Starts `threads` (at least 1) io threads.
+  /// Starts `threads` (at least 1) io threads sharing one io_context.
   static std::shared_ptr<io_runner> start(size_t threads);
 
-  /// Stops the io_context and joins the threads (detaches instead when the
-  /// last reference is dropped on one of them).
+  /// Starts `shards` (at least 1) io_contexts with one thread each. With
+  /// `pin`, shard i's thread is bound to the i-th CPU this process may run
+  /// on (wrapping around when there are more shards than CPUs).
+  static std::shared_ptr<io_runner> start_sharded(size_t shards, bool pin);
+
+  /// Stops the io_contexts and joins the threads (detaches the calling
+  /// thread instead when the last reference is dropped on one of them).
   ~io_runner();
 
   io_runner(const io_runner&) = delete;
   io_runner& operator=(const io_runner&) = delete;
 
-  boost::asio::io_context& context();
+  /// Number of io_contexts (1 when shared).
+  size_t shards() const;
 
-  /// Runs `fn` on an io thread.
+  /// The io_context of shard `shard` (taken modulo shards()).
+  boost::asio::io_context& context(size_t shard = 0);
+
+  /// The shard whose io thread calls this, or -1 when the caller is not one
+  /// of this runner's io threads.
+  int current_shard() const;
+
+  /// The CPU shard `shard`'s thread is pinned to, or -1 when not pinned.
+  int cpu(size_t shard) const;
+
+  /// A shard for new work that brings no hint of its own (round robin).
+  size_t next_shard();
+
+  /// Runs `fn` on an io thread (sharded: of the next shard).
   void post(std::function<void()> fn);
 
 private:
-  explicit io_runner(int concurrency);
+  io_runner();
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -51,7 +78,9 @@ public:
   /// it returns false to stop watching. It never runs after stop() returned
   /// on the io thread, but may be running while stop() is called elsewhere:
   /// capture only what outlives that (shared_ptr, actor handles).
-  fd_watch(std::shared_ptr<io_runner> runner, int fd, std::function<bool()> on_readable);
+  /// With a sharded runner, the watch runs on shard `shard` (modulo).
+  fd_watch(std::shared_ptr<io_runner> runner, int fd, std::function<bool()> on_readable,
+           size_t shard = 0);
 
   /// Stops (see stop()).
   ~fd_watch();
