@@ -42,6 +42,7 @@ jail_spec image_spec(const std::string& image_root) {
   s.nofile = 2048;
   s.cgroup_procs = {"/sys/fs/cgroup/x/cgroup.procs"};
   s.netns = "/run/netns/n1";
+  s.cpu = 1;
   return s;
 }
 
@@ -84,6 +85,7 @@ TEST_CASE("jail_spec: an image-root spec survives JSON") {
   CHECK(back->nofile == 2048);
   CHECK(back->cgroup_procs == spec.cgroup_procs);
   CHECK(back->netns == spec.netns);
+  CHECK(back->cpu == 1);
   CHECK(to_json(*back) == to_json(spec));
 }
 
@@ -106,7 +108,7 @@ TEST_CASE("jail_spec: a spec without image_root and workdir (an older worker's) 
   zip.code_dir = "/tmp/code";
   zip.argv = {"/var/task/bootstrap"};
   auto json = to_json(zip);
-  for (const char* field : {",\"image_root\":\"\"", ",\"workdir\":\"\""}) {
+  for (const char* field : {",\"image_root\":\"\"", ",\"workdir\":\"\"", ",\"cpu\":-1"}) {
     auto at = json.find(field);
     REQUIRE(at != std::string::npos);
     json.erase(at, std::string{field}.size());
@@ -117,6 +119,7 @@ TEST_CASE("jail_spec: a spec without image_root and workdir (an older worker's) 
   REQUIRE_MESSAGE(back, error);
   CHECK(back->image_root.empty());
   CHECK(back->workdir.empty());
+  CHECK(back->cpu == -1);
   CHECK(back->code_dir == "/tmp/code");
   CHECK(validate(*back).empty());
 }
@@ -164,4 +167,23 @@ TEST_CASE("jail_spec: ids must be unprivileged and fit 32 bits") {
   // 2^32 would wrap to root.
   CHECK(error_of(replace_number("uid", "4294967296")).find("out of range") != std::string::npos);
   CHECK(error_of(replace_number("gid", "4294967296")).find("out of range") != std::string::npos);
+}
+
+TEST_CASE("jail_spec: the CPU is -1 (any) or a CPU number") {
+  temp_dir dir;
+  auto json = to_json(image_spec(dir.path));
+  auto with_cpu = [&](const std::string& value) {
+    auto copy = json;
+    auto at = copy.find("\"cpu\":");
+    REQUIRE(at != std::string::npos);
+    auto end = copy.find_first_of(",}", at);
+    return copy.replace(at + 6, end - at - 6, value);
+  };
+  std::string error;
+  auto any = jail_spec_from_json(with_cpu("-1"), error);
+  REQUIRE_MESSAGE(any, error);
+  CHECK(any->cpu == -1);
+  CHECK(error_of(with_cpu("-2")).find("cpu out of range") != std::string::npos);
+  CHECK(error_of(with_cpu("1000000")).find("cpu out of range") != std::string::npos);
+  CHECK(error_of(with_cpu("\"0\"")).find("cpu") != std::string::npos);
 }

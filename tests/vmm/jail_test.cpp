@@ -193,6 +193,7 @@ struct sandbox_options {
   uint32_t nofile = 1024;
   uint32_t uid = sandbox_uid;
   uint32_t gid = sandbox_uid;
+  int32_t cpu = -1;
 };
 
 class sandbox {
@@ -275,6 +276,7 @@ public:
     spec.nofile = options.nofile;
     spec.uid = options.uid;
     spec.gid = options.gid;
+    spec.cpu = options.cpu;
     spec.cgroup_procs = group_->procs_files();
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) {
@@ -1299,4 +1301,56 @@ TEST_CASE("jail: the runtime and its children run as SCHED_BATCH") {
   REQUIRE(policies.size() == 2);
   CHECK(policies[0] == SCHED_BATCH);
   CHECK(policies[1] == SCHED_BATCH);
+}
+
+TEST_CASE("jail: a runtime given a CPU runs, with its children, on that CPU only") {
+  SKIP_UNLESS_SANDBOX();
+  // The worker binds a small function to the CPU of the io thread serving its
+  // Runtime API (jail_spec::cpu, jail_main.cpp step 7).
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+  int last = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &allowed))
+      last = cpu;
+  REQUIRE(last >= 0);
+  auto cpus_of = [](const std::string& out) {
+    std::vector<std::string> lists;
+    for (size_t at = 0; (at = out.find("Cpus_allowed_list:", at)) != std::string::npos;) {
+      auto end = out.find('\n', at);
+      auto value = out.substr(at + 18, end - at - 18);
+      value.erase(0, value.find_first_not_of(" \t"));
+      lists.push_back(value);
+      at = end;
+    }
+    return lists;
+  };
+  const std::vector<std::string> argv = {
+    "/bin/sh", "-c", "grep Cpus_allowed_list /proc/$$/status; grep Cpus_allowed_list /proc/self/status"};
+  {
+    sandbox box{"pinned"};
+    sandbox_options options;
+    options.argv = argv;
+    options.cpu = last;
+    box.run_to_clean_exit(options);
+    auto lists = cpus_of(box.output());
+    INFO(box.output());
+    REQUIRE(lists.size() == 2);
+    CHECK(lists[0] == std::to_string(last));
+    CHECK(lists[1] == std::to_string(last));
+  }
+  {
+    // Without one, it may run on every CPU the helper may.
+    sandbox box{"unpinned"};
+    sandbox_options options;
+    options.argv = argv;
+    box.run_to_clean_exit(options);
+    auto lists = cpus_of(box.output());
+    INFO(box.output());
+    REQUIRE(lists.size() == 2);
+    if (CPU_COUNT(&allowed) > 1)
+      CHECK(lists[0] != std::to_string(last));
+    CHECK(lists[0] == lists[1]);
+  }
 }

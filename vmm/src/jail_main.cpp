@@ -29,9 +29,10 @@
 //        detach the old root, check that the working directory exists;
 //     6. report "ready", wait for "go" (the worker binds the Runtime API in
 //        our network namespace in between);
-//     7. fork the runtime: set rlimits and SCHED_BATCH, drop every
-//        capability, switch to the unprivileged uid/gid, set no_new_privs,
-//        enter the working directory, load the seccomp filter, exec
+//     7. fork the runtime: set rlimits, SCHED_BATCH and the CPU (if the
+//        spec names one), drop every capability, switch to the unprivileged
+//        uid/gid, set no_new_privs, enter the working directory, load the
+//        seccomp filter, exec
 //        (image-root mode: a bare argv[0] is looked up in the PATH of the
 //        function's environment); a failure from here on is written to the
 //        runtime's stderr (the function's log) and ends the runtime with
@@ -378,6 +379,15 @@ void build_root(const jail_spec& spec) {
   sched_param no_priority{};
   if (::sched_setscheduler(0, SCHED_BATCH, &no_priority) != 0)
     runtime_die("sched_setscheduler");
+  // A CPU of its own when the worker names one: the one of the io thread
+  // serving its Runtime API, so an invocation's wake-ups stay on one CPU.
+  if (spec.cpu >= 0) {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(spec.cpu, &one);
+    if (::sched_setaffinity(0, sizeof one, &one) != 0)
+      runtime_die("sched_setaffinity");
+  }
   // No capability can ever come back: empty the bounding and ambient sets,
   // then switch to the unprivileged user, which clears the rest.
   for (int cap = 0; cap <= CAP_LAST_CAP; ++cap)

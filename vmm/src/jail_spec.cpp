@@ -4,6 +4,7 @@
 
 #include <simdjson.h>
 
+#include <sched.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -66,6 +67,7 @@ std::string to_json(const jail_spec& s) {
   w.key("tmp_bytes").value(s.tmp_bytes);
   w.key("nofile").value(s.nofile);
   w.key("netns").value(s.netns);
+  w.key("cpu").value(static_cast<int64_t>(s.cpu));
   w.key("cgroup_procs").begin_array();
   for (const auto& p : s.cgroup_procs)
     w.value(p);
@@ -127,13 +129,25 @@ std::optional<jail_spec> jail_spec_from_json(std::string_view json, std::string&
     out = std::string{v};
     return true;
   };
+  auto optional_int = [&](const char* key, int64_t& out) {
+    auto field = doc[key];
+    if (field.error() == simdjson::NO_SUCH_FIELD)
+      return true;
+    if (field.get_int64().get(out)) {
+      error = std::string{"spec field "} + key + " is not a number";
+      return false;
+    }
+    return true;
+  };
   uint64_t uid = 0, gid = 0, nofile = 0;
+  int64_t cpu = -1;
   if (!str("id", s.id) || !str("root_dir", s.root_dir) || !str("rootfs", s.rootfs)
       || !str("code_dir", s.code_dir) || !str("runtime_dir", s.runtime_dir)
       || !list("argv", s.argv) || !list("env", s.env) || !num("uid", uid) || !num("gid", gid)
       || !num("tmp_bytes", s.tmp_bytes) || !num("nofile", nofile)
       || !list("cgroup_procs", s.cgroup_procs) || !str("netns", s.netns)
-      || !optional_str("image_root", s.image_root) || !optional_str("workdir", s.workdir))
+      || !optional_str("image_root", s.image_root) || !optional_str("workdir", s.workdir)
+      || !optional_int("cpu", cpu))
     return std::nullopt;
   if (uid > UINT32_MAX || gid > UINT32_MAX || nofile > UINT32_MAX) {
     error = "spec uid, gid or nofile out of range";
@@ -142,6 +156,11 @@ std::optional<jail_spec> jail_spec_from_json(std::string_view json, std::string&
   s.uid = static_cast<uint32_t>(uid);
   s.gid = static_cast<uint32_t>(gid);
   s.nofile = static_cast<uint32_t>(nofile);
+  if (cpu < -1 || cpu >= CPU_SETSIZE) {
+    error = "spec cpu out of range";
+    return std::nullopt;
+  }
+  s.cpu = static_cast<int32_t>(cpu);
   if (error = validate(s); !error.empty())
     return std::nullopt;
   return s;

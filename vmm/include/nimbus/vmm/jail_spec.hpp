@@ -72,6 +72,11 @@ struct jail_spec {
   /// A prepared network namespace (file of a netns_pool) to join instead of
   /// creating one; empty: create a new one.
   std::string netns;
+  /// The CPU the runtime (and every process it starts) is bound to, or -1
+  /// for any CPU the helper may use. The worker binds a small function to the
+  /// CPU of the io thread that serves its Runtime API (see
+  /// transport::io_runner).
+  int32_t cpu = -1;
 };
 
 /// The directory the runtime starts in (workdir, or the mode's default).
