@@ -26,6 +26,10 @@ using self_ptr = assignment_actor::stateful_pointer<assignment_state>;
 using phase = assignment_state::phase;
 using clock = std::chrono::steady_clock;
 
+// How many of the most recently used idle environments a warm invoke looks
+// through for one on its own io shard.
+constexpr size_t shard_search = 8;
+
 // Environments are keyed by revision: a new RevisionId never reuses them.
 std::string key_of(const std::string& account, const std::string& name,
                    const std::string& revision) {
@@ -142,9 +146,24 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
   retire_function(self, f.account_id, f.name, key);
   auto rp = self->make_response_promise<invoke_outcome>();
   if (auto it = st.idle.find(key); it != st.idle.end() && !it->second.empty()) {
-    auto id = it->second.back();
-    it->second.pop_back();
-    if (it->second.empty())
+    auto& idle = it->second;
+    auto pick = idle.end() - 1;
+    // The most recently used idle environment, but among the last few one
+    // served by the io shard (and usually the CPU) the request arrived on:
+    // its wake-ups then stay on that CPU.
+    if (order.shard >= 0) {
+      auto stop = idle.size() > shard_search ? idle.end() - shard_search : idle.begin();
+      for (auto c = idle.end(); c != stop;) {
+        --c;
+        if (st.environments.at(*c).shard == order.shard) {
+          pick = c;
+          break;
+        }
+      }
+    }
+    auto id = *pick;
+    idle.erase(pick);
+    if (idle.empty())
       st.idle.erase(it);
     st.environments.at(id).state = phase::busy;
     ++st.warm_starts;
@@ -156,6 +175,7 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
   // Cold: scale token, then a worker, then a new environment.
   auto function = f;
   auto request = std::move(order.request);
+  auto shard = order.shard;
   auto start = clock::now();
   self->request(st.config.counter, std::chrono::seconds{5}, scale_atom::value, f.account_id, f.name)
     .then(
@@ -187,6 +207,7 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
               spec.image_argv = function.image_argv;
               spec.image_workdir = function.image_workdir;
               spec.image_env = function.image_env;
+              spec.shard = shard;
               auto id = spec.environment_id;
               assignment_state::environment e;
               e.id = id;
@@ -208,6 +229,7 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
                     }
                     if (it->second.state == phase::initializing)
                       it->second.state = phase::busy;
+                    it->second.shard = ready.shard;
                     if (auto env = caf::actor_cast<environment_actor>(ready.environment)) {
                       it->second.handle = env;
                       self->monitor(env);

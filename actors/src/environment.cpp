@@ -106,6 +106,8 @@ struct log_pipe {
 /// destructor at node shutdown).
 struct sandbox {
   std::shared_ptr<transport::io_runner> runner;
+  /// The runner's shard that serves this sandbox (Runtime API and watches).
+  size_t shard = 0;
   std::optional<vmm::cgroup> group;
   std::shared_ptr<vmm::jail_process> jail;
   std::shared_ptr<transport::runtime_api> api;
@@ -239,6 +241,8 @@ struct environment_state {
   clock::time_point init_start;
   int64_t sandbox_us = 0;
   int64_t init_us = 0;
+  /// The io shard serving the Runtime API.
+  int32_t shard = -1;
   bool first_invoke = true;
   caf::typed_response_promise<environment_ready> init_promise;
 
@@ -410,6 +414,12 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   js.uid = host.uid;
   js.gid = host.gid;
   js.tmp_bytes = static_cast<uint64_t>(spec.ephemeral_mb) << 20;
+  // A function with less than a CPU's worth of memory runs on the CPU of its
+  // io shard (when that shard is pinned to one): the runtime and the thread
+  // that wakes it per invocation then share a CPU and its caches. Larger
+  // functions may use several CPUs, as on Lambda.
+  if (spec.memory_mb < host.pin_below_mb)
+    js.cpu = sb.runner->cpu(sb.shard);
   if (host.netns) {
     sb.netns = host.netns->take();
     js.netns = sb.netns;
@@ -444,8 +454,8 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
       ::close(status_dup);
     return init_failure("Sandbox.Failed", "cannot watch the sandbox");
   }
-  sb.log_watch = std::make_unique<transport::fd_watch>(sb.runner, log_dup,
-                                                       [logs] { return logs->pump(); });
+  sb.log_watch = std::make_unique<transport::fd_watch>(
+    sb.runner, log_dup, [logs] { return logs->pump(); }, sb.shard);
   auto jail = sb.jail;
   sb.exit_watch = std::make_unique<transport::fd_watch>(sb.runner, status_dup, [jail, me] {
     auto exit = jail->poll_exit();
@@ -454,7 +464,7 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
     caf::anon_send(me, sandbox_exit_atom::value, exit->exited,
                    static_cast<int32_t>(exit->code));
     return false;
-  });
+  }, sb.shard);
   auto t_jail = clock::now();
   // The Runtime API listens inside the sandbox's network namespace.
   int listen_fd = vmm::listen_in_netns(sb.jail->init_pid(), "127.0.0.1", 9001, error);
@@ -482,6 +492,7 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   transport::http_server_options options;
   options.listen_fd = listen_fd;
   options.runner = sb.runner;
+  options.shard = static_cast<int>(sb.shard);
   options.max_pipeline = 2;
   // /next may wait for minutes between invocations.
   options.idle_timeout = std::chrono::hours{24};
@@ -599,6 +610,12 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       st.state = phase::initializing;
       st.box = std::make_shared<sandbox>();
       st.box->runner = st.host.runtime_io;
+      // The shard of the request that asked for this environment, so its
+      // invocations, arriving there too, stay on one io thread.
+      auto& runner = *st.box->runner;
+      st.box->shard = st.spec.shard >= 0 ? static_cast<size_t>(st.spec.shard) % runner.shards()
+                                         : runner.next_shard();
+      st.shard = static_cast<int32_t>(st.box->shard);
       st.building = true;
       // Making a sandbox blocks for milliseconds (fork, mounts, cgroup
       // files): a sandbox thread does it, so the scheduler keeps serving
@@ -646,7 +663,8 @@ environment_actor::behavior_type environment(self_ptr self, environment_host_con
       st.init_us = micros_since(st.init_start);
       st.state = phase::idle;
       arm_idle(self);
-      st.init_promise.deliver(environment_ready{st.spec.environment_id, st.sandbox_us, st.init_us});
+      st.init_promise.deliver(
+        environment_ready{st.spec.environment_id, st.sandbox_us, st.init_us, {}, st.shard});
     },
     [=](rt_init_error_atom, std::string& type, std::string& body) {
       auto& st = self->state;

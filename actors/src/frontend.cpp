@@ -439,8 +439,9 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   auto key = std::make_pair(account, n.name);
   // With the function's record in hand: lease, run, release.
   auto request_id = req.request_id;
-  auto proceed = [self, rp, start, type, tail, payload, client_context, account,
-                  request_id](const function_record& rec) mutable {
+  auto shard = req.shard;
+  auto proceed = [self, rp, start, type, tail, payload, client_context, account, request_id,
+                  shard](const function_record& rec) mutable {
     auto op = operation::invoke;
     auto& st = self->state;
     if (type == "DryRun") {
@@ -479,6 +480,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           order.request.request_id = storage::request_uuid();
           order.request.payload = payload;
           order.request.client_context = client_context;
+          order.shard = shard;
           // X-Ray form: Root=1-<Unix seconds, 8 hex digits>-<96 random bits>.
           char epoch[9];
           std::snprintf(epoch, sizeof epoch, "%08x",

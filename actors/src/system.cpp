@@ -319,7 +319,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
 
   // The execution-environment host: only where sandboxes can be made.
   // The Lambda API's io threads; by default the Runtime API runs on them too.
-  d.api_io = transport::io_runner::start(cfg.api.io_threads);
+  d.api_io = transport::io_runner::start_sharded(cfg.api.io_threads, cfg.api.pin_io_threads);
   if (cfg.worker.enabled) {
     std::string problem;
     auto layout = ::geteuid() == 0
@@ -358,8 +358,10 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       if (cfg.worker.runtime_io_threads == 0) {
         wc.host.runtime_io = d.api_io;
       } else {
-        wc.host.runtime_io = transport::io_runner::start(cfg.worker.runtime_io_threads);
+        wc.host.runtime_io = transport::io_runner::start_sharded(cfg.worker.runtime_io_threads,
+                                                                 cfg.api.pin_io_threads);
       }
+      wc.host.pin_below_mb = static_cast<int32_t>(cfg.worker.pin_below_mb);
       wc.first_uid = cfg.worker.first_uid;
       wc.memory_total_mb = cfg.worker.memory_mb > 0 ? cfg.worker.memory_mb : default_memory_mb();
       wc.registry = d.registry;

@@ -224,6 +224,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       if (!listen.empty())
         parse_listen(listen, cfg.api, errors);
       r.integer("io_threads", cfg.api.io_threads, 1, 64);
+      r.boolean("pin_io_threads", cfg.api.pin_io_threads);
       r.integer("max_header_bytes", cfg.api.max_header_bytes, 1024, 1 << 20);
       r.duration("header_timeout_ms", cfg.api.header_timeout, 100, 600'000);
       r.duration("body_timeout_ms", cfg.api.body_timeout, 100, 3'600'000);
@@ -261,6 +262,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.number("packing", w.packing, 0.0, 1.0);
       r.integer("log_file_bytes", w.log_file_bytes, 4096, int64_t{1} << 34);
       r.integer("runtime_io_threads", w.runtime_io_threads, 0, 64);
+      r.integer("pin_below_mb", w.pin_below_mb, 0, 1 << 20);
     }
     if (auto t = top.table("async")) {
       table_reader r{*t, "async", errors};

@@ -112,7 +112,8 @@ stub_worker_actor::behavior_type stub_worker(stub_worker_actor::pointer self, lo
       log->creates.push_back(spec);
       if (log->create_error)
         return log->create_error;
-      environment_ready ready{spec.environment_id, 111, 222, {}};
+      // Served by the shard the assignment asked for.
+      environment_ready ready{spec.environment_id, 111, 222, {}, spec.shard};
       if (log->direct)
         ready.environment = self->spawn(stub_environment, log, spec.environment_id);
       return ready;
@@ -292,9 +293,10 @@ struct assignment_fixture : test::actor_fixture {
     return f;
   }
 
-  invoke_order order(const function_record& f, const std::string& payload) {
+  invoke_order order(const function_record& f, const std::string& payload, int32_t shard) {
     invoke_order o;
     o.function = f;
+    o.shard = shard;
     o.request.request_id = "req-" + std::to_string(++next_request);
     o.request.payload = payload;
     return o;
@@ -302,19 +304,20 @@ struct assignment_fixture : test::actor_fixture {
 
   /// Invokes and runs every actor until idle; the answer must be there.
   caf::expected<invoke_outcome> invoke(const function_record& f,
-                                       const std::string& payload = "{}") {
-    auto p = start_invoke(f, payload);
+                                       const std::string& payload = "{}", int32_t shard = -1) {
+    auto p = start_invoke(f, payload, shard);
     REQUIRE_MESSAGE(p.done(), "the invocation did not finish");
     return std::move(**p.result);
   }
 
   /// Invokes from a client actor and runs every actor until idle; the answer
   /// may still be outstanding (held by the stub worker).
-  pending_invoke start_invoke(const function_record& f, const std::string& payload = "{}") {
+  pending_invoke start_invoke(const function_record& f, const std::string& payload = "{}",
+                              int32_t shard = -1) {
     pending_invoke p;
     auto slot = p.result;
     auto target = assignment;
-    auto o = order(f, payload);
+    auto o = order(f, payload, shard);
     sys.spawn([=](caf::event_based_actor* client) {
       client->request(target, caf::infinite, invoke_atom::value, o)
         .then([=](invoke_outcome& x) { slot->emplace(std::move(x)); },
@@ -465,6 +468,44 @@ TEST_CASE_FIXTURE(assignment_fixture, "assignment: the most recently used idle e
   auto again = invoke(f);
   REQUIRE(again);
   CHECK(again->environment_id == env2);
+  CHECK(log->creates.size() == 2);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: an idle environment on the request's io shard goes first") {
+  start();
+  auto f = fn(account_a, "f");
+  log->hold = true;
+  auto p0 = start_invoke(f, "{}", 0);
+  auto p1 = start_invoke(f, "{}", 1);
+  REQUIRE(log->held.size() == 2);
+  // A cold start asks for an environment on the request's shard.
+  REQUIRE(log->creates.size() == 2);
+  CHECK(log->creates[0].shard == 0);
+  CHECK(log->creates[1].shard == 1);
+  auto env0 = log->held[0].environment_id;
+  auto env1 = log->held[1].environment_id;
+  // env0 finishes last: it is the most recently used.
+  deliver(env1);
+  deliver(env0);
+  REQUIRE(p0.done());
+  REQUIRE(p1.done());
+  log->hold = false;
+  // A request on shard 1 takes env1 although env0 was used more recently.
+  auto on1 = invoke(f, "{}", 1);
+  REQUIRE(on1);
+  CHECK_FALSE(on1->cold);
+  CHECK(on1->environment_id == env1);
+  // Now env1 is the most recent; shard 0 still gets env0.
+  auto on0 = invoke(f, "{}", 0);
+  REQUIRE(on0);
+  CHECK(on0->environment_id == env0);
+  // No hint, or a shard no idle environment is on: the most recent one.
+  auto any = invoke(f, "{}", -1);
+  REQUIRE(any);
+  CHECK(any->environment_id == env0);
+  auto other = invoke(f, "{}", 7);
+  REQUIRE(other);
+  CHECK(other->environment_id == env0);
   CHECK(log->creates.size() == 2);
 }
 

@@ -11,6 +11,7 @@
 
 #include <doctest/doctest.h>
 
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,6 +41,7 @@ struct worker_fixture {
   caf::actor_system sys{cfg};
   caf::scoped_actor self{sys};
   worker_actor worker;
+  std::shared_ptr<transport::io_runner> runtime_io;
   bool usable = false;
   int counter = 0;
 
@@ -66,6 +68,9 @@ struct worker_fixture {
     wc.host.jails_dir = (tmp / "jails").string();
     wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
     wc.host.init_timeout = 5s;
+    // As nimbusd runs them: one io thread per shard, pinned.
+    runtime_io = transport::io_runner::start_sharded(2, true);
+    wc.host.runtime_io = runtime_io;
     wc.memory_total_mb = 2048;
     REQUIRE(validate(wc).empty());
     worker = spawn_worker(sys, wc);
@@ -146,6 +151,49 @@ TEST_CASE_FIXTURE(worker_fixture, "worker: create, invoke warm, destroy") {
   cap = ask<worker_capacity>(5s, capacity_atom::value);
   CHECK(cap->environments == 0);
   CHECK_FALSE(invoke(s.environment_id, "{}"));
+}
+
+TEST_CASE_FIXTURE(worker_fixture, "worker: a small function runs on its io shard's CPU, a large one anywhere") {
+  if (!usable)
+    return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+  std::string all;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &set))
+      all += (all.empty() ? "" : ",") + std::to_string(cpu);
+  auto cpus = [](int cpu) { return R"({"cpus":[)" + std::to_string(cpu) + "]}"; };
+  // Under 1,769 MB (one vCPU on Lambda): bound to the CPU of the shard the
+  // spec asks for, which serves its Runtime API.
+  auto small = spec(128);
+  small.shard = 1;
+  auto ready = ask<environment_ready>(30s, create_atom::value, small);
+  REQUIRE_MESSAGE(ready, sys.render(ready.error()));
+  CHECK(ready->shard == 1);
+  REQUIRE(runtime_io->cpu(1) >= 0);
+  auto r = invoke(small.environment_id, R"({"action":"cpus"})");
+  REQUIRE(r);
+  CHECK(r->payload == cpus(runtime_io->cpu(1)));
+  REQUIRE(ask<bool>(30s, destroy_atom::value, small.environment_id));
+  // From 1,769 MB on a function may use more than one CPU: not bound.
+  auto large = spec(1769);
+  large.shard = 0;
+  ready = ask<environment_ready>(30s, create_atom::value, large);
+  REQUIRE_MESSAGE(ready, sys.render(ready.error()));
+  CHECK(ready->shard == 0);
+  r = invoke(large.environment_id, R"({"action":"cpus"})");
+  REQUIRE(r);
+  CHECK(r->payload == R"({"cpus":[)" + all + "]}");
+  // No hint: a shard is chosen in turn.
+  auto any = spec(128);
+  REQUIRE(ask<bool>(30s, destroy_atom::value, large.environment_id));
+  ready = ask<environment_ready>(30s, create_atom::value, any);
+  REQUIRE_MESSAGE(ready, sys.render(ready.error()));
+  REQUIRE(ready->shard >= 0);
+  r = invoke(any.environment_id, R"({"action":"cpus"})");
+  REQUIRE(r);
+  CHECK(r->payload == cpus(runtime_io->cpu(static_cast<size_t>(ready->shard))));
 }
 
 TEST_CASE_FIXTURE(worker_fixture, "worker: a function error keeps the environment") {

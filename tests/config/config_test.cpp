@@ -165,3 +165,21 @@ TEST_CASE("config: the worker's Runtime API io threads are read and bounded") {
   auto bad = parse(std::string{"[worker]\nruntime_io_threads = 65\n"} + account_block, "t.toml");
   CHECK(has_error(bad, "worker.runtime_io_threads", "between 0 and 64"));
 }
+
+TEST_CASE("config: io thread pinning and the pinned function size are read and bounded") {
+  auto defaults = parse(account_block, "t.toml");
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config.api.pin_io_threads);
+  CHECK(defaults.config.worker.pin_below_mb == 1769);
+  auto r = parse(std::string{"[api]\npin_io_threads = false\n[worker]\npin_below_mb = 0\n"}
+                   + account_block,
+                 "t.toml");
+  REQUIRE(r.ok());
+  CHECK_FALSE(r.config.api.pin_io_threads);
+  CHECK(r.config.worker.pin_below_mb == 0);
+  auto bad = parse(std::string{"[api]\npin_io_threads = 1\n[worker]\npin_below_mb = -1\n"}
+                     + account_block,
+                   "t.toml");
+  CHECK(has_error(bad, "api.pin_io_threads", ""));
+  CHECK(has_error(bad, "worker.pin_below_mb", "between 0 and"));
+}

@@ -11,14 +11,18 @@
  *                               variables GREETING and STAGE, and whether
  *                               ./data.txt and /gone.txt exist, and the
  *                               first line of ./data.txt
+ *   {"action":"cpus"}           answer with the CPUs it may run on:
+ *                               {"cpus":[0,1]}
  *   {"action":"read","path":P,"bytes":N}
  *                               read up to N bytes of file P (all of it when
  *                               N is 0 or missing) and answer with the count
  *                               and an XOR checksum: {"read":n,"sum":s}
  * Used as /var/task/bootstrap of a `provided` function. */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +211,19 @@ int main(void) {
                        cwd, greeting ? greeting : "", stage ? stage : "",
                        f ? "true" : "false", line, access("/gone.txt", F_OK) == 0 ? "true" : "false");
       post(path, "", out, (size_t)n);
+      free(event);
+      continue;
+    } else if (strstr(event, "\"cpus\"")) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      char out[4096];
+      size_t n = (size_t)snprintf(out, sizeof out, "{\"cpus\":[");
+      if (sched_getaffinity(0, sizeof set, &set) == 0)
+        for (int cpu = 0; cpu < CPU_SETSIZE && n + 16 < sizeof out; ++cpu)
+          if (CPU_ISSET(cpu, &set))
+            n += (size_t)snprintf(out + n, sizeof out - n, "%s%d", out[n - 1] == '[' ? "" : ",", cpu);
+      n += (size_t)snprintf(out + n, sizeof out - n, "]}");
+      post(path, "", out, n);
       free(event);
       continue;
     } else if (strstr(event, "\"read\"")) {

@@ -10,7 +10,9 @@
 /// retire (at once when idle, after their invocation when busy). An invoke
 /// takes the most recently used idle environment of its key (warm), or asks
 /// the COUNTER for a scale token, PLACEMENT for a worker and that WORKER for a
-/// new environment (cold). States: initializing, idle, busy, retiring.
+/// new environment (cold). Among the most recently used idle environments it
+/// prefers one on the io shard the request arrived on (invoke_order::shard).
+/// States: initializing, idle, busy, retiring.
 /// Idle environments retire after `keep_alive`, all after `max_lifetime`.
 
 #include "nimbus/actors/interfaces.hpp"
@@ -59,6 +61,8 @@ struct assignment_state {
     /// The invocation it serves, answered by the down handler if it dies.
     caf::typed_response_promise<invoke_outcome> pending;
     phase state = phase::initializing;
+    /// The io shard serving its Runtime API (-1: unknown).
+    int32_t shard = -1;
     std::chrono::steady_clock::time_point created;
     std::chrono::steady_clock::time_point last_used;
   };

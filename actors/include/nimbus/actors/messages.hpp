@@ -92,6 +92,10 @@ struct environment_spec {
   std::vector<std::string> image_argv;
   std::string image_workdir;
   std::vector<std::string> image_env;
+  /// The io shard (transport::io_runner) of the request that asked for this
+  /// environment, or -1: a hint where the environment's Runtime API is
+  /// served (and, for a small function, which CPU it runs on).
+  int32_t shard = -1;
 };
 
 /// An environment that finished INIT.
@@ -104,6 +108,8 @@ struct environment_ready {
   /// The ENVIRONMENT actor itself (set by the worker): invocations go to it
   /// directly, not through the worker (ARCHITECTURE.md §1, step 5).
   caf::actor environment;
+  /// The io shard serving its Runtime API (-1: unknown).
+  int32_t shard = -1;
 };
 
 /// One invocation handed to an environment.
@@ -145,6 +151,9 @@ struct worker_capacity {
 struct invoke_order {
   storage::function_record function;
   invocation_request request;
+  /// The io shard the request arrived on, or -1: ASSIGNMENT prefers an idle
+  /// environment served by the same shard (see transport::io_runner).
+  int32_t shard = -1;
 };
 
 /// How ASSIGNMENT served an invocation.
@@ -169,7 +178,7 @@ struct counter_stats {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, invoke_order& x) {
-  return f(caf::meta::type_name("invoke_order"), x.function, x.request);
+  return f(caf::meta::type_name("invoke_order"), x.function, x.request, x.shard);
 }
 
 template <class Inspector>
@@ -190,13 +199,13 @@ typename Inspector::result_type inspect(Inspector& f, environment_spec& x) {
            x.function_name, x.version, x.function_arn, x.runtime, x.handler, x.code_dir,
            x.memory_mb, x.timeout_s, x.ephemeral_mb, x.variables, x.region, x.code_sha256_hex,
            x.code_zip, x.package_type, x.code_image, x.image_argv, x.image_workdir,
-           x.image_env);
+           x.image_env, x.shard);
 }
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, environment_ready& x) {
   return f(caf::meta::type_name("environment_ready"), x.environment_id, x.sandbox_us, x.init_us,
-           x.environment);
+           x.environment, x.shard);
 }
 
 template <class Inspector>
@@ -310,7 +319,7 @@ namespace nimbus::transport {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, http_request& x) {
   return f(caf::meta::type_name("http_request"), x.method, x.target, x.headers, x.body,
-           x.request_id, x.remote, x.body_file, x.body_sha256_hex, x.body_file_size);
+           x.request_id, x.remote, x.body_file, x.body_sha256_hex, x.body_file_size, x.shard);
 }
 
 template <class Inspector>
