@@ -240,27 +240,48 @@ std::string render_histogram(const std::string& name, const std::vector<uint64_t
   return out;
 }
 
-std::string render_invoke_metrics(const invoke_metrics& m) {
+} // namespace
+
+void invoke_metrics::observe_init(int64_t micros) {
+  std::lock_guard lk(mutex_);
+  observe(init_.counts, init_.sum, init_.count, micros);
+}
+
+void invoke_metrics::observe_invoke(int64_t micros) {
+  std::lock_guard lk(mutex_);
+  observe(invoke_.counts, invoke_.sum, invoke_.count, micros);
+}
+
+std::string invoke_metrics::render() const {
   std::string out;
   auto counter = [&](const char* name, const char* help, uint64_t v) {
     out += std::string{"# HELP "} + name + " " + help + "\n# TYPE " + name + " counter\n" + name
            + " " + std::to_string(v) + "\n";
   };
-  counter("nimbus_invocations_total", "Invocations that reached a function.", m.invocations);
+  out += "# HELP nimbus_frontend_metadata_cache_total Function metadata lookups, by "
+         "where they were answered.\n"
+         "# TYPE nimbus_frontend_metadata_cache_total counter\n"
+         "nimbus_frontend_metadata_cache_total{result=\"hit\"} "
+         + std::to_string(cache_hits.load())
+         + "\nnimbus_frontend_metadata_cache_total{result=\"miss\"} "
+         + std::to_string(cache_misses.load()) + "\n";
+  counter("nimbus_invocations_total", "Invocations that reached a function.", invocations);
   counter("nimbus_function_errors_total", "Invocations that ended in a function error.",
-          m.function_errors);
-  counter("nimbus_throttles_total", "Invocations refused with 429.", m.throttles);
+          function_errors);
+  counter("nimbus_throttles_total", "Invocations refused with 429.", throttles);
   counter("nimbus_cold_starts_total", "Invocations that needed a new environment.",
-          m.cold_starts);
+          cold_starts);
   out += "# HELP nimbus_concurrent_executions Invocations in flight.\n"
          "# TYPE nimbus_concurrent_executions gauge\nnimbus_concurrent_executions "
-         + std::to_string(m.concurrent) + "\n";
-  out += render_histogram("nimbus_init_duration_seconds", m.init_duration, m.init_sum,
-                          m.init_count);
-  out += render_histogram("nimbus_invoke_duration_seconds", m.invoke_duration, m.invoke_sum,
-                          m.invoke_count);
+         + std::to_string(std::max<int64_t>(0, concurrent.load())) + "\n";
+  std::lock_guard lk(mutex_);
+  out += render_histogram("nimbus_init_duration_seconds", init_.counts, init_.sum, init_.count);
+  out += render_histogram("nimbus_invoke_duration_seconds", invoke_.counts, invoke_.sum,
+                          invoke_.count);
   return out;
 }
+
+namespace {
 
 std::string format_ms(int64_t micros) {
   return storage::format_millis(micros, 3);
@@ -469,7 +490,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
       .then(
         [=](uint64_t lease) mutable {
           auto& st = self->state;
-          ++st.invocations.concurrent;
+          ++st.invocations->concurrent;
           auto queue_us = std::chrono::duration_cast<std::chrono::microseconds>(
                             std::chrono::steady_clock::now() - start)
                             .count();
@@ -492,7 +513,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           // The lease goes back however the invocation ends.
           auto release = [self, lease] {
             auto& st = self->state;
-            --st.invocations.concurrent;
+            --st.invocations->concurrent;
             self->send(st.counter, release_atom::value, lease);
           };
           self->request(st.assignment, caf::infinite, invoke_atom::value, std::move(order))
@@ -500,14 +521,13 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
               [=](invoke_outcome& outcome) mutable {
                 release();
                 auto& st = self->state;
-                auto& m = st.invocations;
+                auto& m = *st.invocations;
                 ++m.invocations;
                 if (outcome.cold) {
                   ++m.cold_starts;
-                  observe(m.init_duration, m.init_sum, m.init_count, outcome.init_us);
+                  m.observe_init(outcome.init_us);
                 }
-                observe(m.invoke_duration, m.invoke_sum, m.invoke_count,
-                        outcome.result.duration_us);
+                m.observe_invoke(outcome.result.duration_us);
                 if (outcome.result.outcome != "success")
                   ++m.function_errors;
                 if (st.config.logs)
@@ -521,8 +541,8 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                 if (err == ec::init_failed) {
                   // Lambda reports a failed INIT as a function error of the
                   // invocation that triggered it.
-                  ++st.invocations.invocations;
-                  ++st.invocations.function_errors;
+                  ++st.invocations->invocations;
+                  ++st.invocations->function_errors;
                   invoke_outcome o;
                   o.cold = true;
                   o.result.outcome = "init_error";
@@ -536,14 +556,14 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
                   return;
                 }
                 if (err == ec::throttled) {
-                  ++st.invocations.throttles;
+                  ++st.invocations->throttles;
                   finish(self, rp, operation::invoke, start, throttled_response(err));
                   return;
                 }
                 if (err == ec::environment_unavailable) {
                   // The node has no memory left for another environment: a
                   // throttle the client may retry, not a service failure.
-                  ++st.invocations.throttles;
+                  ++st.invocations->throttles;
                   finish(self, rp, operation::invoke, start,
                          throttled_response(make_error(ec::throttled,
                                                        "ConcurrentInvocationLimitExceeded")));
@@ -555,7 +575,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
         [=](caf::error& err) mutable {
           auto& st = self->state;
           if (err == ec::throttled) {
-            ++st.invocations.throttles;
+            ++st.invocations->throttles;
             finish(self, rp, operation::invoke, start, throttled_response(err));
             return;
           }
@@ -563,11 +583,11 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
         });
   };
   if (auto hit = st.cache.find(key); hit != st.cache.end()) {
-    ++st.cache_hits;
+    ++st.invocations->cache_hits;
     proceed(hit->second);
     return;
   }
-  ++st.cache_misses;
+  ++st.invocations->cache_misses;
   self->request(st.registry, st.config.request_timeout, get_atom::value, account, n.name)
     .then(
       [=](function_record& rec) mutable {
@@ -589,11 +609,11 @@ void with_function(self_ptr self, response_promise rp, operation op,
   auto& st = self->state;
   auto key = std::make_pair(account, name);
   if (auto hit = st.cache.find(key); hit != st.cache.end()) {
-    ++st.cache_hits;
+    ++st.invocations->cache_hits;
     finish(self, rp, op, start, render(hit->second));
     return;
   }
-  ++st.cache_misses;
+  ++st.invocations->cache_misses;
   self->request(st.registry, st.config.request_timeout, get_atom::value, account, name)
     .then(
       [=](function_record& rec) mutable {
@@ -759,13 +779,7 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
   if (op == operation::metrics) {
     http_response res;
     res.body = st.config.metrics->render();
-    res.body += "# HELP nimbus_frontend_metadata_cache_total Function metadata lookups, by "
-                "where they were answered.\n"
-                "# TYPE nimbus_frontend_metadata_cache_total counter\n"
-                "nimbus_frontend_metadata_cache_total{result=\"hit\"} "
-                + std::to_string(st.cache_hits) + "\nnimbus_frontend_metadata_cache_total{result=\"miss\"} "
-                + std::to_string(st.cache_misses) + "\n";
-    res.body += render_invoke_metrics(st.invocations);
+    res.body += st.invocations->render();
     if (st.config.extra_metrics)
       res.body += st.config.extra_metrics();
     res.set_header("Content-Type", "text/plain; version=0.0.4");
@@ -920,11 +934,11 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
       }
       auto key = std::make_pair(account, n.name);
       if (auto hit = st.cache.find(key); hit != st.cache.end()) {
-        ++st.cache_hits;
+        ++st.invocations->cache_hits;
         answer(render(hit->second));
         return;
       }
-      ++st.cache_misses;
+      ++st.invocations->cache_misses;
       ask_registry(
         self, rp, op, start,
         [self, key, render](function_record& rec) {
@@ -1243,6 +1257,8 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
   st.assignment = std::move(assignment);
   if (st.config.download_key.empty())
     st.config.download_key = storage::random_bytes(32);
+  st.invocations = st.config.invocations ? st.config.invocations
+                                         : std::make_shared<invoke_metrics>();
   st.registry = std::move(registry);
   for (const auto& a : st.config.accounts)
     st.by_access_key.emplace(a.access_key_id, a);

@@ -167,7 +167,9 @@ struct node::impl {
   worker_actor worker;
   assignment_actor assignment;
   queue_manager_actor queues;
-  frontend_actor frontend;
+  /// One FRONTEND per io shard of api_io: requests go to the one of the
+  /// shard that received them.
+  std::vector<frontend_actor> frontends;
   /// Code storage; released after the actors (environments hold images).
   std::shared_ptr<storage::code_store> code;
   std::shared_ptr<storage::chunk_cache> chunk_cache;
@@ -208,7 +210,8 @@ void node::stop() {
   if (d.server)
     d.server->stop();
   if (d.system) {
-    caf::anon_send_exit(d.frontend, caf::exit_reason::user_shutdown);
+    for (auto& f : d.frontends)
+      caf::anon_send_exit(f, caf::exit_reason::user_shutdown);
     if (d.queues)
       caf::anon_send_exit(d.queues, caf::exit_reason::user_shutdown);
     if (d.assignment)
@@ -219,7 +222,7 @@ void node::stop() {
       caf::anon_send_exit(d.placement, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(d.counter, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(d.registry, caf::exit_reason::user_shutdown);
-    d.frontend = nullptr;
+    d.frontends.clear();
     d.assignment = nullptr;
     d.queues = nullptr;
     d.worker = nullptr;
@@ -476,7 +479,15 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     error = problem;
     return nullptr;
   }
-  d.frontend = spawn_frontend(*d.system, fc, d.registry, d.counter, d.assignment);
+  // One frontend per io shard, so that two io threads do not queue up behind
+  // one actor and hand each other's invocations across CPUs. They share the
+  // metrics and the download key; each keeps a metadata cache that the
+  // registry's change notices keep coherent (a notice reaches every frontend
+  // before the change is answered).
+  fc.invocations = std::make_shared<invoke_metrics>();
+  fc.download_key = storage::random_bytes(32);
+  for (size_t i = 0; i < d.api_io->shards(); ++i)
+    d.frontends.push_back(spawn_frontend(*d.system, fc, d.registry, d.counter, d.assignment));
 
   // -- HTTP --------------------------------------------------------------------
   transport::http_server_options options;
@@ -509,7 +520,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   options.max_spool_bytes = cfg.code.image_bytes;
 
   transport::http_server_hooks hooks;
-  auto frontend = d.frontend;
+  auto frontends = d.frontends;
   // The core actors answer every request (the frontend bounds its registry
   // calls by request_timeout, an invocation ends by the function timeout at
   // the latest), and the node stops if one of them dies (below). So the
@@ -528,7 +539,8 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       std::_Exit(70);
     };
   };
-  d.frontend->attach_functor(fail_stop("frontend"));
+  for (auto& f : d.frontends)
+    f->attach_functor(fail_stop("frontend"));
   d.registry->attach_functor(fail_stop("registry"));
   d.counter->attach_functor(fail_stop("counter"));
   if (d.assignment) {
@@ -537,7 +549,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     d.placement->attach_functor(fail_stop("placement"));
     d.queues->attach_functor(fail_stop("queue manager"));
   }
-  hooks.on_request = [frontend](transport::http_request req, transport::respond_fn respond) {
+  hooks.on_request = [frontends](transport::http_request req, transport::respond_fn respond) {
     // The request goes to the frontend with its respond function: no actor
     // and no reply message per request. For an invoke with a small payload,
     // the frontend and the actors it reaches run right here when they are
@@ -545,6 +557,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
     // hop. Everything else (control-plane bodies of many megabytes to hash
     // and parse, image pushes) goes to the scheduler, off the io threads.
     bool small_invoke = is_invoke(req) && req.body.size() <= inline_invoke_bytes;
+    const auto& frontend = frontends[req.shard > 0 ? size_t(req.shard) % frontends.size() : 0];
     http_exchange x{std::move(req), std::make_shared<transport::respond_fn>(std::move(respond))};
     if (small_invoke)
       inline_unit::send(frontend, std::move(x));

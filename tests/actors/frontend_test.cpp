@@ -10,6 +10,8 @@
 #include <doctest/doctest.h>
 #include <simdjson.h>
 
+#include <thread>
+
 using namespace nimbus;
 using transport::http_request;
 using transport::http_response;
@@ -329,4 +331,78 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: DeadLetterConfig on create and up
                                  R"({"DeadLetterConfig":{"TargetArn":"arn:aws:sqs:us-east-1:210987654321:dlq"}})"));
   CHECK(foreign.status == 400);
   CHECK(error_type(foreign) == "InvalidParameterValueException");
+}
+
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: frontends of one node share metrics and code links") {
+  // nimbusd runs one frontend per io thread, with one invoke_metrics and one
+  // download key between them.
+  auto shared = std::make_shared<invoke_metrics>();
+  frontend_config fc;
+  fc.accounts = {dev, other};
+  fc.metrics = metrics;
+  auto c = clock;
+  fc.now = [c] { return *c; };
+  fc.invocations = shared;
+  fc.download_key = storage::random_bytes(32);
+  auto a = spawn_frontend(sys, fc, registry);
+  auto b = spawn_frontend(sys, fc, registry);
+  sched.run();
+  auto via = [&](const frontend_actor& f, http_request req) {
+    auto res = request<http_response>(f, std::move(req));
+    REQUIRE(res);
+    return *res;
+  };
+  REQUIRE(via(a, signed_req("POST", "/2015-03-31/functions", create_body("f1"))).status == 201);
+  // b caches the function; a change made through a reaches b's cache.
+  REQUIRE(via(b, signed_req("GET", "/2015-03-31/functions/f1/configuration")).status == 200);
+  auto updated = via(a, signed_req("PUT", "/2015-03-31/functions/f1/configuration",
+                                   R"({"Timeout":77})"));
+  REQUIRE(updated.status == 200);
+  auto seen = via(b, signed_req("GET", "/2015-03-31/functions/f1/configuration"));
+  CHECK(seen.body.find("\"Timeout\":77") != std::string::npos);
+  // A code link made by a is good at b.
+  auto got = via(a, signed_req("GET", "/2015-03-31/functions/f1"));
+  REQUIRE(got.status == 200);
+  simdjson::dom::parser parser;
+  std::string_view location;
+  REQUIRE_FALSE(parser.parse(got.body)["Code"]["Location"].get_string().get(location));
+  auto path = std::string{location.substr(location.find('/', location.find("//") + 2))};
+  auto download = via(b, make("GET", path));
+  CHECK(download.status == 200);
+  CHECK(download.body == zip);
+  // Lookups through both count (two at b, one at a), wherever /metrics is
+  // asked.
+  auto text = via(b, make("GET", "/metrics")).body;
+  CHECK(shared->cache_hits + shared->cache_misses == 3);
+  CHECK(text.find("nimbus_frontend_metadata_cache_total{result=\"hit\"} "
+                  + std::to_string(shared->cache_hits.load()))
+        != std::string::npos);
+  stop(a);
+  stop(b);
+}
+
+TEST_CASE("frontend: invoke metrics add up across threads") {
+  invoke_metrics m;
+  auto work = [&] {
+    for (int i = 0; i < 10'000; ++i) {
+      ++m.concurrent;
+      ++m.invocations;
+      m.observe_invoke(1'000);
+      if (i % 10 == 0) {
+        ++m.cold_starts;
+        m.observe_init(50'000);
+      }
+      --m.concurrent;
+    }
+  };
+  std::thread t1{work};
+  std::thread t2{work};
+  t1.join();
+  t2.join();
+  auto text = m.render();
+  CHECK(text.find("nimbus_invocations_total 20000\n") != std::string::npos);
+  CHECK(text.find("nimbus_cold_starts_total 2000\n") != std::string::npos);
+  CHECK(text.find("nimbus_concurrent_executions 0\n") != std::string::npos);
+  CHECK(text.find("nimbus_invoke_duration_seconds_count 20000\n") != std::string::npos);
+  CHECK(text.find("nimbus_init_duration_seconds_count 2000\n") != std::string::npos);
 }

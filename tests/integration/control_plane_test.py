@@ -165,8 +165,12 @@ class ControlPlane(unittest.TestCase):
         self.assertEqual(res["Configuration"]["FunctionName"], "f1")
         self.assertEqual(res["Configuration"]["CodeSha256"], code_sha256(self.zip1))
         self.assertEqual(res["Code"]["RepositoryType"], "S3")
-        with urllib.request.urlopen(res["Code"]["Location"], timeout=10) as r:
-            self.assertEqual(r.read(), self.zip1)
+        # Every fetch is a new connection, and the node hands connections to
+        # its io threads (each with a frontend of its own) in turn: the link
+        # is good on all of them.
+        for _ in range(3):
+            with urllib.request.urlopen(res["Code"]["Location"], timeout=10) as r:
+                self.assertEqual(r.read(), self.zip1)
         tampered = res["Code"]["Location"].replace("Signature=", "Signature=0")
         with self.assertRaises(urllib.error.HTTPError) as ctx:
             urllib.request.urlopen(tampered, timeout=10)

@@ -297,6 +297,23 @@ class Invoke(unittest.TestCase):
         self.assertRegex(text, r'nimbus_environments\{state="idle"\} [1-9]')
         self.assertIn('nimbus_environments{state="busy"}', text)
 
+    def test_metrics_count_the_invocations_of_every_io_thread(self):
+        # The node runs a frontend per io thread (io_threads = 2), and each
+        # AWS CLI call is a new connection, handed to the io threads in turn:
+        # the counts are the node's, not one frontend's.
+        import urllib.request
+
+        def invocations():
+            with urllib.request.urlopen(self.node.endpoint + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            return int(re.search(r"^nimbus_invocations_total (\d+)$", text, re.M).group(1))
+
+        before = invocations()
+        for i in range(4):
+            _, meta, body, _ = self.invoke("c", '{"action": "echo", "i": %d}' % i)
+            self.assertEqual(body, {"action": "echo", "i": i})
+        self.assertEqual(invocations() - before, 4)
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()

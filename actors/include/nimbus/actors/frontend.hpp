@@ -18,10 +18,12 @@
 
 #include <caf/fwd.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,39 @@ class parser;
 } // namespace simdjson::dom
 
 namespace nimbus {
+
+/// Invocation metrics (Prometheus text), shared by the frontends of a node
+/// (one per io shard, see frontend_config::invocations); thread-safe.
+class invoke_metrics {
+public:
+  std::atomic<uint64_t> invocations{0};
+  std::atomic<uint64_t> function_errors{0};
+  std::atomic<uint64_t> throttles{0};
+  std::atomic<uint64_t> cold_starts{0};
+  std::atomic<int64_t> concurrent{0};
+  /// Function metadata lookups answered from a frontend's cache, and from
+  /// the registry.
+  std::atomic<uint64_t> cache_hits{0};
+  std::atomic<uint64_t> cache_misses{0};
+
+  /// Records an INIT or an invocation duration.
+  void observe_init(int64_t micros);
+  void observe_invoke(int64_t micros);
+
+  /// All of the above as Prometheus text.
+  std::string render() const;
+
+private:
+  struct histogram {
+    /// Counts over transport::api_metrics::buckets() (seconds).
+    std::vector<uint64_t> counts;
+    double sum = 0;
+    uint64_t count = 0;
+  };
+  mutable std::mutex mutex_;
+  histogram init_;
+  histogram invoke_;
+};
 
 /// Settings of the frontend.
 struct frontend_config {
@@ -63,22 +98,9 @@ struct frontend_config {
   std::shared_ptr<storage::code_store> code;
   /// More Prometheus text for /metrics (code storage); may be empty.
   std::function<std::string()> extra_metrics;
-};
-
-/// Invocation metrics (Prometheus text), kept by the frontend.
-struct invoke_metrics {
-  uint64_t invocations = 0;
-  uint64_t function_errors = 0;
-  uint64_t throttles = 0;
-  uint64_t cold_starts = 0;
-  uint64_t concurrent = 0;
-  /// Histogram counts over transport::api_metrics::buckets() (seconds).
-  std::vector<uint64_t> init_duration;
-  std::vector<uint64_t> invoke_duration;
-  double init_sum = 0;
-  double invoke_sum = 0;
-  uint64_t init_count = 0;
-  uint64_t invoke_count = 0;
+  /// Invocation metrics, shared by all frontends of the node (null: the
+  /// frontend keeps its own).
+  std::shared_ptr<invoke_metrics> invocations;
 };
 
 /// Checks a frontend config; returns an error text or nothing.
@@ -91,16 +113,14 @@ struct frontend_state {
   registry_actor registry;
   counter_actor counter;
   assignment_actor assignment;
-  invoke_metrics invocations;
+  /// config.invocations.
+  std::shared_ptr<invoke_metrics> invocations;
   /// access key id -> account.
   std::map<std::string, config::account> by_access_key;
   /// The metadata cache: (account id, name) -> record, kept coherent by the
   /// registry's invalidations; bounded by `cache_capacity`.
   std::map<std::pair<std::string, std::string>, storage::function_record> cache;
   size_t cache_capacity = 10'000;
-  /// Lookups answered from the cache and from the registry.
-  uint64_t cache_hits = 0;
-  uint64_t cache_misses = 0;
   /// Validates invoke payloads; kept so its buffers are reused.
   std::shared_ptr<simdjson::dom::parser> json;
 };
