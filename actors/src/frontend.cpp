@@ -155,14 +155,6 @@ std::string download_signature(const frontend_state& st, const std::string& acco
     storage::hmac_sha256(st.config.download_key, account + "/" + name + "/" + hex + "/" + expires));
 }
 
-// Caches a record read from the registry, evicting an arbitrary entry when
-// full (a stale entry is impossible: the registry invalidates on change).
-void remember(frontend_state& st, const std::pair<std::string, std::string>& key,
-              const function_record& r) {
-  if (st.cache.size() >= st.cache_capacity && st.cache.count(key) == 0)
-    st.cache.erase(st.cache.begin());
-  st.cache[key] = r;
-}
 
 std::string code_location(const frontend_state& st, const std::string& host,
                           const function_record& r) {
@@ -241,6 +233,42 @@ std::string render_histogram(const std::string& name, const std::vector<uint64_t
 }
 
 } // namespace
+
+std::shared_ptr<const function_record> metadata_cache::find(const key_type& key) const {
+  std::lock_guard lk(mutex_);
+  auto it = entries_.find(key);
+  return it == entries_.end() ? nullptr : it->second;
+}
+
+uint64_t metadata_cache::ticket() const {
+  std::lock_guard lk(mutex_);
+  return erased_;
+}
+
+void metadata_cache::insert(const key_type& key, const function_record& record, uint64_t ticket) {
+  auto copy = std::make_shared<const function_record>(record);
+  std::lock_guard lk(mutex_);
+  if (ticket != erased_)
+    return; // a change may have raced this answer: ask again next time
+  if (entries_.size() >= capacity_ && entries_.count(key) == 0)
+    entries_.erase(entries_.begin());
+  entries_[key] = std::move(copy);
+}
+
+void metadata_cache::erase(const key_type& key) {
+  std::shared_ptr<const function_record> gone;
+  std::lock_guard lk(mutex_);
+  ++erased_;
+  if (auto it = entries_.find(key); it != entries_.end()) {
+    gone = std::move(it->second); // freed after the lock is released
+    entries_.erase(it);
+  }
+}
+
+size_t metadata_cache::size() const {
+  std::lock_guard lk(mutex_);
+  return entries_.size();
+}
 
 void invoke_metrics::observe_init(int64_t micros) {
   std::lock_guard lk(mutex_);
@@ -582,16 +610,17 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));
         });
   };
-  if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+  if (auto hit = st.cache->find(key)) {
     ++st.invocations->cache_hits;
-    proceed(hit->second);
+    proceed(*hit);
     return;
   }
   ++st.invocations->cache_misses;
+  auto ticket = st.cache->ticket();
   self->request(st.registry, st.config.request_timeout, get_atom::value, account, n.name)
     .then(
       [=](function_record& rec) mutable {
-        remember(self->state, key, rec);
+        self->state.cache->insert(key, rec, ticket);
         proceed(std::move(rec));
       },
       [=](caf::error& err) mutable {
@@ -608,16 +637,17 @@ void with_function(self_ptr self, response_promise rp, operation op,
                    const std::string& name, api_error missing, Render render) {
   auto& st = self->state;
   auto key = std::make_pair(account, name);
-  if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+  if (auto hit = st.cache->find(key)) {
     ++st.invocations->cache_hits;
-    finish(self, rp, op, start, render(hit->second));
+    finish(self, rp, op, start, render(*hit));
     return;
   }
   ++st.invocations->cache_misses;
+  auto ticket = st.cache->ticket();
   self->request(st.registry, st.config.request_timeout, get_atom::value, account, name)
     .then(
       [=](function_record& rec) mutable {
-        remember(self->state, key, rec);
+        self->state.cache->insert(key, rec, ticket);
         finish(self, rp, op, start, render(rec));
       },
       [=](caf::error& err) mutable {
@@ -650,7 +680,7 @@ void handle_event_invoke_config(self_ptr self, response_promise rp,
   const api_error no_config{404, "ResourceNotFoundException",
                             "The function " + function_arn(region, account, n.name, qualifier)
                               + " doesn't have an EventInvokeConfig"};
-  auto render_config = [region](function_record& rec) {
+  auto render_config = [region](const function_record& rec) {
     if (!rec.event_invoke)
       // The registry only answers with a config; this is a defect, not a 404.
       return error_response({500, "ServiceException", "The event invoke config is missing"});
@@ -696,7 +726,7 @@ void handle_event_invoke_config(self_ptr self, response_promise rp,
         return;
       }
       with_function(self, rp, op, start, account, n.name, no_config,
-                    [no_config, render_config](function_record& rec) {
+                    [no_config, render_config](const function_record& rec) {
                       return rec.event_invoke ? render_config(rec) : error_response(no_config);
                     });
       return;
@@ -728,7 +758,7 @@ void handle_event_invoke_config(self_ptr self, response_promise rp,
         after = *decoded;
       }
       with_function(self, rp, op, start, account, n.name, no_function,
-                    [region, max_items, after](function_record& rec) {
+                    [region, max_items, after](const function_record& rec) {
                       std::vector<std::pair<std::string, storage::event_invoke_config>> all;
                       if (rec.event_invoke)
                         all.emplace_back("$LATEST", *rec.event_invoke);
@@ -874,7 +904,7 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
   // -- operations -------------------------------------------------------------
   const auto region = st.config.region;
   auto render_config = [region](int status) {
-    return [region, status](function_record& rec) {
+    return [region, status](const function_record& rec) {
       return json_response(status, configuration_json(rec, region));
     };
   };
@@ -924,25 +954,25 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
               "Function not found: " + function_arn(region, account, n.name, *n.qualifier)});
         return;
       }
-      std::function<http_response(function_record&)> render = render_config(200);
+      std::function<http_response(const function_record&)> render = render_config(200);
       if (op == operation::get_function) {
         auto host = std::string{req.header("Host").value_or("127.0.0.1")};
-        render = [self, region, host](function_record& rec) {
+        render = [self, region, host](const function_record& rec) {
           return json_response(200, get_function_json(rec, region,
                                                       code_location(self->state, host, rec)));
         };
       }
       auto key = std::make_pair(account, n.name);
-      if (auto hit = st.cache.find(key); hit != st.cache.end()) {
+      if (auto hit = st.cache->find(key)) {
         ++st.invocations->cache_hits;
-        answer(render(hit->second));
+        answer(render(*hit));
         return;
       }
       ++st.invocations->cache_misses;
       ask_registry(
         self, rp, op, start,
-        [self, key, render](function_record& rec) {
-          remember(self->state, key, rec);
+        [self, key, render, ticket = st.cache->ticket()](function_record& rec) {
+          self->state.cache->insert(key, rec, ticket);
           return render(rec);
         },
         get_atom::value, account, n.name);
@@ -1072,7 +1102,7 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
         fail(*n.error);
         return;
       }
-      auto render = [op](function_record& rec) {
+      auto render = [op](const function_record& rec) {
         if (op == operation::delete_function_concurrency) {
           http_response res;
           res.status = 204;
@@ -1130,7 +1160,7 @@ void handle(self_ptr self, http_request& req, response_promise rp) {
       auto logs = st.config.logs;
       ask_registry(
         self, rp, op, start,
-        [logs, account, tail](function_record& rec) {
+        [logs, account, tail](const function_record& rec) {
           http_response res;
           res.body = logs ? logs->tail(account, rec.name, tail) : std::string{};
           res.set_header("Content-Type", "text/plain; charset=utf-8");
@@ -1259,6 +1289,7 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
     st.config.download_key = storage::random_bytes(32);
   st.invocations = st.config.invocations ? st.config.invocations
                                          : std::make_shared<invoke_metrics>();
+  st.cache = st.config.cache ? st.config.cache : std::make_shared<metadata_cache>();
   st.registry = std::move(registry);
   for (const auto& a : st.config.accounts)
     st.by_access_key.emplace(a.access_key_id, a);
@@ -1267,7 +1298,7 @@ frontend_actor::behavior_type frontend(self_ptr self, frontend_config cfg,
   return {
     [=](invalidate_atom, const std::string& account, const std::string& name,
         const std::string&) {
-      self->state.cache.erase(std::make_pair(account, name));
+      self->state.cache->erase(std::make_pair(account, name));
     },
     [=](http_request& req) -> caf::result<http_response> {
       auto promise = self->make_response_promise<http_response>();

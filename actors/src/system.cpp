@@ -481,10 +481,11 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   }
   // One frontend per io shard, so that two io threads do not queue up behind
   // one actor and hand each other's invocations across CPUs. They share the
-  // metrics and the download key; each keeps a metadata cache that the
-  // registry's change notices keep coherent (a notice reaches every frontend
-  // before the change is answered).
+  // metrics, the download key and the metadata cache (which the registry's
+  // change notices keep coherent: a notice reaches every frontend before the
+  // change is answered).
   fc.invocations = std::make_shared<invoke_metrics>();
+  fc.cache = std::make_shared<metadata_cache>();
   fc.download_key = storage::random_bytes(32);
   for (size_t i = 0; i < d.api_io->shards(); ++i)
     d.frontends.push_back(spawn_frontend(*d.system, fc, d.registry, d.counter, d.assignment));

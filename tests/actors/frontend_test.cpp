@@ -333,7 +333,7 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: DeadLetterConfig on create and up
   CHECK(error_type(foreign) == "InvalidParameterValueException");
 }
 
-TEST_CASE_FIXTURE(frontend_fixture, "frontend: frontends of one node share metrics and code links") {
+TEST_CASE_FIXTURE(frontend_fixture, "frontend: frontends of one node share metrics, the cache and code links") {
   // nimbusd runs one frontend per io thread, with one invoke_metrics and one
   // download key between them.
   auto shared = std::make_shared<invoke_metrics>();
@@ -343,6 +343,7 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: frontends of one node share metri
   auto c = clock;
   fc.now = [c] { return *c; };
   fc.invocations = shared;
+  fc.cache = std::make_shared<metadata_cache>();
   fc.download_key = storage::random_bytes(32);
   auto a = spawn_frontend(sys, fc, registry);
   auto b = spawn_frontend(sys, fc, registry);
@@ -370,10 +371,15 @@ TEST_CASE_FIXTURE(frontend_fixture, "frontend: frontends of one node share metri
   auto download = via(b, make("GET", path));
   CHECK(download.status == 200);
   CHECK(download.body == zip);
-  // Lookups through both count (two at b, one at a), wherever /metrics is
-  // asked.
+  // The cache is shared: what b read, a finds.
+  CHECK(fc.cache->size() == 1);
+  REQUIRE(via(a, signed_req("GET", "/2015-03-31/functions/f1/configuration")).status == 200);
+  // Lookups through both count (misses: b twice, as the change emptied the
+  // cache; a hit: a's GetFunction and GetFunctionConfiguration), wherever
+  // /metrics is asked.
   auto text = via(b, make("GET", "/metrics")).body;
-  CHECK(shared->cache_hits + shared->cache_misses == 3);
+  CHECK(shared->cache_misses == 2);
+  CHECK(shared->cache_hits == 2);
   CHECK(text.find("nimbus_frontend_metadata_cache_total{result=\"hit\"} "
                   + std::to_string(shared->cache_hits.load()))
         != std::string::npos);
@@ -405,4 +411,33 @@ TEST_CASE("frontend: invoke metrics add up across threads") {
   CHECK(text.find("nimbus_concurrent_executions 0\n") != std::string::npos);
   CHECK(text.find("nimbus_invoke_duration_seconds_count 20000\n") != std::string::npos);
   CHECK(text.find("nimbus_init_duration_seconds_count 2000\n") != std::string::npos);
+}
+
+TEST_CASE("frontend: the shared metadata cache drops an answer that raced a change") {
+  metadata_cache cache{2};
+  storage::function_record r;
+  r.account_id = "1";
+  r.name = "f";
+  r.revision_id = "rev-1";
+  metadata_cache::key_type f{"1", "f"};
+  CHECK_FALSE(cache.find(f));
+  auto ticket = cache.ticket();
+  cache.insert(f, r, ticket);
+  auto hit = cache.find(f);
+  REQUIRE(hit);
+  CHECK(hit->revision_id == "rev-1");
+  // A lookup starts, a change notice arrives, then the (old) answer: it is
+  // not cached, and the next lookup asks the registry again.
+  ticket = cache.ticket();
+  cache.erase(f);
+  cache.insert(f, r, ticket);
+  CHECK_FALSE(cache.find(f));
+  // The capacity bounds the entries.
+  ticket = cache.ticket();
+  for (auto name : {"a", "b", "c"}) {
+    r.name = name;
+    cache.insert({"1", name}, r, ticket);
+  }
+  CHECK(cache.size() == 2);
+  CHECK(cache.find({"1", "c"}));
 }

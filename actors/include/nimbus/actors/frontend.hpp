@@ -66,6 +66,41 @@ private:
   histogram invoke_;
 };
 
+/// The metadata cache, (account id, name) -> function record, shared by the
+/// frontends of a node; thread-safe. Kept coherent by the registry's change
+/// notices: every frontend erases on a notice, and it gets the notice before
+/// any request that follows the change. A record read from the registry is
+/// kept only if nothing was erased meanwhile (see ticket()), so an answer
+/// that raced a change can not put the old record back.
+class metadata_cache {
+public:
+  using key_type = std::pair<std::string, std::string>;
+
+  explicit metadata_cache(size_t capacity = 10'000) : capacity_(capacity) {}
+
+  /// The cached record, or null.
+  std::shared_ptr<const storage::function_record> find(const key_type& key) const;
+
+  /// Taken before asking the registry, handed to insert() with its answer.
+  uint64_t ticket() const;
+
+  /// Caches a record read from the registry (evicting an arbitrary entry
+  /// when full), unless an entry was erased since `ticket` was taken.
+  void insert(const key_type& key, const storage::function_record& record, uint64_t ticket);
+
+  /// Forgets a function (a change notice).
+  void erase(const key_type& key);
+
+  size_t size() const;
+
+private:
+  mutable std::mutex mutex_;
+  std::map<key_type, std::shared_ptr<const storage::function_record>> entries_;
+  /// Erasures so far.
+  uint64_t erased_ = 0;
+  size_t capacity_;
+};
+
 /// Settings of the frontend.
 struct frontend_config {
   std::string node_name = "nimbus-1";
@@ -101,6 +136,9 @@ struct frontend_config {
   /// Invocation metrics, shared by all frontends of the node (null: the
   /// frontend keeps its own).
   std::shared_ptr<invoke_metrics> invocations;
+  /// The metadata cache, shared by all frontends of the node (null: the
+  /// frontend keeps its own).
+  std::shared_ptr<metadata_cache> cache;
 };
 
 /// Checks a frontend config; returns an error text or nothing.
@@ -117,10 +155,8 @@ struct frontend_state {
   std::shared_ptr<invoke_metrics> invocations;
   /// access key id -> account.
   std::map<std::string, config::account> by_access_key;
-  /// The metadata cache: (account id, name) -> record, kept coherent by the
-  /// registry's invalidations; bounded by `cache_capacity`.
-  std::map<std::pair<std::string, std::string>, storage::function_record> cache;
-  size_t cache_capacity = 10'000;
+  /// config.cache.
+  std::shared_ptr<metadata_cache> cache;
   /// Validates invoke payloads; kept so its buffers are reused.
   std::shared_ptr<simdjson::dom::parser> json;
 };
