@@ -143,7 +143,12 @@ caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
   auto& f = order.function;
   auto key = key_of(f);
   // LAM-9: an older revision's environments never serve this function again.
-  retire_function(self, f.account_id, f.name, key);
+  // Only a revision this partition has not seen for the function can leave
+  // any behind, so the scan over all environments is skipped otherwise.
+  if (auto& seen = st.revisions[{f.account_id, f.name}]; seen != key) {
+    retire_function(self, f.account_id, f.name, key);
+    seen = key;
+  }
   auto rp = self->make_response_promise<invoke_outcome>();
   if (auto it = st.idle.find(key); it != st.idle.end() && !it->second.empty()) {
     auto& idle = it->second;
@@ -293,8 +298,12 @@ assignment_actor::behavior_type assignment(self_ptr self, assignment_config cfg)
       // The function is gone (no revision) or changed: environments of any
       // other revision may not serve it again. A change that keeps the
       // revision (concurrency, event invoke config) keeps them warm.
-      retire_function(self, account, function,
-                      revision.empty() ? std::string{} : key_of(account, function, revision));
+      auto keep = revision.empty() ? std::string{} : key_of(account, function, revision);
+      retire_function(self, account, function, keep);
+      if (keep.empty())
+        self->state.revisions.erase({account, function});
+      else
+        self->state.revisions[{account, function}] = keep;
     },
     [=](tick_atom) {
       auto& st = self->state;

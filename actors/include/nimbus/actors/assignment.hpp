@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nimbus {
@@ -70,6 +71,9 @@ struct assignment_state {
   std::map<std::string, environment> environments;
   /// key -> idle environment ids, most recently used last.
   std::map<std::string, std::vector<std::string>> idle;
+  /// (account, function) -> the key of the revision last invoked or
+  /// announced: environments of any other key have been retired.
+  std::map<std::pair<std::string, std::string>, std::string> revisions;
   uint64_t cold_starts = 0;
   uint64_t warm_starts = 0;
 };
