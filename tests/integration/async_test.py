@@ -35,7 +35,10 @@ def handler(event, context):
     return {"ok": True}
 """
 
-ASYNC_CONFIG = ("[async]\nretry_delay_first_ms = 300\nretry_delay_second_ms = 600\n"
+# Unpinned io threads (one shared event loop, one frontend): the other layout
+# runs in every other integration test.
+ASYNC_CONFIG = ("pin_io_threads = false\n"
+                "[async]\nretry_delay_first_ms = 300\nretry_delay_second_ms = 600\n"
                 "backoff_initial_ms = 100\nbackoff_max_ms = 400\ntick_ms = 50\n")
 
 

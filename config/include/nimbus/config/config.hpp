@@ -31,12 +31,13 @@ struct api_config {
   std::string listen_address = "127.0.0.1";
   /// Port to listen on (0: choose a free one and log it).
   uint16_t listen_port = 9000;
-  /// Number of HTTP io threads, each with an io_context of its own; client
-  /// connections are spread over them.
+  /// Number of HTTP io threads.
   uint32_t io_threads = 2;
-  /// Bind io thread i to the i-th CPU nimbusd may use. A connection, the
-  /// actors it reaches and (see worker_config::pin_below_mb) the runtime
-  /// that answers it then stay on one CPU.
+  /// Give io thread i an event loop of its own and bind it to the i-th CPU
+  /// nimbusd may use; client connections are spread over them. A
+  /// connection, the actors it reaches and (see worker_config::pin_below_mb)
+  /// the runtime that answers it then stay on one CPU. False: the io threads
+  /// share one event loop and run on any CPU.
   bool pin_io_threads = true;
   /// Limit for request line plus header fields.
   uint32_t max_header_bytes = 16 * 1024;
