@@ -177,6 +177,8 @@ struct node::impl {
   int lock_fd = -1;
   /// Held on the node's cgroup parent: one nimbusd per node name and host.
   int name_lock_fd = -1;
+  /// The node's cgroups (null when it runs no functions).
+  std::shared_ptr<vmm::cgroup_layout> cgroups;
   bool stopped = false;
   /// Set once stop() begins: core actors ending after this are expected.
   std::shared_ptr<std::atomic<bool>> stopping = std::make_shared<std::atomic<bool>>(false);
@@ -235,6 +237,12 @@ void node::stop() {
   d.images.reset();
   d.chunk_cache.reset();
   d.code.reset();
+  // Groups of an earlier run that were still emptying when this one started
+  // (a node killed with SIGKILL: its sandbox helpers die with it, but not at
+  // once) are empty now; ours are gone. We still hold the name lock.
+  if (d.cgroups)
+    if (auto n = d.cgroups->remove_leftovers(); n > 0)
+      log->info("node removed {} empty cgroups left by an earlier run", n);
   log->info("node stopped");
 }
 
@@ -361,6 +369,7 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       wc.host.code_cache_dir = cfg.data_dir + "/code-cache";
       wc.host.code_size_unzipped = cfg.limits.code_size_unzipped;
       wc.host.cgroups = std::make_shared<vmm::cgroup_layout>(*layout);
+      d.cgroups = wc.host.cgroups;
       wc.host.netns = std::make_shared<vmm::netns_pool>(cfg.data_dir + "/netns", 8);
       wc.host.sandboxes = std::make_shared<vmm::sandbox_pool>(wc.host.jail_helper,
                                                               wc.host.cgroups, 4);
