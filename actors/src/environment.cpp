@@ -415,10 +415,10 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   js.gid = host.gid;
   js.tmp_bytes = static_cast<uint64_t>(spec.ephemeral_mb) << 20;
   // A function with less than a CPU's worth of memory runs on the CPU of its
-  // io shard (when that shard is pinned to one): the runtime and the thread
+  // io shard (when every CPU has a pinned shard): the runtime and the thread
   // that wakes it per invocation then share a CPU and its caches. Larger
   // functions may use several CPUs, as on Lambda.
-  if (spec.memory_mb < host.pin_below_mb)
+  if (spec.memory_mb < host.pin_below_mb && sb.runner->covers_cpus())
     js.cpu = sb.runner->cpu(sb.shard);
   if (host.netns) {
     sb.netns = host.netns->take();

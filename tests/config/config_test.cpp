@@ -78,11 +78,11 @@ TEST_CASE("config: unknown keys are errors naming the key") {
 }
 
 TEST_CASE("config: type and range errors name the key") {
-  auto r = parse(std::string{"[api]\nlisten = 9000\nio_threads = 0\nmax_pipeline = \"x\"\n"}
+  auto r = parse(std::string{"[api]\nlisten = 9000\nio_threads = 257\nmax_pipeline = \"x\"\n"}
                    + account_block,
                  "t.toml");
   CHECK(has_error(r, "api.listen", "expected a string"));
-  CHECK(has_error(r, "api.io_threads", "between 1 and 64"));
+  CHECK(has_error(r, "api.io_threads", "between 0 and 256"));
   CHECK(has_error(r, "api.max_pipeline", "expected an integer"));
 }
 
@@ -170,6 +170,7 @@ TEST_CASE("config: io thread pinning and the pinned function size are read and b
   auto defaults = parse(account_block, "t.toml");
   REQUIRE(defaults.ok());
   CHECK(defaults.config.api.pin_io_threads);
+  CHECK(defaults.config.api.io_threads == 0); // one per CPU
   CHECK(defaults.config.worker.pin_below_mb == 1769);
   auto r = parse(std::string{"[api]\npin_io_threads = false\n[worker]\npin_below_mb = 0\n"}
                    + account_block,

@@ -1336,6 +1336,8 @@ TEST_CASE("io runner: a sharded runner runs each shard on its own thread, pinned
   // context() and cpu() take the shard modulo the count.
   CHECK(&runner->context(2) == &runner->context(0));
   CHECK(runner->cpu(3) == runner->cpu(1));
+  // Two shards cover the CPUs only on a machine with at most two.
+  CHECK(runner->covers_cpus() == (allowed.size() <= 2));
   // next_shard() goes round.
   std::set<size_t> seen;
   for (int i = 0; i < 4; ++i)
@@ -1343,9 +1345,24 @@ TEST_CASE("io runner: a sharded runner runs each shard on its own thread, pinned
   CHECK(seen == std::set<size_t>{0, 1});
 }
 
+TEST_CASE("io runner: 0 threads means one per CPU") {
+  auto allowed = my_cpus();
+  auto sharded = io_runner::start_sharded(0, true);
+  CHECK(sharded->shards() == allowed.size());
+  CHECK(sharded->covers_cpus());
+  for (size_t i = 0; i < allowed.size(); ++i)
+    CHECK(sharded->cpu(i) == allowed[i]);
+  // A shared loop: one shard, as many threads as CPUs (each is shard 0).
+  auto shared = io_runner::start(0);
+  CHECK(shared->shards() == 1);
+  CHECK_FALSE(shared->covers_cpus());
+  CHECK(look_at(*shared, 0).shard == 0);
+}
+
 TEST_CASE("io runner: unpinned shards and shared threads keep the process's CPUs") {
   auto allowed = my_cpus();
   auto sharded = io_runner::start_sharded(2, false);
+  CHECK_FALSE(sharded->covers_cpus());
   CHECK(sharded->cpu(0) == -1);
   CHECK(sharded->cpu(1) == -1);
   CHECK(look_at(*sharded, 1).cpus == allowed);

@@ -75,6 +75,7 @@ struct io_runner::impl {
 
   std::vector<std::unique_ptr<shard>> shards;
   std::atomic<size_t> next{0};
+  bool covers_cpus = false;
 };
 
 io_runner::io_runner() : impl_(std::make_unique<impl>()) {
@@ -83,6 +84,8 @@ io_runner::io_runner() : impl_(std::make_unique<impl>()) {
 std::shared_ptr<io_runner> io_runner::start(size_t threads) {
   // With one thread, asio may keep what a handler posts on that thread;
   // with more, a thread with more work than it can do wakes another.
+  if (threads == 0)
+    threads = allowed_cpus().size();
   threads = std::max<size_t>(1, threads);
   std::shared_ptr<io_runner> runner{new io_runner()};
   auto* d = runner->impl_.get();
@@ -93,10 +96,15 @@ std::shared_ptr<io_runner> io_runner::start(size_t threads) {
 }
 
 std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin) {
+  auto cpus = allowed_cpus();
+  if (shards == 0)
+    shards = cpus.size();
   shards = std::max<size_t>(1, shards);
   std::shared_ptr<io_runner> runner{new io_runner()};
   auto* d = runner->impl_.get();
-  auto cpus = pin ? allowed_cpus() : std::vector<int>{};
+  if (!pin)
+    cpus.clear();
+  d->covers_cpus = !cpus.empty() && shards >= cpus.size();
   for (size_t i = 0; i < shards; ++i) {
     d->shards.push_back(std::make_unique<impl::shard>(1));
     if (!cpus.empty())
@@ -147,6 +155,10 @@ int io_runner::current_shard() const {
 
 int io_runner::cpu(size_t shard) const {
   return impl_->shards[shard % impl_->shards.size()]->cpu;
+}
+
+bool io_runner::covers_cpus() const {
+  return impl_->covers_cpus;
 }
 
 size_t io_runner::next_shard() {

@@ -76,9 +76,9 @@ struct environment_host_config {
   uint32_t uid = 10001;
   uint32_t gid = 10001;
   /// Functions with less memory than this run on one CPU: the CPU of the
-  /// runtime_io shard that serves their Runtime API, when that shard is
-  /// pinned (io_runner::start_sharded). Lambda gives a function one full
-  /// vCPU at 1,769 MB; 0 pins none.
+  /// runtime_io shard that serves their Runtime API, when runtime_io has a
+  /// pinned shard on every CPU (io_runner::covers_cpus). Lambda gives a
+  /// function one full vCPU at 1,769 MB; 0 pins none.
   int32_t pin_below_mb = 1769;
   /// Limit for INIT.
   std::chrono::milliseconds init_timeout{10'000};

@@ -31,8 +31,8 @@ struct api_config {
   std::string listen_address = "127.0.0.1";
   /// Port to listen on (0: choose a free one and log it).
   uint16_t listen_port = 9000;
-  /// Number of HTTP io threads.
-  uint32_t io_threads = 2;
+  /// Number of HTTP io threads; 0: one per CPU nimbusd may use.
+  uint32_t io_threads = 0;
   /// Give io thread i an event loop of its own and bind it to the i-th CPU
   /// nimbusd may use; client connections are spread over them. A
   /// connection, the actors it reaches and (see worker_config::pin_below_mb)
@@ -107,8 +107,8 @@ struct worker_settings {
   /// connection to the runtime's and back without a hand-off between threads).
   uint32_t runtime_io_threads = 0;
   /// Functions with less memory run on the CPU of the io thread that serves
-  /// their Runtime API, when io threads are pinned (Lambda gives one vCPU at
-  /// 1,769 MB); 0 pins none.
+  /// their Runtime API, when io threads are pinned, one on every CPU
+  /// (Lambda gives one vCPU at 1,769 MB); 0 pins none.
   uint32_t pin_below_mb = 1769;
 };
 

@@ -28,12 +28,13 @@ namespace nimbus::transport {
 /// reference, so it outlives them.
 class io_runner {
 public:
-  /// Starts `threads` (at least 1) io threads sharing one io_context.
+  /// Starts `threads` io threads sharing one io_context (0: one per CPU
+  /// this process may run on).
   static std::shared_ptr<io_runner> start(size_t threads);
 
-  /// Starts `shards` (at least 1) io_contexts with one thread each. With
-  /// `pin`, shard i's thread is bound to the i-th CPU this process may run
-  /// on (wrapping around when there are more shards than CPUs).
+  /// Starts `shards` io_contexts with one thread each (0: one per CPU this
+  /// process may run on). With `pin`, shard i's thread is bound to the i-th
+  /// of those CPUs (wrapping around when there are more shards than CPUs).
   static std::shared_ptr<io_runner> start_sharded(size_t shards, bool pin);
 
   /// Stops the io_contexts and joins the threads (detaches the calling
@@ -55,6 +56,11 @@ public:
 
   /// The CPU shard `shard`'s thread is pinned to, or -1 when not pinned.
   int cpu(size_t shard) const;
+
+  /// Whether the shards are pinned and every CPU this process could run on
+  /// at start has one: only then may work that follows a shard be bound to
+  /// its CPU without leaving CPUs idle.
+  bool covers_cpus() const;
 
   /// A shard for new work that brings no hint of its own (round robin).
   size_t next_shard();
