@@ -2,6 +2,8 @@
 """Interleaved A/B of two nimbusd builds on the warm invoke path.
 
     python3 bench/ab_invoke.py --a OLD/nimbusd --b NEW/nimbusd [--rounds 4] [--duration 8]
+    python3 bench/ab_invoke.py --a build/bin/nimbusd --b build/bin/nimbusd \
+        --b-set api.pin_io_threads=false     # one build, two configs
 
 Each round starts a node on each build in turn (the order swaps every round,
 so a drift of the machine's speed does not favour one build), creates the
@@ -31,12 +33,15 @@ sys.path.insert(0, HERE)
 import invoke_bench as ib  # noqa: E402
 
 
-def one_pass(label, nimbusd, test_runtime, wrk_bin, args):
-    """Starts a node on `nimbusd`, measures the C function, stops the node."""
+def one_pass(label, nimbusd, options, test_runtime, wrk_bin, args):
+    """Starts a node on `nimbusd` with the config `options` ((section, key,
+    value) triples), measures the C function, stops the node."""
     tmp = tempfile.mkdtemp(prefix="nimbus-ab-")
     procs = ib.Procs()
     try:
         node = ib.Nimbus(nimbusd, tmp, procs)
+        for section, key, value in options:
+            node.set_option(section, key, value)
         node.start()
         name = ib.deploy_c_function(node, test_runtime, tmp)
         ib.prewarm(node.port, name, args.connections, ib.PREWARM_EVENT["c"])
@@ -67,8 +72,22 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--test-runtime", default=os.path.join(ROOT, "build", "tests", "test_runtime"))
+    ap.add_argument("--a-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="a config setting for A's node (TOML value, e.g. api.pin_io_threads=false;"
+                         " repeatable)")
+    ap.add_argument("--b-set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="the same for B's node")
     ap.add_argument("--out", help="also write the results as JSON to this file")
     args = ap.parse_args()
+    options = {}
+    for key, settings in (("a", args.a_set), ("b", args.b_set)):
+        options[key] = []
+        for s in settings:
+            name, eq, value = s.partition("=")
+            section, dot, option = name.partition(".")
+            if not eq or not dot or not section or not option:
+                ap.error("--%s-set %s: expected SECTION.KEY=VALUE" % (key, s))
+            options[key].append((section, option, value))
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     builds = {"a": os.path.abspath(args.a), "b": os.path.abspath(args.b)}
@@ -89,8 +108,8 @@ def main():
         order = ("a", "b") if i % 2 == 0 else ("b", "a")
         got = {}
         for key in order:
-            got[key] = one_pass("round %d %s" % (i + 1, key), builds[key], args.test_runtime,
-                                wrk_bin, args)
+            got[key] = one_pass("round %d %s" % (i + 1, key), builds[key], options[key],
+                                args.test_runtime, wrk_bin, args)
             print("round %d %s: %8.0f req/s  p50 %.2f ms  nimbusd %6.1f us/req  environments "
                   "%5.1f us/req  busy %.2f cores" % (
                       i + 1, key, got[key]["rps"], got[key]["p50_ms"],

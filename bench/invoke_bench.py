@@ -501,6 +501,19 @@ class Nimbus:
         self.port = None
         self.exit_code = None
 
+    def set_option(self, section, key, value):
+        """Sets `key = value` (TOML text) in [section] of the config, before
+        start(): after the section's header if there is one, else in a new
+        table at the end."""
+        header = "[%s]\n" % section
+        line = "%s = %s\n" % (key, value)
+        if header in self.config:
+            self.config = self.config.replace(header, header + line, 1)
+        else:
+            self.config += header + line
+        with open(self.config_path, "w") as f:
+            f.write(self.config)
+
     def start(self):
         self.logf = open(self.log_path, "w")
         self.proc = self.procs.add("nimbusd", subprocess.Popen(

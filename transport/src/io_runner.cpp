@@ -47,17 +47,18 @@ struct io_runner::impl {
     std::optional<net::executor_work_guard<net::io_context::executor_type>> work{
       net::make_work_guard(ioc)};
     std::vector<std::thread> threads;
-    int cpu = -1;
+    /// Written once more by the shard's thread if pinning fails.
+    std::atomic<int> cpu{-1};
   };
 
   void run(size_t index) {
     current_runner = this;
     current_shard_index = static_cast<int>(index);
     auto& s = *shards[index];
-    if (s.cpu >= 0) {
+    if (int cpu = s.cpu.load(); cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
-      CPU_SET(s.cpu, &set);
+      CPU_SET(cpu, &set);
       // Best effort: a CPU taken away meanwhile leaves the thread unpinned.
       if (::sched_setaffinity(0, sizeof set, &set) != 0)
         s.cpu = -1;
