@@ -286,6 +286,76 @@ TEST_CASE("http server: simple GET round trip carries x-amzn-RequestId") {
   CHECK(seen->body.empty());
 }
 
+TEST_CASE("http server: without request ids none is made or sent") {
+  std::mutex m;
+  std::optional<http_request> seen;
+  auto hooks = test_hooks();
+  hooks.on_request = [&](http_request req, respond_fn respond) {
+    {
+      std::lock_guard lk(m);
+      seen = req;
+    }
+    respond(text("{}"));
+  };
+  auto options = test_options();
+  options.request_ids = false;
+  http_server server(options, hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/x")));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == "{}");
+  CHECK_FALSE(r->header("x-amzn-RequestId"));
+  CHECK(r->header("Server") == "nimbus");
+  std::lock_guard lk(m);
+  REQUIRE(seen);
+  CHECK(seen->request_id.empty());
+}
+
+TEST_CASE("http server: handler fields that could split a response, and framing fields, are dropped") {
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request req, respond_fn respond) {
+    http_response r = text(req.target == "/big" ? std::string(100, 'b') : "ok");
+    r.set_header("X-Split", "a\r\nX-Injected: yes");
+    r.set_header("Bad Name", "v");
+    r.set_header("Transfer-Encoding", "chunked");
+    r.set_header("x-amzn-RequestId", "mine");
+    r.set_header("Server", "other");
+    r.set_header("Content-Type", "text/plain");
+    // A header block larger than any read buffer, on the second response.
+    if (req.target == "/big")
+      r.set_header("X-Large", std::string(40000, 'v'));
+    respond(std::move(r));
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/small")));
+  auto r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->status_line == "HTTP/1.1 200 OK");
+  CHECK(r->body == "ok");
+  CHECK_FALSE(r->header("X-Split"));
+  CHECK_FALSE(r->header("X-Injected"));
+  CHECK_FALSE(r->header("Transfer-Encoding"));
+  CHECK(r->header("Content-Length") == "2");
+  CHECK(r->header("Content-Type") == "text/plain");
+  CHECK(r->header("Server") == "nimbus");
+  REQUIRE(r->header("x-amzn-RequestId"));
+  CHECK(r->header("x-amzn-RequestId")->size() == 36);
+  // The same connection goes on with a large header block, then a small one.
+  REQUIRE(c.send(get("/big")));
+  r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->body == std::string(100, 'b'));
+  CHECK(r->header("X-Large") == std::string(40000, 'v'));
+  REQUIRE(c.send(get("/small")));
+  r = c.read_response();
+  REQUIRE(r);
+  CHECK(r->body == "ok");
+  CHECK_FALSE(r->header("X-Large"));
+}
+
 TEST_CASE("http server: keep-alive serves two requests on one connection") {
   std::atomic<int> calls{0};
   auto hooks = test_hooks();

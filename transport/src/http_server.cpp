@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -104,7 +105,7 @@ constexpr std::string_view continue_line = "HTTP/1.1 100 Continue\r\n\r\n";
 /// RFC 7231 IMF-fixdate. Formatted by hand because strftime's %a/%b follow
 /// the process locale; formatted once per second per thread (every response
 /// carries it).
-std::string http_date(std::chrono::system_clock::time_point tp) {
+const std::string& http_date(std::chrono::system_clock::time_point tp) {
   static constexpr std::array<const char*, 7> days{"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
   static constexpr std::array<const char*, 12> months{"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
@@ -458,12 +459,8 @@ public:
     if (s.response)
       return;
     s.spool = std::move(spool);
-    try {
-      s.response = build_response(std::move(r), s);
-    } catch (...) {
-      close_now();
-      return;
-    }
+    accept_response(r, s);
+    s.response = std::move(r);
     do_write();
   }
 
@@ -478,7 +475,8 @@ private:
     bool head_method = false;
     bool close = false; // close after writing (error path or handler asked)
     std::string request_id;
-    std::optional<http::response<http::string_body>> response;
+    /// The handler's response, framed when it is written (see do_write).
+    std::optional<http_response> response;
     /// The request's spooled body, removed when the slot goes.
     std::shared_ptr<spool_file> spool;
   };
@@ -589,10 +587,12 @@ private:
       http_request head;
       head.method = std::string(msg.method_string());
       head.target = std::string(msg.target());
+      head.headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
       for (const auto& f : msg)
         head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
       head.remote = remote_;
-      head.request_id = storage::request_uuid();
+      if (state_->options.request_ids)
+        head.request_id = storage::request_uuid();
 
       // Request smuggling shapes. Beast rejects some orders of these fields
       // itself, but not e.g. "Transfer-Encoding: gzip" before Content-Length,
@@ -834,7 +834,8 @@ private:
     s.keep_alive = false;
     s.close = true;
     s.request_id = request_id.empty() ? storage::request_uuid() : std::move(request_id);
-    s.response = build_response(std::move(r), s);
+    accept_response(r, s);
+    s.response = std::move(r);
     queue_.push_back(std::move(s));
     ++next_seq_;
     do_write();
@@ -844,43 +845,95 @@ private:
 
   // --- writing -------------------------------------------------------------
 
-  http::response<http::string_body> build_response(http_response&& r, slot& s) {
-    http::response<http::string_body> res;
-    res.version(s.version);
-    int status = r.status;
-    if (status < 200 || status > 999)
-      status = 500; // interim (1xx) or invalid codes cannot be final responses
-    res.result(static_cast<unsigned>(status));
+  /// Takes a handler's response into its slot: a status that cannot be
+  /// final becomes 500, and a `Connection: close` from the handler closes the
+  /// connection after it.
+  static void accept_response(http_response& r, slot& s) {
+    if (r.status < 200 || r.status > 999)
+      r.status = 500; // interim (1xx) or invalid codes cannot be final responses
+    for (const auto& [name, value] : r.headers)
+      if (valid_field(name, value) && iequals(name, "Connection") && contains_token(value, "close"))
+        s.close = true;
+  }
+
+  /// Frames the front slot's response into out_head_ (status line and header
+  /// block) and out_body_. The server owns framing (Content-Length,
+  /// Connection) and the fields every response carries (x-amzn-RequestId,
+  /// Date, Server); a handler's fields of those names, and fields that could
+  /// split the response, are dropped. out_head_ keeps its capacity, so a
+  /// response costs no allocation here.
+  void frame(slot& s, bool close) {
+    http_response& r = *s.response;
+    auto& h = out_head_;
+    h.clear();
+    auto append_number = [&h](uint64_t v) {
+      char digits[24];
+      auto end = std::to_chars(digits, digits + sizeof digits, v).ptr;
+      h.append(digits, end);
+    };
+    auto field = [&h](std::string_view name, std::string_view value) {
+      h.append(name);
+      h += ": ";
+      h.append(value);
+      h += "\r\n";
+    };
+    h += "HTTP/";
+    h += static_cast<char>('0' + s.version / 10 % 10);
+    h += '.';
+    h += static_cast<char>('0' + s.version % 10);
+    h += ' ';
+    append_number(static_cast<uint64_t>(r.status));
+    h += ' ';
+    auto reason = http::obsolete_reason(http::int_to_status(static_cast<unsigned>(r.status)));
+    h.append(reason.data(), reason.size());
+    h += "\r\n";
     bool has_type = false;
-    for (auto& [name, value] : r.headers) {
+    for (const auto& [name, value] : r.headers) {
       if (!valid_field(name, value))
         continue;
-      // The server owns framing and these identity fields.
-      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Date") ||
-          iequals(name, "Server") || iequals(name, "x-amzn-RequestId"))
+      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Date")
+          || iequals(name, "Server") || iequals(name, "x-amzn-RequestId") || iequals(name, "Connection"))
         continue;
-      if (iequals(name, "Connection")) {
-        if (contains_token(value, "close"))
-          s.close = true;
-        continue;
-      }
       if (iequals(name, "Content-Type"))
         has_type = true;
-      res.insert(name, value);
+      field(name, value);
     }
-    res.set("x-amzn-RequestId", s.request_id);
-    res.set(http::field::date, http_date(std::chrono::system_clock::now()));
-    res.set(http::field::server, "nimbus");
-    bool no_body = status == 204 || status == 304;
+    if (!s.request_id.empty())
+      field("x-amzn-RequestId", s.request_id);
+    field("Date", http_date(std::chrono::system_clock::now()));
+    field("Server", "nimbus");
+    bool no_body = r.status == 204 || r.status == 304;
     if (no_body)
       r.body.clear();
     if (!has_type && !r.body.empty())
-      res.set(http::field::content_type, "application/json");
-    if (!no_body)
-      res.content_length(r.body.size());
+      field("Content-Type", "application/json");
+    if (!no_body) {
+      h += "Content-Length: ";
+      append_number(r.body.size()); // HEAD: the length is advertised, the body not sent
+      h += "\r\n";
+    }
+    // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 closes it
+    // unless told otherwise.
+    if (s.version >= 11 && close)
+      h += "Connection: close\r\n";
+    else if (s.version < 11 && !close)
+      h += "Connection: keep-alive\r\n";
+    h += "\r\n";
+    out_body_.clear();
     if (!s.head_method)
-      res.body() = std::move(r.body); // HEAD: length advertised, body not sent
-    return res;
+      out_body_ = std::move(r.body);
+  }
+
+  /// The part of out_head_ + out_body_ not yet written, after `done` bytes.
+  std::array<net::const_buffer, 2> unwritten(std::size_t done) const {
+    std::array<net::const_buffer, 2> out{net::buffer(out_head_), net::buffer(out_body_)};
+    if (done < out_head_.size()) {
+      out[0] += done;
+    } else {
+      out[0] = net::const_buffer{};
+      out[1] += done - out_head_.size();
+    }
+    return out;
   }
 
   void do_write() {
@@ -889,23 +942,26 @@ private:
     slot& s = queue_.front();
     bool last = queue_.size() == 1 && !in_request();
     bool close = s.close || !s.keep_alive || (stopping_ && last) || (read_closed_ && last);
-    out_ = std::move(*s.response);
-    out_.keep_alive(!close);
+    frame(s, close);
     writing_ = true;
     update_idle_timer();
-    serializer_.emplace(out_);
-    // Most responses fit the socket buffer: write them now, and only what
-    // the socket does not take asynchronously (with its deadline).
+    // Most responses fit the socket buffer: head and body go out in one
+    // sendmsg now, and only what the socket does not take asynchronously
+    // (with its deadline).
     beast::error_code ec;
-    auto n = http::write(stream_.socket(), *serializer_, ec);
-    if (!ec || (ec != net::error::would_block && ec != net::error::try_again)) {
+    auto n = stream_.socket().write_some(unwritten(0), ec);
+    if (ec == net::error::would_block || ec == net::error::try_again) {
+      ec = {};
+      n = 0;
+    }
+    if (ec || n == out_head_.size() + out_body_.size()) {
       on_write(close, ec, n);
       return;
     }
     // Sets only the write timer when a read is pending.
     stream_.expires_after(state_->options.body_deadline);
-    http::async_write(stream_, *serializer_,
-                      beast::bind_front_handler(&session::on_write, shared_from_this(), close));
+    net::async_write(stream_, unwritten(n),
+                     beast::bind_front_handler(&session::on_write, shared_from_this(), close));
   }
 
   void on_write(bool close, beast::error_code ec, std::size_t) {
@@ -916,8 +972,9 @@ private:
       close_now();
       return;
     }
-    serializer_.reset();
-    out_ = {};
+    if (out_head_.capacity() > first_read_bytes)
+      out_head_ = std::string{}; // an unusually large header block
+    out_body_ = std::string{};
     queue_.pop_front();
     ++head_seq_;
     if (close || ((stopping_ || read_closed_) && queue_.empty() && !in_request())) {
@@ -1051,8 +1108,8 @@ private:
   std::deque<slot> queue_;
   uint64_t head_seq_ = 0; // sequence number of queue_.front()
   uint64_t next_seq_ = 0; // == head_seq_ + queue_.size()
-  http::response<http::string_body> out_; // the response being written
-  std::optional<http::response_serializer<http::string_body>> serializer_; // writes out_
+  std::string out_head_; // status line and header block of the response being written
+  std::string out_body_; // its body
 
   read_state read_state_ = read_state::idle;
   bool first_request_ = true;

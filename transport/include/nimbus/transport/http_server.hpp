@@ -62,6 +62,10 @@ struct http_server_options {
   /// Maximum number of requests read ahead of their responses on one
   /// connection (HTTP pipelining).
   size_t max_pipeline = 8;
+  /// Gives every request an id (http_request::request_id), sent back as
+  /// x-amzn-RequestId. A server whose peers have no use for it (the Runtime
+  /// API) turns this off and saves making one per request.
+  bool request_ids = true;
   /// Decides from a request's head (method, target, headers; the body is
   /// still unread) whether its body is spooled to a file: returns the path of
   /// a file to create (it must not exist: it is created O_EXCL, mode 0600), or
