@@ -140,7 +140,9 @@ void run(self_ptr self, const std::string& id, invocation_request req, int32_t t
 
 caf::result<invoke_outcome> invoke(self_ptr self, invoke_order& order) {
   auto& st = self->state;
-  auto& f = order.function;
+  if (!order.function)
+    return make_error(ec::service_failure, "an invocation without its function");
+  const auto& f = *order.function;
   auto key = key_of(f);
   // LAM-9: an older revision's environments never serve this function again.
   // Only a revision this partition has not seen for the function can leave

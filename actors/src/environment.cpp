@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -494,6 +495,7 @@ caf::error build_sandbox(sandbox& sb, const environment_host_config& host,
   options.runner = sb.runner;
   options.shard = static_cast<int>(sb.shard);
   options.max_pipeline = 2;
+  options.request_ids = false;
   // /next may wait for minutes between invocations.
   options.idle_timeout = std::chrono::hours{24};
   options.body_deadline = std::chrono::seconds{60};
@@ -553,18 +555,44 @@ void finish_invocation(self_ptr self, invocation_result result, bool answered = 
     st.first_invoke = false;
   }
   auto billed = (result.duration_us + 999) / 1000;
-  std::string log = "START RequestId: " + st.request_id + " Version: " + st.spec.version + "\n";
-  log += st.drain_logs(!answered);
-  if (result.outcome == "timeout")
-    log += "Task timed out after " + std::to_string(st.spec.timeout_s) + ".00 seconds\n";
-  log += "END RequestId: " + st.request_id + "\n";
-  log += "REPORT RequestId: " + st.request_id + "\tDuration: " + format_ms(result.duration_us)
-         + " ms\tBilled Duration: " + std::to_string(billed)
-         + " ms\tMemory Size: " + std::to_string(st.spec.memory_mb)
-         + " MB\tMax Memory Used: " + std::to_string(result.max_memory_bytes >> 20) + " MB";
-  if (result.init_duration_us > 0)
-    log += "\tInit Duration: " + format_ms(result.init_duration_us) + " ms";
-  log += "\n";
+  // Built in one buffer: this runs for every invocation.
+  auto output = st.drain_logs(!answered);
+  std::string log;
+  log.reserve(256 + output.size());
+  auto number = [&log](int64_t v) {
+    char digits[24];
+    log.append(digits, std::to_chars(digits, digits + sizeof digits, v).ptr);
+  };
+  log += "START RequestId: ";
+  log += st.request_id;
+  log += " Version: ";
+  log += st.spec.version;
+  log += '\n';
+  log += output;
+  if (result.outcome == "timeout") {
+    log += "Task timed out after ";
+    number(st.spec.timeout_s);
+    log += ".00 seconds\n";
+  }
+  log += "END RequestId: ";
+  log += st.request_id;
+  log += "\nREPORT RequestId: ";
+  log += st.request_id;
+  log += "\tDuration: ";
+  log += format_ms(result.duration_us);
+  log += " ms\tBilled Duration: ";
+  number(billed);
+  log += " ms\tMemory Size: ";
+  number(st.spec.memory_mb);
+  log += " MB\tMax Memory Used: ";
+  number(static_cast<int64_t>(result.max_memory_bytes >> 20));
+  log += " MB";
+  if (result.init_duration_us > 0) {
+    log += "\tInit Duration: ";
+    log += format_ms(result.init_duration_us);
+    log += " ms";
+  }
+  log += '\n';
   result.log = std::move(log);
   st.request_id.clear();
   ++st.sequence;

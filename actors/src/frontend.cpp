@@ -350,13 +350,14 @@ std::string render_queue_metrics(const queue_stats& q, uint32_t pollers) {
   return out;
 }
 
-http_response invocation_response(const invoke_outcome& o, bool tail,
+http_response invocation_response(invoke_outcome& o, bool tail,
                                    std::chrono::steady_clock::time_point received,
                                    int64_t queue_us) {
-  const auto& r = o.result;
+  auto& r = o.result;
   http_response res;
   res.status = 200;
-  res.body = r.payload;
+  res.body = std::move(r.payload);
+  res.headers.reserve(6);
   res.set_header("Content-Type", "application/json");
   res.set_header("X-Amz-Executed-Version", "$LATEST");
   if (r.outcome != "success")
@@ -371,12 +372,24 @@ http_response invocation_response(const invoke_outcome& o, bool tail,
   auto total = std::chrono::duration_cast<std::chrono::microseconds>(
                  std::chrono::steady_clock::now() - received)
                  .count();
-  std::string timing = "queue;dur=" + format_ms(queue_us);
-  if (o.cold)
-    timing += ", placement;dur=" + format_ms(o.placement_us) + ", sandbox;dur="
-              + format_ms(o.sandbox_us) + ", init;dur=" + format_ms(o.init_us);
-  timing += ", invoke;dur=" + format_ms(r.duration_us) + ", total;dur=" + format_ms(total);
-  res.set_header("Server-Timing", timing);
+  std::string timing;
+  timing.reserve(160);
+  auto phase = [&timing](const char* name, int64_t us) {
+    if (!timing.empty())
+      timing += ", ";
+    timing += name;
+    timing += ";dur=";
+    timing += format_ms(us);
+  };
+  phase("queue", queue_us);
+  if (o.cold) {
+    phase("placement", o.placement_us);
+    phase("sandbox", o.sandbox_us);
+    phase("init", o.init_us);
+  }
+  phase("invoke", r.duration_us);
+  phase("total", total);
+  res.set_header("Server-Timing", std::move(timing));
   return res;
 }
 
@@ -490,7 +503,8 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   auto request_id = req.request_id;
   auto shard = req.shard;
   auto proceed = [self, rp, start, type, tail, payload, client_context, account, request_id,
-                  shard](const function_record& rec) mutable {
+                  shard](std::shared_ptr<const function_record> record) mutable {
+    const auto& rec = *record;
     auto op = operation::invoke;
     auto& st = self->state;
     if (type == "DryRun") {
@@ -511,9 +525,8 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
     // Requests on the invocation path carry no timeout: each would wake
     // CAF's clock thread, and the counter and assignment always answer (the
     // node stops if one of them dies, see system.cpp).
-    // The record is copied once, into the order; the handlers below share
-    // it (each copy of a lambda would copy the whole record).
-    auto record = std::make_shared<function_record>(rec);
+    // The record is shared with the cache and the order, never copied per
+    // invocation (it holds a dozen strings).
     self->request(st.counter, caf::infinite, acquire_atom::value, account, rec.name)
       .then(
         [=](uint64_t lease) mutable {
@@ -525,7 +538,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           invoke_order order;
           // Only the function's name is needed after this.
           auto name = record->name;
-          order.function = std::move(*record);
+          order.function = record;
           order.request.request_id = storage::request_uuid();
           order.request.payload = payload;
           order.request.client_context = client_context;
@@ -534,10 +547,15 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           char epoch[9];
           std::snprintf(epoch, sizeof epoch, "%08x",
                         static_cast<unsigned>(std::time(nullptr)));
-          order.request.trace_id = std::string{"Root=1-"} + epoch + "-"
-                                   + storage::request_hex(12)
-                                   + ";Parent=" + storage::request_hex(8)
-                                   + ";Sampled=0";
+          auto& trace = order.request.trace_id;
+          trace.reserve(80);
+          trace += "Root=1-";
+          trace += epoch;
+          trace += '-';
+          trace += storage::request_hex(12);
+          trace += ";Parent=";
+          trace += storage::request_hex(8);
+          trace += ";Sampled=0";
           // The lease goes back however the invocation ends.
           auto release = [self, lease] {
             auto& st = self->state;
@@ -612,7 +630,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   };
   if (auto hit = st.cache->find(key)) {
     ++st.invocations->cache_hits;
-    proceed(*hit);
+    proceed(std::move(hit));
     return;
   }
   ++st.invocations->cache_misses;
@@ -621,7 +639,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
     .then(
       [=](function_record& rec) mutable {
         self->state.cache->insert(key, rec, ticket);
-        proceed(std::move(rec));
+        proceed(std::make_shared<const function_record>(std::move(rec)));
       },
       [=](caf::error& err) mutable {
         finish(self, rp, operation::invoke, start, error_response(to_api_error(err)));

@@ -211,7 +211,7 @@ void run(self_ptr self, queued_event ev) {
             [=](uint64_t lease) mutable {
               auto& cfg = self->state.config;
               invoke_order order;
-              order.function = rec;
+              order.function = std::make_shared<const storage::function_record>(rec);
               order.request.request_id = ev.request_id;
               order.request.payload = ev.payload;
               order.request.trace_id = "Root=1-" + storage::request_hex(4) + "-"

@@ -6,6 +6,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <random>
 #include <stdexcept>
@@ -172,18 +173,17 @@ namespace {
 
 // 8-4-4-4-12 hex digits with the version 4 and variant bits set; written in
 // place (a request id is made per invocation).
-std::string uuid_text(std::string b) {
+std::string uuid_text(std::array<unsigned char, 16> b) {
   static constexpr char digits[] = "0123456789abcdef";
-  b[6] = static_cast<char>((b[6] & 0x0f) | 0x40);
-  b[8] = static_cast<char>((b[8] & 0x3f) | 0x80);
+  b[6] = static_cast<unsigned char>((b[6] & 0x0f) | 0x40);
+  b[8] = static_cast<unsigned char>((b[8] & 0x3f) | 0x80);
   std::string out(36, '-');
   size_t o = 0;
   for (size_t i = 0; i < 16; ++i) {
     if (i == 4 || i == 6 || i == 8 || i == 10)
       ++o; // the dash
-    auto c = static_cast<unsigned char>(b[i]);
-    out[o++] = digits[c >> 4];
-    out[o++] = digits[c & 0x0f];
+    out[o++] = digits[b[i] >> 4];
+    out[o++] = digits[b[i] & 0x0f];
   }
   return out;
 }
@@ -197,28 +197,41 @@ std::mt19937_64& id_generator() {
   return gen;
 }
 
-std::string id_bytes(size_t n) {
+// Fills `out` from the thread's id generator (no allocation: ids are made
+// several times per invocation).
+void id_bytes(unsigned char* out, size_t n) {
   auto& gen = id_generator();
-  std::string out(n, '\0');
   for (size_t i = 0; i < n; i += 8) {
     auto v = gen();
-    std::memcpy(out.data() + i, &v, std::min<size_t>(8, n - i));
+    std::memcpy(out + i, &v, std::min<size_t>(8, n - i));
   }
-  return out;
 }
 
 } // namespace
 
 std::string random_uuid() {
-  return uuid_text(random_bytes(16));
+  std::array<unsigned char, 16> b{};
+  if (RAND_bytes(b.data(), static_cast<int>(b.size())) != 1)
+    throw std::runtime_error("RAND_bytes failed");
+  return uuid_text(b);
 }
 
 std::string request_uuid() {
-  return uuid_text(id_bytes(16));
+  std::array<unsigned char, 16> b{};
+  id_bytes(b.data(), b.size());
+  return uuid_text(b);
 }
 
 std::string request_hex(size_t n) {
-  return to_hex(id_bytes(n));
+  std::array<unsigned char, 64> small{};
+  std::string large;
+  unsigned char* b = small.data();
+  if (n > small.size()) {
+    large.resize(n);
+    b = reinterpret_cast<unsigned char*>(large.data());
+  }
+  id_bytes(b, n);
+  return to_hex(std::string_view{reinterpret_cast<const char*>(b), n});
 }
 
 } // namespace nimbus::storage

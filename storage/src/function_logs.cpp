@@ -117,7 +117,15 @@ void function_log_store::close_file(const std::string& file) {
 void function_log_store::append(const std::string& account_id, const std::string& function,
                                 std::string_view text, bool write_now) {
   std::lock_guard<std::mutex> guard{mutex_};
-  auto file = path(account_id, function);
+  // Built in a kept buffer: this runs for every invocation.
+  auto& file = path_scratch_;
+  file.clear();
+  file += directory_;
+  file += '/';
+  file += account_id;
+  file += '/';
+  file += function;
+  file += ".log";
   auto* f = open_for_append(file, account_id);
   if (f && f->size > 0 && f->size + text.size() > max_bytes_) {
     close_file(file);

@@ -9,6 +9,8 @@
 
 #include "fixture.hpp"
 
+#include <caf/binary_deserializer.hpp>
+#include <caf/binary_serializer.hpp>
 #include <caf/event_based_actor.hpp>
 #include <caf/typed_event_based_actor.hpp>
 
@@ -295,7 +297,7 @@ struct assignment_fixture : test::actor_fixture {
 
   invoke_order order(const function_record& f, const std::string& payload, int32_t shard) {
     invoke_order o;
-    o.function = f;
+    o.function = std::make_shared<const function_record>(f);
     o.shard = shard;
     o.request.request_id = "req-" + std::to_string(++next_request);
     o.request.payload = payload;
@@ -350,6 +352,47 @@ struct assignment_fixture : test::actor_fixture {
 };
 
 } // namespace
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: an order shares its record in process and carries it by value on the wire") {
+  auto f = fn(account_a, "wire");
+  f.environment = {{"KEY", "value"}};
+  auto o = order(f, R"({"x":1})", 1);
+  // Copies of the order (as CAF makes them) share one record.
+  auto copy = o;
+  CHECK(copy.function.get() == o.function.get());
+  std::vector<char> buf;
+  caf::binary_serializer sink{sys, buf};
+  REQUIRE_FALSE(sink(o));
+  invoke_order back;
+  caf::binary_deserializer source{sys, buf};
+  REQUIRE_FALSE(source(back));
+  REQUIRE(back.function);
+  CHECK(back.function.get() != o.function.get());
+  CHECK(back.function->name == "wire");
+  CHECK(back.function->account_id == account_a);
+  CHECK(back.function->environment.at("KEY") == "value");
+  CHECK(back.function->revision_id == f.revision_id);
+  CHECK(back.request.payload == R"({"x":1})");
+  CHECK(back.request.request_id == o.request.request_id);
+  CHECK(back.shard == 1);
+}
+
+TEST_CASE_FIXTURE(assignment_fixture, "assignment: an order without a record is refused") {
+  start();
+  invoke_order o;
+  o.request.request_id = "req-none";
+  auto slot = std::make_shared<std::optional<caf::expected<invoke_outcome>>>();
+  auto target = assignment;
+  sys.spawn([=](caf::event_based_actor* client) {
+    client->request(target, caf::infinite, invoke_atom::value, o)
+      .then([=](invoke_outcome& x) { slot->emplace(std::move(x)); },
+            [=](caf::error& e) { slot->emplace(std::move(e)); });
+  });
+  sched.run();
+  REQUIRE(slot->has_value());
+  CHECK_FALSE(**slot);
+  CHECK(log->creates.empty());
+}
 
 TEST_CASE_FIXTURE(assignment_fixture, "assignment: subscribes to the registry at start") {
   start();

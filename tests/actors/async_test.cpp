@@ -88,9 +88,9 @@ assignment_actor::behavior_type scripted_assignment(assignment_actor::pointer,
     [=](invoke_atom, invoke_order& order) -> invoke_outcome {
       invoke_outcome o;
       std::lock_guard<std::mutex> g{s->mutex};
-      s->calls.push_back({order.request.request_id, order.function.name, order.request.payload,
+      s->calls.push_back({order.request.request_id, order.function->name, order.request.payload,
                           wall_ms()});
-      auto it = s->outcome.find(order.function.name);
+      auto it = s->outcome.find(order.function->name);
       o.result.outcome = it == s->outcome.end() ? "success" : it->second;
       o.result.payload = o.result.outcome == "success"
                            ? std::string{R"({"ok":true})"}

@@ -51,6 +51,7 @@ namespace {
 // {"a", "b", ""}.
 std::vector<std::string_view> segments(std::string_view path) {
   std::vector<std::string_view> out;
+  out.reserve(8); // the longest route has 6 segments
   if (path.empty() || path.front() != '/')
     return out;
   path.remove_prefix(1);

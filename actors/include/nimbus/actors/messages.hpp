@@ -149,7 +149,9 @@ struct worker_capacity {
 
 /// A function invocation handed to ASSIGNMENT.
 struct invoke_order {
-  storage::function_record function;
+  /// The function's record, shared with the frontend's metadata cache: it is
+  /// not copied per invocation (on the wire it travels by value).
+  std::shared_ptr<const storage::function_record> function;
   invocation_request request;
   /// The io shard the request arrived on, or -1: ASSIGNMENT prefers an idle
   /// environment served by the same shard (see transport::io_runner).
@@ -178,7 +180,14 @@ struct counter_stats {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, invoke_order& x) {
-  return f(caf::meta::type_name("invoke_order"), x.function, x.request, x.shard);
+  storage::function_record record;
+  if (x.function)
+    record = *x.function; // saving (loading starts without a record)
+  auto load = caf::meta::load_callback([&]() -> caf::error {
+    x.function = std::make_shared<const storage::function_record>(std::move(record));
+    return caf::none;
+  });
+  return f(caf::meta::type_name("invoke_order"), record, x.request, x.shard, load);
 }
 
 template <class Inspector>

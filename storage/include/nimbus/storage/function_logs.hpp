@@ -84,6 +84,8 @@ private:
   uint64_t failures_ = 0;
   uint64_t uses_ = 0;
   std::map<std::string, open_file> open_;
+  /// append()'s path buffer (guarded by mutex_).
+  std::string path_scratch_;
   std::chrono::milliseconds flush_interval_;
   /// Something is buffered (the flush thread waits for it).
   bool dirty_ = false;
