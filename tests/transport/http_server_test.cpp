@@ -356,6 +356,43 @@ TEST_CASE("http server: handler fields that could split a response, and framing 
   CHECK_FALSE(r->header("X-Large"));
 }
 
+TEST_CASE("http response: header lines are checked when added, found by header() and sent as they are") {
+  http_response r;
+  CHECK(r.add_header_line("Lambda-Runtime-Aws-Request-Id", "id-1"));
+  CHECK(r.add_header_line("Content-Type", "text/plain"));
+  CHECK_FALSE(r.add_header_line("X-Split", "a\r\nX-Injected: yes"));
+  CHECK_FALSE(r.add_header_line("X-Nul", std::string("a\0b", 3)));
+  CHECK_FALSE(r.add_header_line("Bad Name", "v"));
+  CHECK_FALSE(r.add_header_line("Content-Length", "5"));
+  CHECK_FALSE(r.add_header_line("connection", "close"));
+  CHECK(r.header_lines == "Lambda-Runtime-Aws-Request-Id: id-1\r\nContent-Type: text/plain\r\n");
+  CHECK(r.header("lambda-runtime-aws-request-id") == "id-1");
+  CHECK(r.header("Content-Type") == "text/plain");
+  CHECK_FALSE(r.header("X-Split"));
+  CHECK_FALSE(r.header("Lambda-Runtime"));
+
+  auto hooks = test_hooks();
+  hooks.on_request = [](http_request, respond_fn respond) {
+    http_response res;
+    res.body = "plain";
+    res.add_header_line("Content-Type", "text/plain");
+    res.add_header_line("X-Line", "one");
+    respond(std::move(res));
+  };
+  http_server server(test_options(), hooks);
+  client c(server.port());
+  REQUIRE(c.send(get("/x")));
+  auto reply = c.read_response();
+  REQUIRE(reply);
+  CHECK(reply->body == "plain");
+  CHECK(reply->header("X-Line") == "one");
+  // The header line's Content-Type counts: no second, default one.
+  CHECK(reply->header("Content-Type") == "text/plain");
+  CHECK(std::count_if(reply->headers.begin(), reply->headers.end(),
+                      [](const auto& f) { return iequals(f.first, "Content-Type"); })
+        == 1);
+}
+
 TEST_CASE("http server: keep-alive serves two requests on one connection") {
   std::atomic<int> calls{0};
   auto hooks = test_hooks();

@@ -134,15 +134,7 @@ std::string format_endpoint(const tcp::endpoint& ep) {
 
 /// A handler-supplied field must not be able to split the response.
 bool valid_field(std::string_view name, std::string_view value) {
-  if (name.empty())
-    return false;
-  for (char c : name)
-    if (c <= ' ' || c == ':' || c == 0x7f)
-      return false;
-  for (char c : value)
-    if (c == '\r' || c == '\n' || c == '\0')
-      return false;
-  return true;
+  return valid_header_field(name, value);
 }
 
 bool contains_token(std::string_view list, std::string_view token) {
@@ -891,13 +883,15 @@ private:
     for (const auto& [name, value] : r.headers) {
       if (!valid_field(name, value))
         continue;
-      if (iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding") || iequals(name, "Date")
-          || iequals(name, "Server") || iequals(name, "x-amzn-RequestId") || iequals(name, "Connection"))
+      if (server_owned_field(name))
         continue;
       if (iequals(name, "Content-Type"))
         has_type = true;
       field(name, value);
     }
+    h += r.header_lines; // checked when they were added
+    if (!has_type && !r.header_lines.empty() && r.header("Content-Type"))
+      has_type = true;
     if (!s.request_id.empty())
       field("x-amzn-RequestId", s.request_id);
     field("Date", http_date(std::chrono::system_clock::now()));

@@ -1,5 +1,7 @@
 #include "nimbus/transport/http_types.hpp"
 
+#include <cstring>
+
 namespace nimbus::transport {
 
 namespace {
@@ -42,7 +44,52 @@ std::string_view http_request::query() const {
 }
 
 std::optional<std::string_view> http_response::header(std::string_view name) const {
-  return find(headers, name);
+  if (auto v = find(headers, name))
+    return v;
+  std::string_view rest = header_lines;
+  while (!rest.empty()) {
+    auto end = rest.find("\r\n");
+    auto line = rest.substr(0, end);
+    auto colon = line.find(':');
+    if (colon != std::string_view::npos && iequals(line.substr(0, colon), name)) {
+      auto value = line.substr(colon + 1);
+      while (!value.empty() && value.front() == ' ')
+        value.remove_prefix(1);
+      return value;
+    }
+    if (end == std::string_view::npos)
+      break;
+    rest.remove_prefix(end + 2);
+  }
+  return std::nullopt;
+}
+
+bool http_response::add_header_line(std::string_view name, std::string_view value) {
+  if (!valid_header_field(name, value) || server_owned_field(name))
+    return false;
+  header_lines.append(name);
+  header_lines += ": ";
+  header_lines.append(value);
+  header_lines += "\r\n";
+  return true;
+}
+
+bool valid_header_field(std::string_view name, std::string_view value) {
+  if (name.empty())
+    return false;
+  for (char c : name)
+    if (c <= ' ' || c == ':' || c == 0x7f)
+      return false;
+  // memchr is vectorized; values are checked on every response.
+  return std::memchr(value.data(), '\r', value.size()) == nullptr
+         && std::memchr(value.data(), '\n', value.size()) == nullptr
+         && std::memchr(value.data(), '\0', value.size()) == nullptr;
+}
+
+bool server_owned_field(std::string_view name) {
+  return iequals(name, "Content-Length") || iequals(name, "Transfer-Encoding")
+         || iequals(name, "Connection") || iequals(name, "Date") || iequals(name, "Server")
+         || iequals(name, "x-amzn-RequestId");
 }
 
 void http_response::set_header(std::string name, std::string value) {

@@ -2,6 +2,7 @@
 
 #include "nimbus/storage/json.hpp"
 
+#include <charconv>
 #include <string_view>
 
 namespace nimbus::transport {
@@ -67,15 +68,21 @@ runtime_api::runtime_api(runtime_api_callbacks callbacks) : callbacks_(std::move
 http_response runtime_api::next_response(const runtime_invocation& inv) const {
   http_response res;
   res.body = inv.payload;
-  res.headers.reserve(6);
+  // One string for the fields (this answers every invocation). A value that
+  // could split the response is left out, as the server does with headers.
+  auto& lines = res.header_lines;
+  lines.reserve(192 + inv.request_id.size() + inv.invoked_function_arn.size()
+                + inv.trace_id.size() + inv.client_context.size());
   // aws-lambda-ric crashes without a Content-Type and exits without the id.
-  res.set_header("Content-Type", "application/json");
-  res.set_header("Lambda-Runtime-Aws-Request-Id", inv.request_id);
-  res.set_header("Lambda-Runtime-Deadline-Ms", std::to_string(inv.deadline_ms));
-  res.set_header("Lambda-Runtime-Invoked-Function-Arn", inv.invoked_function_arn);
-  res.set_header("Lambda-Runtime-Trace-Id", inv.trace_id);
+  res.add_header_line("Content-Type", "application/json");
+  res.add_header_line("Lambda-Runtime-Aws-Request-Id", inv.request_id);
+  char deadline[24];
+  auto end = std::to_chars(deadline, deadline + sizeof deadline, inv.deadline_ms).ptr;
+  res.add_header_line("Lambda-Runtime-Deadline-Ms", std::string_view(deadline, end - deadline));
+  res.add_header_line("Lambda-Runtime-Invoked-Function-Arn", inv.invoked_function_arn);
+  res.add_header_line("Lambda-Runtime-Trace-Id", inv.trace_id);
   if (!inv.client_context.empty())
-    res.set_header("Lambda-Runtime-Client-Context", inv.client_context);
+    res.add_header_line("Lambda-Runtime-Client-Context", inv.client_context);
   return res;
 }
 

@@ -62,11 +62,32 @@ struct http_response {
   /// The body.
   std::string body;
 
-  /// Returns the first header whose name matches `name` case-insensitively.
+  /// More header fields, already formatted as "Name: value\r\n" lines and
+  /// sent after `headers` as they are. Filled by add_header_line: one string
+  /// for all of a response's fields instead of one per name and value, for
+  /// responses made on every invocation.
+  std::string header_lines;
+
+  /// Returns the first header whose name matches `name` case-insensitively
+  /// (in `headers`, then in `header_lines`).
   std::optional<std::string_view> header(std::string_view name) const;
   /// Sets (replaces or adds) a header.
   void set_header(std::string name, std::string value);
+  /// Appends a field to `header_lines` (no replace: the name must not be set
+  /// otherwise). A field the server would drop from `headers` (a name or
+  /// value that could split the response, or a field the server owns) is
+  /// not added; returns whether it was.
+  bool add_header_line(std::string_view name, std::string_view value);
 };
+
+/// Whether a header field may be sent: a name without separators or
+/// controls, and a value without CR, LF or NUL.
+bool valid_header_field(std::string_view name, std::string_view value);
+
+/// Whether the HTTP server sets this field itself (framing and identity:
+/// Content-Length, Transfer-Encoding, Connection, Date, Server,
+/// x-amzn-RequestId), so a handler's field of this name is dropped.
+bool server_owned_field(std::string_view name);
 
 /// ASCII case-insensitive string comparison.
 bool iequals(std::string_view a, std::string_view b);
