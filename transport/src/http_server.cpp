@@ -241,40 +241,75 @@ private:
   bool failed_ = false;
 };
 
-/// A Beast Body whose reader streams into a spool_file (it has no writer:
-/// requests only).
-struct spool_body {
-  struct value_type {
-    spool_file* file = nullptr; // owned by the session while reading
-  };
+/// Beast's HTTP/1 request parser, feeding an http_request directly: the
+/// request line and each field go into it as they are parsed, and the body
+/// into its string or, once spool_to() names a file, into that file. (Beast's
+/// message type would allocate a node per field that we would then copy.)
+class request_reader final : public http::basic_parser<true> {
+public:
+  explicit request_reader(http_request& target) : req_(&target) {}
 
-  class reader {
-  public:
-    template <bool isRequest, class Fields>
-    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+  /// The body goes to `file` from now on (set before any body byte is parsed).
+  void spool_to(spool_file* file) { spool_ = file; }
 
-    void init(const boost::optional<std::uint64_t>&, beast::error_code& ec) { ec = {}; }
+  /// HTTP minor+major version (11 for 1.1), once the request line is in.
+  unsigned version() const { return version_; }
+  /// The method, once the request line is in.
+  http::verb method() const { return method_; }
 
-    template <class ConstBufferSequence>
-    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
-      std::size_t used = 0;
-      for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers); ++it) {
-        net::const_buffer b = *it;
-        if (!body_.file || !body_.file->write(static_cast<const char*>(b.data()), b.size())) {
-          ec = beast::error_code(EIO, boost::system::system_category());
-          return used;
-        }
-        used += b.size();
+private:
+  void on_request_impl(http::verb method, beast::string_view method_str, beast::string_view target,
+                       int version, beast::error_code&) override {
+    method_ = method;
+    version_ = static_cast<unsigned>(version);
+    req_->method.assign(method_str.data(), method_str.size());
+    req_->target.assign(target.data(), target.size());
+  }
+
+  void on_response_impl(int, beast::string_view, int, beast::error_code& ec) override {
+    ec = http::error::bad_version; // requests only; never called for them
+  }
+
+  void on_field_impl(http::field, beast::string_view name, beast::string_view value,
+                     beast::error_code&) override {
+    req_->headers.emplace_back(std::string(name.data(), name.size()),
+                               std::string(value.data(), value.size()));
+  }
+
+  void on_header_impl(beast::error_code&) override {}
+
+  void on_body_init_impl(const boost::optional<std::uint64_t>& content_length,
+                         beast::error_code&) override {
+    // The session has checked the declared length against its limit.
+    if (!spool_ && content_length)
+      req_->body.reserve(static_cast<size_t>(*content_length));
+  }
+
+  std::size_t on_body_impl(beast::string_view body, beast::error_code& ec) override {
+    if (spool_) {
+      if (!spool_->write(body.data(), body.size())) {
+        ec = beast::error_code(EIO, boost::system::system_category());
+        return 0;
       }
-      ec = {};
-      return used;
+      return body.size();
     }
+    req_->body.append(body.data(), body.size());
+    return body.size();
+  }
 
-    void finish(beast::error_code& ec) { ec = {}; }
+  void on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) override {}
 
-  private:
-    value_type& body_;
-  };
+  std::size_t on_chunk_body_impl(std::uint64_t, beast::string_view body,
+                                 beast::error_code& ec) override {
+    return on_body_impl(body, ec);
+  }
+
+  void on_finish_impl(beast::error_code&) override {}
+
+  http_request* req_;
+  spool_file* spool_ = nullptr;
+  unsigned version_ = 11;
+  http::verb method_ = http::verb::unknown;
 };
 
 class session;
@@ -539,7 +574,9 @@ private:
   void do_read_header() {
     read_state_ = read_state::header;
     update_idle_timer();
-    parser_.emplace();
+    head_ = http_request{};
+    head_.headers.reserve(8);
+    parser_.emplace(head_);
     parser_->header_limit(state_->options.max_header_bytes);
     // Beast 1.74 compares Content-Length against an unset (boost::none)
     // limit as "exceeded", so disable the check with the largest value; the
@@ -575,13 +612,9 @@ private:
     }
     first_request_ = false;
     try {
-      const auto& msg = parser_->get();
-      http_request head;
-      head.method = std::string(msg.method_string());
-      head.target = std::string(msg.target());
-      head.headers.reserve(static_cast<size_t>(std::distance(msg.begin(), msg.end())));
-      for (const auto& f : msg)
-        head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+      // The reader has filled head_ with the request line and the fields.
+      auto& head = head_;
+      unsigned version = parser_->version();
       head.remote = remote_;
       if (state_->options.request_ids)
         head.request_id = storage::request_uuid();
@@ -594,11 +627,11 @@ private:
       bool has_te = head.header("Transfer-Encoding").has_value();
       if (has_cl && has_te) {
         reject(state_->call_bad_request("Content-Length together with Transfer-Encoding", 400),
-               msg.version(), head.request_id);
+               version, head.request_id);
         return;
       }
       if (has_te && !parser_->chunked()) {
-        reject(state_->call_bad_request("Unsupported Transfer-Encoding", 400), msg.version(), head.request_id);
+        reject(state_->call_bad_request("Unsupported Transfer-Encoding", 400), version, head.request_id);
         return;
       }
 
@@ -607,32 +640,26 @@ private:
       auto declared = parser_->content_length();
       if (declared && *declared > body_limit_) {
         // Decided from the header alone: the body is never read.
-        reject(state_->call_too_large(head, body_limit_), msg.version(), head.request_id);
+        reject(state_->call_too_large(head, body_limit_), version, head.request_id);
         return;
       }
       if (!spool_path.empty()) {
         std::string error;
         spool_ = spool_file::create(spool_path, error);
         if (!spool_) {
-          reject(state_->call_bad_request("The request body could not be stored", 500), msg.version(),
+          reject(state_->call_bad_request("The request body could not be stored", 500), version,
                  head.request_id);
           return;
         }
       }
-      head_ = std::move(head);
       if (parser_->is_done()) {
         dispatch();
         return;
       }
-      if (spool_) {
-        // Switch to the streaming body before any body byte is parsed.
-        spool_parser_.emplace(std::move(*parser_));
-        parser_.reset();
-        spool_parser_->get().body().file = spool_.get();
-        spool_parser_->body_limit(body_limit_);
-      } else {
-        parser_->body_limit(body_limit_);
-      }
+      // Switch to the streaming body before any body byte is parsed.
+      if (spool_)
+        parser_->spool_to(spool_.get());
+      parser_->body_limit(body_limit_);
       do_read_body();
     } catch (...) {
       close_now();
@@ -641,16 +668,13 @@ private:
 
   /// HTTP minor+major version of the request being read (11 for 1.1).
   unsigned request_version() const {
-    if (spool_parser_)
-      return spool_parser_->get().version();
-    return parser_ ? parser_->get().version() : 11;
+    return parser_ ? parser_->version() : 11;
   }
 
   /// Drops the parser(s) of the request being read, and its spool file with
   /// them.
   void drop_request() {
     parser_.reset();
-    spool_parser_.reset();
     spool_.reset();
   }
 
@@ -676,14 +700,11 @@ private:
   void read_body_now() {
     // A small body usually arrived with the head: finish it here.
     beast::error_code ec;
-    if (spool_parser_ ? parse_buffered_body(*spool_parser_, ec) : parse_buffered_body(*parser_, ec)) {
+    if (parse_buffered_body(*parser_, ec)) {
       on_body(ec, 0);
       return;
     }
-    if (spool_parser_)
-      http::async_read(stream_, buffer_, *spool_parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
-    else
-      http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
   }
 
   void do_read_body() {
@@ -776,20 +797,10 @@ private:
   void dispatch() {
     slot s;
     std::shared_ptr<spool_file> spool;
-    if (spool_parser_) {
-      auto msg = spool_parser_->release();
-      s.version = msg.version();
-      s.keep_alive = msg.keep_alive();
-      s.head_method = msg.method() == http::verb::head;
-    } else {
-      auto msg = parser_->release();
-      s.version = msg.version();
-      s.keep_alive = msg.keep_alive();
-      s.head_method = msg.method() == http::verb::head;
-      head_.body = std::move(msg.body()); // empty for a spooled request with no body
-    }
+    s.version = parser_->version();
+    s.keep_alive = parser_->keep_alive();
+    s.head_method = parser_->method() == http::verb::head;
     parser_.reset();
-    spool_parser_.reset();
     if (spool_) {
       head_.body_sha256_hex = spool_->finish();
       head_.body_file = spool_->path();
@@ -1091,9 +1102,8 @@ private:
   std::string remote_;
 
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  /// Replaces parser_ once the head is in, for spooled requests.
-  std::optional<http::request_parser<spool_body>> spool_parser_;
+  /// Parses the request being read into head_.
+  std::optional<request_reader> parser_;
   /// The body file of the request being read (spooled requests).
   std::unique_ptr<spool_file> spool_;
   http_request head_;     // the request being read
