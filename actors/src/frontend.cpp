@@ -438,7 +438,7 @@ void enqueue_event(self_ptr self, response_promise rp,
 }
 
 void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock::time_point start,
-                   const http_request& req, const route& r, const std::string& account) {
+                   http_request& req, const route& r, const std::string& account) {
   auto& st = self->state;
   auto op = operation::invoke;
   auto fail = [&](const api_error& e) { finish(self, rp, op, start, error_response(e)); };
@@ -474,7 +474,8 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   }
   bool tail = log_type == "Tail";
   // An invocation without a payload gets the empty object, as on AWS.
-  std::string payload = req.body.empty() ? "{}" : req.body;
+  // The body is moved along, never copied (it may be 6 MB).
+  std::string payload = req.body.empty() ? std::string{"{}"} : std::move(req.body);
   {
     // One parser for the actor's lifetime: it keeps its buffers between
     // invocations instead of allocating them per request.
@@ -502,8 +503,8 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   // With the function's record in hand: lease, run, release.
   auto request_id = req.request_id;
   auto shard = req.shard;
-  auto proceed = [self, rp, start, type, tail, payload, client_context, account, request_id,
-                  shard](std::shared_ptr<const function_record> record) mutable {
+  auto proceed = [self, rp, start, type, tail, payload = std::move(payload), client_context, account,
+                  request_id, shard](std::shared_ptr<const function_record> record) mutable {
     const auto& rec = *record;
     auto op = operation::invoke;
     auto& st = self->state;
@@ -529,7 +530,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
     // invocation (it holds a dozen strings).
     self->request(st.counter, caf::infinite, acquire_atom::value, account, rec.name)
       .then(
-        [=](uint64_t lease) mutable {
+        [=, payload = std::move(payload)](uint64_t lease) mutable {
           auto& st = self->state;
           ++st.invocations->concurrent;
           auto queue_us = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -540,7 +541,7 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           auto name = record->name;
           order.function = record;
           order.request.request_id = storage::request_uuid();
-          order.request.payload = payload;
+          order.request.payload = std::move(payload);
           order.request.client_context = client_context;
           order.shard = shard;
           // X-Ray form: Root=1-<Unix seconds, 8 hex digits>-<96 random bits>.

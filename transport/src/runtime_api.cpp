@@ -65,9 +65,9 @@ std::string error_type_of(const http_request& req) {
 runtime_api::runtime_api(runtime_api_callbacks callbacks) : callbacks_(std::move(callbacks)) {
 }
 
-http_response runtime_api::next_response(const runtime_invocation& inv) const {
+http_response runtime_api::next_response(runtime_invocation& inv) const {
   http_response res;
-  res.body = inv.payload;
+  res.body = std::move(inv.payload); // the event is handed out once
   // One string for the fields (this answers every invocation). A value that
   // could split the response is left out, as the server does with headers.
   auto& lines = res.header_lines;

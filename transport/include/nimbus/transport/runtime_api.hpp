@@ -77,7 +77,7 @@ public:
   static http_server_hooks hooks(std::shared_ptr<runtime_api> api);
 
 private:
-  http_response next_response(const runtime_invocation& inv) const;
+  http_response next_response(runtime_invocation& inv) const;
   runtime_api_callbacks callbacks_;
   std::mutex mutex_;
   std::optional<respond_fn> waiting_next_;
