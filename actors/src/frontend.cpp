@@ -553,9 +553,9 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
           trace += "Root=1-";
           trace += epoch;
           trace += '-';
-          trace += storage::request_hex(12);
+          storage::append_request_hex(trace, 12);
           trace += ";Parent=";
-          trace += storage::request_hex(8);
+          storage::append_request_hex(trace, 8);
           trace += ";Sampled=0";
           // The lease goes back however the invocation ends.
           auto release = [self, lease] {

@@ -222,6 +222,20 @@ std::string request_uuid() {
   return uuid_text(b);
 }
 
+void append_request_hex(std::string& out, size_t n) {
+  static constexpr char digits[] = "0123456789abcdef";
+  while (n > 0) {
+    std::array<unsigned char, 32> b{};
+    auto take = std::min(n, b.size());
+    id_bytes(b.data(), take);
+    for (size_t i = 0; i < take; ++i) {
+      out.push_back(digits[b[i] >> 4]);
+      out.push_back(digits[b[i] & 0x0f]);
+    }
+    n -= take;
+  }
+}
+
 std::string request_hex(size_t n) {
   std::array<unsigned char, 64> small{};
   std::string large;

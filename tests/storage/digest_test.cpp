@@ -78,3 +78,18 @@ TEST_CASE("digest: sha256_stream equals the one-shot hash however the data is cu
   CHECK(nimbus::storage::to_hex(moved.finish())
         == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
+
+TEST_CASE("digest: request_hex and append_request_hex give fresh lower-case hex of the asked length") {
+  for (size_t n : {size_t{1}, size_t{8}, size_t{12}, size_t{40}, size_t{100}}) {
+    auto a = request_hex(n);
+    CHECK(a.size() == 2 * n);
+    std::string b = "prefix-";
+    append_request_hex(b, n);
+    REQUIRE(b.size() == 7 + 2 * n);
+    CHECK(b.substr(0, 7) == "prefix-");
+    for (char c : a + b.substr(7))
+      CHECK(std::string_view{"0123456789abcdef"}.find(c) != std::string_view::npos);
+    if (n >= 8)
+      CHECK(a != b.substr(7));
+  }
+}

@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -68,9 +69,11 @@ struct assignment_state {
     std::chrono::steady_clock::time_point last_used;
   };
   assignment_config config;
-  std::map<std::string, environment> environments;
+  /// Hashed: looked up several times per invocation, by ids that share
+  /// their first characters.
+  std::unordered_map<std::string, environment> environments;
   /// key -> idle environment ids, most recently used last.
-  std::map<std::string, std::vector<std::string>> idle;
+  std::unordered_map<std::string, std::vector<std::string>> idle;
   /// (account, function) -> the key of the revision last invoked or
   /// announced: environments of any other key have been retired.
   std::map<std::pair<std::string, std::string>, std::string> revisions;

@@ -75,4 +75,7 @@ std::string request_uuid();
 /// generator as request_uuid(): unique, not secret (trace ids).
 std::string request_hex(size_t n);
 
+/// Appends request_hex(n) to `out` (no temporary string).
+void append_request_hex(std::string& out, size_t n);
+
 } // namespace nimbus::storage
