@@ -237,15 +237,10 @@ void append_request_hex(std::string& out, size_t n) {
 }
 
 std::string request_hex(size_t n) {
-  std::array<unsigned char, 64> small{};
-  std::string large;
-  unsigned char* b = small.data();
-  if (n > small.size()) {
-    large.resize(n);
-    b = reinterpret_cast<unsigned char*>(large.data());
-  }
-  id_bytes(b, n);
-  return to_hex(std::string_view{reinterpret_cast<const char*>(b), n});
+  std::string out;
+  out.reserve(2 * n);
+  append_request_hex(out, n);
+  return out;
 }
 
 } // namespace nimbus::storage

@@ -132,10 +132,6 @@ std::string format_endpoint(const tcp::endpoint& ep) {
   return ip + ":" + std::to_string(ep.port());
 }
 
-/// A handler-supplied field must not be able to split the response.
-bool valid_field(std::string_view name, std::string_view value) {
-  return valid_header_field(name, value);
-}
 
 bool contains_token(std::string_view list, std::string_view token) {
   for (auto t : http::token_list{beast::string_view{list.data(), list.size()}})
@@ -855,7 +851,7 @@ private:
     if (r.status < 200 || r.status > 999)
       r.status = 500; // interim (1xx) or invalid codes cannot be final responses
     for (const auto& [name, value] : r.headers)
-      if (valid_field(name, value) && iequals(name, "Connection") && contains_token(value, "close"))
+      if (valid_header_field(name, value) && iequals(name, "Connection") && contains_token(value, "close"))
         s.close = true;
   }
 
@@ -892,7 +888,7 @@ private:
     h += "\r\n";
     bool has_type = false;
     for (const auto& [name, value] : r.headers) {
-      if (!valid_field(name, value))
+      if (!valid_header_field(name, value))
         continue;
       if (server_owned_field(name))
         continue;
