@@ -15,6 +15,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <ctime>
@@ -437,6 +438,60 @@ void enqueue_event(self_ptr self, response_promise rp,
       });
 }
 
+// Whether `text` (a decoded client context) is a JSON object, as the
+// runtimes expect (context.client_context, context.clientContext). The
+// runtime gets it in a header, so it is rewritten into the same value in
+// printable ASCII when it is not already: minified (JSON has line breaks
+// only between tokens) and with every non-ASCII character as a \u escape
+// (such bytes occur only inside strings; header values are read as Latin-1
+// by some HTTP clients, e.g. Node's).
+bool header_ready_json_object(simdjson::dom::parser& parser, std::string& text) {
+  simdjson::dom::element doc;
+  if (parser.parse(text.data(), text.size()).get(doc) || !doc.is_object())
+    return false;
+  auto plain = [](unsigned char c) { return c >= 0x20 && c < 0x80; };
+  if (std::all_of(text.begin(), text.end(), plain))
+    return true;
+  std::string compact(text.size(), '\0');
+  size_t size = 0;
+  if (simdjson::minify(text.data(), text.size(), compact.data(), size))
+    return false;
+  compact.resize(size);
+  std::string out;
+  out.reserve(compact.size() + 64);
+  auto escape = [&out](uint32_t unit) {
+    static constexpr char hex[] = "0123456789abcdef";
+    char e[6] = {'\\', 'u', hex[(unit >> 12) & 15], hex[(unit >> 8) & 15], hex[(unit >> 4) & 15],
+                 hex[unit & 15]};
+    out.append(e, sizeof e);
+  };
+  for (size_t i = 0; i < compact.size();) {
+    auto c = static_cast<unsigned char>(compact[i]);
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // simdjson validated the UTF-8: a lead byte and its continuation bytes.
+    size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+    if (i + n > compact.size())
+      return false;
+    uint32_t cp = c & (0x7f >> n);
+    for (size_t k = 1; k < n; ++k)
+      cp = (cp << 6) | (static_cast<unsigned char>(compact[i + k]) & 0x3f);
+    if (cp >= 0x10000) {
+      cp -= 0x10000;
+      escape(0xd800 + (cp >> 10));
+      escape(0xdc00 + (cp & 0x3ff));
+    } else {
+      escape(cp);
+    }
+    i += n;
+  }
+  text = std::move(out);
+  return true;
+}
+
 void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock::time_point start,
                    http_request& req, const route& r, const std::string& account) {
   auto& st = self->state;
@@ -492,9 +547,9 @@ void handle_invoke(self_ptr self, response_promise rp, std::chrono::steady_clock
   std::string client_context;
   if (auto cc = req.header("X-Amz-Client-Context"); cc && !cc->empty()) {
     auto decoded = cc->size() <= 4780 ? storage::base64_decode(*cc) : std::nullopt;
-    if (!decoded || decoded->size() > 3583) {
+    if (!decoded || decoded->size() > 3583 || !header_ready_json_object(*st.json, *decoded)) {
       fail({400, "InvalidRequestContentException",
-            "Client context must be base64-encoded JSON of at most 3583 bytes"});
+            "Client context must be a base64-encoded JSON object of at most 3583 bytes"});
       return;
     }
     client_context = std::move(*decoded);

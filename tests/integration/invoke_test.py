@@ -34,6 +34,9 @@ def handler(event, context):
     print("py log line", calls)
     if event.get("fail"):
         raise ValueError("asked to fail")
+    if event.get("client_context"):
+        cc = context.client_context
+        return {"custom": cc.custom, "env": cc.env, "installation_id": cc.client.installation_id} if cc else None
     if event.get("sleep"):
         start = time.time()
         time.sleep(event["sleep"])
@@ -48,6 +51,7 @@ let calls = 0;
 export const handler = async (event, context) => {
   calls += 1;
   console.log("node log line", calls);
+  if (event.client_context) return { clientContext: context.clientContext ?? null };
   return { echo: event, calls, function: context.functionName };
 };
 """
@@ -205,6 +209,31 @@ class Invoke(unittest.TestCase):
             data = s.recv(4096)
         self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:100])
         self.assertIn(b"RequestTooLargeException", data)
+
+    def test_client_context_reaches_the_function(self):
+        # A pretty-printed context (line breaks, indentation, non-ASCII): the
+        # runtime receives it in a header, so the node passes it compacted.
+        context = {"client": {"installation_id": "inst-1", "app_title": "Mein Gerät \U0001F680"},
+                   "custom": {"k": "v", "nested": {"n": [1, 2]}}, "env": {"locale": "de_DE"}}
+        pretty = base64.b64encode(json.dumps(context, indent=2, ensure_ascii=False).encode()).decode()
+        self.assertIn(b"\n", base64.b64decode(pretty))
+        _, meta, body, _ = self.invoke("py", '{"client_context": true}', "--client-context", pretty)
+        self.assertNotIn("FunctionError", meta)
+        self.assertEqual(body, {"custom": context["custom"], "env": context["env"],
+                                "installation_id": "inst-1"})
+        _, meta, body, _ = self.invoke("node", '{"client_context": true}', "--client-context", pretty)
+        self.assertEqual(body, {"clientContext": context})
+        # Without one, the function sees none.
+        _, _, body, _ = self.invoke("py", '{"client_context": true}')
+        self.assertIsNone(body)
+        # Not a base64-encoded JSON object, or too large: refused before anything runs.
+        for bad in [base64.b64encode(b"not json").decode(), base64.b64encode(b"[1, 2]").decode(),
+                    "%%%not-base64%%%",
+                    base64.b64encode(json.dumps({"custom": {"pad": "x" * 3600}}).encode()).decode()]:
+            rc, _, _, err = self.invoke("py", '{"client_context": true}', "--client-context", bad,
+                                        expect_ok=False)
+            self.assertNotEqual(rc, 0)
+            self.assertEqual(error_name(err), "InvalidRequestContentException", bad[:20])
 
     def test_reserved_concurrency_throttles(self):
         rc, res, err = self.node.aws("put-function-concurrency", "--function-name", "node",
