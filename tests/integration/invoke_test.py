@@ -258,6 +258,57 @@ class Invoke(unittest.TestCase):
                                      "--reserved-concurrent-executions", "950")
         self.assertEqual(error_name(err), "InvalidParameterValueException")
 
+    def curl_invoke(self, name, payload, max_time=60):
+        """A signed invoke through curl --aws-sigv4 (much faster to start than
+        the CLI): (HTTP status or 0 when curl gave up, body, response headers)."""
+        p = subprocess.run(["curl", "-s", "-D", "-", "--max-time", str(max_time),
+                            "--aws-sigv4", "aws:amz:us-east-1:lambda", "--user",
+                            "%s:%s" % (DEV_ACCOUNT["access_key_id"], DEV_ACCOUNT["secret_access_key"]),
+                            "--data-binary", payload,
+                            self.node.endpoint + "/2015-03-31/functions/%s/invocations" % name],
+                           capture_output=True, text=True, timeout=max_time + 30)
+        head, _, body = p.stdout.partition("\n\n")  # text mode turned CRLF into LF
+        m = re.match(r"HTTP/1\.1 (\d+)", head)
+        return (int(m.group(1)) if m and p.returncode == 0 else 0), body, head
+
+    def test_leases_return_after_errors_timeouts_and_disconnects(self):
+        # One lease (reserved concurrency 1): any invoke that kept it would
+        # throttle every later one.
+        rc, _, err = self.node.aws("create-function", "--function-name", "pylease", "--runtime",
+                                   "python3.11", "--role", ROLE, "--handler", "app.handler",
+                                   "--zip-file", "fileb://" + self.files["py.zip"], "--timeout", "3")
+        self.assertEqual(rc, 0, err)
+        rc, _, err = self.node.aws("put-function-concurrency", "--function-name", "pylease",
+                                   "--reserved-concurrent-executions", "1")
+        self.assertEqual(rc, 0, err)
+        status, body, head = self.curl_invoke("pylease", '{"fail": true}')
+        self.assertEqual(status, 200)
+        self.assertIn("X-Amz-Function-Error: Unhandled", head)
+        status, body, head = self.curl_invoke("pylease", '{"sleep": 5}')
+        self.assertEqual(status, 200)
+        self.assertIn("Task timed out after 3.00 seconds", body, head)
+        status, body, _ = self.curl_invoke("pylease", '{"n": 1}')
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["echo"], {"n": 1})
+        # The client hangs up while the function sleeps: the invocation runs
+        # on and keeps its lease until it ends, then returns it.
+        t0 = time.time()
+        status, _, _ = self.curl_invoke("pylease", '{"sleep": 2.5}', max_time=1)
+        self.assertEqual(status, 0)
+        status, body, head = self.curl_invoke("pylease", '{"n": 2}')
+        if time.time() - t0 < 2.5:
+            self.assertEqual(status, 429, head)
+            self.assertIn("TooManyRequestsException", head)
+            self.assertEqual(json.loads(body)["Reason"],
+                             "ReservedFunctionConcurrentInvocationLimitExceeded")
+        deadline = time.time() + 30
+        while status != 200 and time.time() < deadline:
+            time.sleep(0.5)
+            status, body, _ = self.curl_invoke("pylease", '{"n": 3}')
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["echo"], {"n": 3})
+        self.assertGreaterEqual(time.time() - t0, 2.5)
+
     def test_lam7_overlap_never_exceeds_reserved(self):
         rc, _, err = self.node.aws("put-function-concurrency", "--function-name", "pylimit",
                                    "--reserved-concurrent-executions", "2")
