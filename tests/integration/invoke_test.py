@@ -308,6 +308,15 @@ class Invoke(unittest.TestCase):
         self.assertEqual(status, 200, body)
         self.assertEqual(json.loads(body)["echo"], {"n": 3})
         self.assertGreaterEqual(time.time() - t0, 2.5)
+        # A throttle tells the client when to come back.
+        rc, _, err = self.node.aws("put-function-concurrency", "--function-name", "pylease",
+                                   "--reserved-concurrent-executions", "0")
+        self.assertEqual(rc, 0, err)
+        status, body, head = self.curl_invoke("pylease", '{"n": 4}')
+        self.assertEqual(status, 429, head)
+        self.assertRegex(head, r"(?im)^x-amzn-errortype: TooManyRequestsException")
+        self.assertRegex(head, r"(?im)^Retry-After: 1$")
+        self.assertEqual(json.loads(body)["Reason"], "ReservedFunctionConcurrentInvocationLimitExceeded")
 
     def test_lam7_overlap_never_exceeds_reserved(self):
         rc, _, err = self.node.aws("put-function-concurrency", "--function-name", "pylimit",
