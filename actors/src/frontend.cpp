@@ -316,8 +316,7 @@ std::string format_ms(int64_t micros) {
   return storage::format_millis(micros, 3);
 }
 
-// The response to an invocation that ran (or failed in INIT, which Lambda
-// also reports as a function error).
+// The async path's figures in the Prometheus text format.
 std::string render_queue_metrics(const queue_stats& q, uint32_t pollers) {
   std::string out;
   auto gauge = [&](const char* name, const char* help, auto value) {
@@ -351,6 +350,8 @@ std::string render_queue_metrics(const queue_stats& q, uint32_t pollers) {
   return out;
 }
 
+// The response to an invocation that ran (or failed in INIT, which Lambda
+// also reports as a function error).
 http_response invocation_response(invoke_outcome& o, bool tail,
                                    std::chrono::steady_clock::time_point received,
                                    int64_t queue_us) {
