@@ -1476,6 +1476,11 @@ TEST_CASE("io runner: unpinned shards and shared threads keep the process's CPUs
   auto shared = io_runner::start(2);
   REQUIRE(shared->shards() == 1);
   CHECK(shared->cpu(0) == -1);
+  // Only the shared loop runs an io_context on several threads (the HTTP
+  // server gives its sessions strands there, and only there).
+  CHECK(sharded->threads_per_context() == 1);
+  CHECK(shared->threads_per_context() == 2);
+  CHECK(io_runner::start(1)->threads_per_context() == 1);
   auto v = look_at(*shared, 0);
   CHECK(v.shard == 0);
   CHECK(v.cpus == allowed);

@@ -74,15 +74,23 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-// A session's types name its executor (a strand of the io_context) instead of
-// the type-erased net::any_io_executor: copying that wrapper allocates, which
-// every async operation and handler of the session did a few times.
-using session_executor = net::strand<net::io_context::executor_type>;
-using session_socket = net::basic_stream_socket<tcp, session_executor>;
-using session_stream = beast::basic_stream<tcp, session_executor>;
+// A session's types name its executor instead of the type-erased
+// net::any_io_executor: copying that wrapper allocates, which every async
+// operation and handler of the session did a few times. On an io_context run
+// by one thread (a shard of a sharded io_runner) the handlers of a session
+// cannot overlap, and its executor is the io_context's own; where several
+// threads run the io_context it is a strand, which serializes them at the
+// cost of a queue and a lock per handler (about 4% of the node's CPU on the
+// warm invoke path).
+using plain_executor = net::io_context::executor_type;
+using strand_executor = net::strand<net::io_context::executor_type>;
+template <class Executor>
+using session_socket = net::basic_stream_socket<tcp, Executor>;
+template <class Executor>
+using session_stream = beast::basic_stream<tcp, Executor>;
+template <class Executor>
 using session_timer = net::basic_waitable_timer<std::chrono::steady_clock,
-                                                net::wait_traits<std::chrono::steady_clock>,
-                                                session_executor>;
+                                                net::wait_traits<std::chrono::steady_clock>, Executor>;
 using steady = std::chrono::steady_clock;
 
 /// How long we keep draining a peer's input after answering with an error and
@@ -308,7 +316,19 @@ private:
   http::verb method_ = http::verb::unknown;
 };
 
-class session;
+/// What the server and respond functions need of a session, whatever its
+/// executor type. The post_* functions run the call on the session's
+/// executor and keep the session alive until then.
+class session_base {
+public:
+  virtual ~session_base() = default;
+  virtual void post_response(uint64_t seq, http_response r, std::shared_ptr<spool_file> spool) = 0;
+  virtual void post_stop_soft() = 0;
+  virtual void post_stop_hard() = 0;
+  virtual void post_abandon() = 0;
+  /// Only when no io thread runs any more.
+  virtual void abandon() = 0;
+};
 
 /// State shared by the server, its sessions and every outstanding respond
 /// function. Respond functions may outlive the server, so they hold this by
@@ -328,12 +348,12 @@ struct server_state {
   /// Live sessions, so stop() can reach them. Guarded by sessions_mutex.
   std::mutex sessions_mutex;
   std::condition_variable sessions_cv;
-  std::unordered_map<const session*, std::weak_ptr<session>> sessions;
+  std::unordered_map<const session_base*, std::weak_ptr<session_base>> sessions;
   bool stopping = false;
 
   /// Registers a session; refuses when the server is stopping, which closes
   /// the race between accept and stop().
-  bool add_session(const std::shared_ptr<session>& s) {
+  bool add_session(const std::shared_ptr<session_base>& s) {
     std::lock_guard lk(sessions_mutex);
     if (stopping)
       return false;
@@ -341,7 +361,7 @@ struct server_state {
     return true;
   }
 
-  void remove_session(const session* s) {
+  void remove_session(const session_base* s) {
     {
       std::lock_guard lk(sessions_mutex);
       sessions.erase(s);
@@ -349,8 +369,8 @@ struct server_state {
     sessions_cv.notify_all();
   }
 
-  std::vector<std::shared_ptr<session>> live_sessions() {
-    std::vector<std::shared_ptr<session>> out;
+  std::vector<std::shared_ptr<session_base>> live_sessions() {
+    std::vector<std::shared_ptr<session_base>> out;
     std::lock_guard lk(sessions_mutex);
     for (auto& [key, weak] : sessions)
       if (auto s = weak.lock())
@@ -414,11 +434,13 @@ struct server_state {
   }
 };
 
-/// One connection. All members are touched only on the session's strand,
-/// except `executor_` (immutable) which respond functions read to post.
-class session : public std::enable_shared_from_this<session> {
+/// One connection. All members are touched only on the session's executor
+/// (a strand, or the io_context of a single io thread), except `executor_`
+/// (immutable) which respond functions read to post.
+template <class Executor>
+class session final : public session_base, public std::enable_shared_from_this<session<Executor>> {
 public:
-  session(session_socket&& socket, std::shared_ptr<server_state> state)
+  session(session_socket<Executor>&& socket, std::shared_ptr<server_state> state)
       : stream_(std::move(socket)),
         executor_(stream_.get_executor()),
         idle_timer_(executor_),
@@ -440,17 +462,24 @@ public:
     // The session keeps itself alive while open: requests awaiting a handler
     // may have no io operation pending, and respond functions hold only a
     // weak_ptr (a response for a closed connection is dropped).
-    self_ = shared_from_this();
+    self_ = this->shared_from_this();
     if (!state_->add_session(self_)) {
       self_.reset();
       beast::error_code ec;
       stream_.socket().close(ec);
       return;
     }
-    net::dispatch(executor_, beast::bind_front_handler(&session::on_start, shared_from_this()));
+    net::dispatch(executor_, beast::bind_front_handler(&session::on_start, this->shared_from_this()));
   }
 
-  const session_executor& executor() const { return executor_; }
+  void post_response(uint64_t seq, http_response r, std::shared_ptr<spool_file> spool) override {
+    net::post(executor_, [s = this->shared_from_this(), seq, r = std::move(r), spool = std::move(spool)]() mutable {
+      s->on_response(seq, std::move(r), std::move(spool));
+    });
+  }
+  void post_stop_soft() override { net::post(executor_, [s = this->shared_from_this()] { s->stop_soft(); }); }
+  void post_stop_hard() override { net::post(executor_, [s = this->shared_from_this()] { s->stop_hard(); }); }
+  void post_abandon() override { net::post(executor_, [s = this->shared_from_this()] { s->abandon(); }); }
 
   /// stop(): stop reading new requests, finish what is in flight, and close
   /// right away if the connection is idle.
@@ -467,7 +496,7 @@ public:
 
   /// Called from stop() once the io threads have been joined, so nothing runs
   /// concurrently: breaks the self reference so the session can be freed.
-  void abandon() { close_now(); }
+  void abandon() override { close_now(); }
 
   /// A handler's response for the request with sequence number `seq`;
   /// `spool` (if any) is the request's body file, kept until the response is
@@ -544,7 +573,7 @@ private:
     // fails with EAGAIN first. Waiting for readability instead costs the
     // same (asio re-arms the descriptor with epoll_ctl), so keep it simple.
     stream_.async_read_some(buffer_.prepare(first_read_bytes),
-                            beast::bind_front_handler(&session::on_first_bytes, shared_from_this()));
+                            beast::bind_front_handler(&session::on_first_bytes, this->shared_from_this()));
   }
 
   void on_first_bytes(beast::error_code ec, std::size_t n) {
@@ -595,7 +624,7 @@ private:
     else
       stream_.expires_after(state_->options.header_deadline);
     http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&session::on_header, shared_from_this()));
+                            beast::bind_front_handler(&session::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, std::size_t) {
@@ -700,7 +729,7 @@ private:
       on_body(ec, 0);
       return;
     }
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, shared_from_this()));
+    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, this->shared_from_this()));
   }
 
   void do_read_body() {
@@ -714,7 +743,7 @@ private:
       // simply send after their own timeout.
       writing_ = true;
       net::async_write(stream_, net::buffer(continue_line.data(), continue_line.size()),
-                       beast::bind_front_handler(&session::on_continue, shared_from_this()));
+                       beast::bind_front_handler(&session::on_continue, this->shared_from_this()));
       return;
     }
     read_body_now();
@@ -962,7 +991,7 @@ private:
     // Sets only the write timer when a read is pending.
     stream_.expires_after(state_->options.body_deadline);
     net::async_write(stream_, unwritten(n),
-                     beast::bind_front_handler(&session::on_write, shared_from_this(), close));
+                     beast::bind_front_handler(&session::on_write, this->shared_from_this(), close));
   }
 
   void on_write(bool close, beast::error_code ec, std::size_t) {
@@ -1014,7 +1043,7 @@ private:
 
   void do_linger() {
     stream_.async_read_some(net::buffer(linger_buf_),
-                            beast::bind_front_handler(&session::on_linger, shared_from_this()));
+                            beast::bind_front_handler(&session::on_linger, this->shared_from_this()));
   }
 
   void on_linger(beast::error_code ec, std::size_t) {
@@ -1070,7 +1099,7 @@ private:
     idle_armed_ = true;
     idle_timer_.expires_at(deadline);
     idle_timer_.async_wait(
-        [self = shared_from_this(), gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
+        [self = this->shared_from_this(), gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
   }
 
   void on_idle(beast::error_code ec, uint64_t gen) {
@@ -1089,9 +1118,9 @@ private:
     close_now();
   }
 
-  session_stream stream_;
-  const session_executor executor_;
-  session_timer idle_timer_;
+  session_stream<Executor> stream_;
+  const Executor executor_;
+  session_timer<Executor> idle_timer_;
   std::shared_ptr<server_state> state_;
   std::shared_ptr<session> self_;
   const steady::time_point accepted_at_;
@@ -1130,7 +1159,7 @@ private:
 /// the connection does not stall.
 class responder {
 public:
-  responder(std::shared_ptr<server_state> state, std::weak_ptr<session> target, uint64_t seq,
+  responder(std::shared_ptr<server_state> state, std::weak_ptr<session_base> target, uint64_t seq,
             std::shared_ptr<spool_file> spool)
       : state_(std::move(state)), target_(std::move(target)), seq_(seq), spool_(std::move(spool)) {}
 
@@ -1162,33 +1191,33 @@ public:
     auto s = target_.lock();
     if (!s)
       return; // the connection is gone
-    auto ex = s->executor();
-    net::post(ex, [s = std::move(s), seq = seq_, r = std::move(r), spool = std::move(spool)]() mutable {
-      s->on_response(seq, std::move(r), std::move(spool));
-    });
+    s->post_response(seq_, std::move(r), std::move(spool));
   }
 
 private:
   std::shared_ptr<server_state> state_;
-  std::weak_ptr<session> target_;
+  std::weak_ptr<session_base> target_;
   uint64_t seq_;
   std::shared_ptr<spool_file> spool_;
   std::atomic<bool> used_{false};
 };
 
-respond_fn session::make_respond(uint64_t seq, std::shared_ptr<spool_file> spool) {
-  auto r = std::make_shared<responder>(state_, weak_from_this(), seq, std::move(spool));
+template <class Executor>
+respond_fn session<Executor>::make_respond(uint64_t seq, std::shared_ptr<spool_file> spool) {
+  auto r = std::make_shared<responder>(state_, this->weak_from_this(), seq, std::move(spool));
   return [r](http_response res) { r->deliver(std::move(res)); };
 }
 
-/// Accepts connections; each gets its own strand, on the server's own
-/// io_context or on a shard of its io_runner (see `pick`).
+/// Accepts connections, on the server's own io_context or on a shard of its
+/// io_runner (see `pick`); each gets a strand of its own when that io_context
+/// may run on several threads (`serialize`).
 class listener : public std::enable_shared_from_this<listener> {
 public:
   /// `pick` chooses the io_context of each new connection.
-  listener(net::io_context& ioc, std::function<net::io_context&()> pick,
+  listener(net::io_context& ioc, std::function<net::io_context&()> pick, bool serialize,
            std::shared_ptr<server_state> state)
-      : pick_(std::move(pick)), acceptor_(net::make_strand(ioc)), retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
+      : pick_(std::move(pick)), serialize_(serialize), acceptor_(net::make_strand(ioc)),
+        retry_timer_(acceptor_.get_executor()), state_(std::move(state)) {
     const auto& o = state_->options;
     beast::error_code ec;
     auto fail = [&](const char* what) {
@@ -1244,10 +1273,16 @@ private:
   void do_accept() {
     if (!acceptor_.is_open())
       return;
-    acceptor_.async_accept(net::make_strand(pick_()), beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+    if (serialize_)
+      acceptor_.async_accept(net::make_strand(pick_()),
+                             beast::bind_front_handler(&listener::on_accept<strand_executor>, shared_from_this()));
+    else
+      acceptor_.async_accept(pick_().get_executor(),
+                             beast::bind_front_handler(&listener::on_accept<plain_executor>, shared_from_this()));
   }
 
-  void on_accept(beast::error_code ec, session_socket socket) {
+  template <class Executor>
+  void on_accept(beast::error_code ec, session_socket<Executor> socket) {
     if (ec == net::error::operation_aborted || !acceptor_.is_open())
       return;
     if (ec) {
@@ -1264,7 +1299,7 @@ private:
     beast::error_code nodelay_ec;
     socket.set_option(tcp::no_delay(true), nodelay_ec);
     try {
-      std::make_shared<session>(std::move(socket), state_)->start();
+      std::make_shared<session<Executor>>(std::move(socket), state_)->start();
     } catch (...) {
       // The socket (if still owned) closes with the failed session.
     }
@@ -1272,6 +1307,7 @@ private:
   }
 
   std::function<net::io_context&()> pick_;
+  const bool serialize_;
   tcp::acceptor acceptor_;
   net::steady_timer retry_timer_;
   std::shared_ptr<server_state> state_;
@@ -1288,7 +1324,10 @@ struct http_server::impl {
                        : std::make_unique<net::io_context>(
                            static_cast<int>(std::max<size_t>(1, state->options.io_threads)))),
         ioc(runner ? runner->context(std::max(state->options.shard, 0)) : *own_ioc),
-        accept(std::make_shared<listener>(ioc, session_context(), state)) {
+        accept(std::make_shared<listener>(ioc, session_context(),
+                                          runner ? runner->threads_per_context() > 1
+                                                 : state->options.io_threads > 1,
+                                          state)) {
     accept->start();
     if (runner)
       return;
@@ -1337,13 +1376,13 @@ struct http_server::impl {
       state->stopping = true;
     }
     for (auto& s : state->live_sessions())
-      net::post(s->executor(), [s] { s->stop_soft(); });
+      s->post_stop_soft();
 
     // 2. Grace period for in-flight requests.
     if (!state->wait_no_sessions(deadline)) {
       // 3. Force the rest closed and give the strands a moment to act.
       for (auto& s : state->live_sessions())
-        net::post(s->executor(), [s] { s->stop_hard(); });
+        s->post_stop_hard();
       state->wait_no_sessions(steady::now() + force_close_wait);
     }
 
@@ -1355,7 +1394,7 @@ struct http_server::impl {
       std::lock_guard lk(state->respond_mutex);
       state->accepting_responses = false;
       for (auto& s : state->live_sessions())
-        net::post(s->executor(), [s] { s->abandon(); });
+        s->post_abandon();
       return;
     }
 

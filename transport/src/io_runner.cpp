@@ -77,6 +77,7 @@ struct io_runner::impl {
   std::vector<std::unique_ptr<shard>> shards;
   std::atomic<size_t> next{0};
   bool covers_cpus = false;
+  size_t threads_per_context = 1;
 };
 
 io_runner::io_runner() : impl_(std::make_unique<impl>()) {
@@ -91,6 +92,7 @@ std::shared_ptr<io_runner> io_runner::start(size_t threads) {
   std::shared_ptr<io_runner> runner{new io_runner()};
   auto* d = runner->impl_.get();
   d->shards.push_back(std::make_unique<impl::shard>(static_cast<int>(threads)));
+  d->threads_per_context = threads;
   for (size_t i = 0; i < threads; ++i)
     d->shards[0]->threads.emplace_back([d] { d->run(0); });
   return runner;
@@ -152,6 +154,10 @@ net::io_context& io_runner::context(size_t shard) {
 
 int io_runner::current_shard() const {
   return current_runner == impl_.get() ? current_shard_index : -1;
+}
+
+size_t io_runner::threads_per_context() const {
+  return impl_->threads_per_context;
 }
 
 int io_runner::cpu(size_t shard) const {

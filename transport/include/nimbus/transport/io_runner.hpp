@@ -46,6 +46,9 @@ public:
 
   /// Number of io_contexts (1 when shared).
   size_t shards() const;
+  /// Threads that run each io_context: 1 when sharded, else all of them.
+  /// With one, handlers on an io_context never run concurrently.
+  size_t threads_per_context() const;
 
   /// The io_context of shard `shard` (taken modulo shards()).
   boost::asio::io_context& context(size_t shard = 0);
