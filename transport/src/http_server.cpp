@@ -457,7 +457,7 @@ public:
   session(const session&) = delete;
   session& operator=(const session&) = delete;
 
-  /// Called once by the listener (not on our strand).
+  /// Called once by the listener (not on our executor).
   void start() {
     // The session keeps itself alive while open: requests awaiting a handler
     // may have no io operation pending, and respond functions hold only a
@@ -1380,7 +1380,7 @@ struct http_server::impl {
 
     // 2. Grace period for in-flight requests.
     if (!state->wait_no_sessions(deadline)) {
-      // 3. Force the rest closed and give the strands a moment to act.
+      // 3. Force the rest closed and give the sessions a moment to act.
       for (auto& s : state->live_sessions())
         s->post_stop_hard();
       state->wait_no_sessions(steady::now() + force_close_wait);
@@ -1388,7 +1388,7 @@ struct http_server::impl {
 
     if (runner) {
       // Shared io threads keep running for others: sessions that are still
-      // alive close on their strands; respond calls after this are dropped
+      // alive close on their io threads; respond calls after this are dropped
       // (the io_context lives on, so posting would be safe, but there is no
       // one left to answer).
       std::lock_guard lk(state->respond_mutex);
