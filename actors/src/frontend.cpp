@@ -462,9 +462,9 @@ bool header_ready_json_object(simdjson::dom::parser& parser, std::string& text) 
   out.reserve(compact.size() + 64);
   auto escape = [&out](uint32_t unit) {
     static constexpr char hex[] = "0123456789abcdef";
-    char e[6] = {'\\', 'u', hex[(unit >> 12) & 15], hex[(unit >> 8) & 15], hex[(unit >> 4) & 15],
-                 hex[unit & 15]};
-    out.append(e, sizeof e);
+    out += "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4)
+      out += hex[(unit >> shift) & 15];
   };
   for (size_t i = 0; i < compact.size();) {
     auto c = static_cast<unsigned char>(compact[i]);

@@ -89,8 +89,9 @@ using session_socket = net::basic_stream_socket<tcp, Executor>;
 template <class Executor>
 using session_stream = beast::basic_stream<tcp, Executor>;
 template <class Executor>
-using session_timer = net::basic_waitable_timer<std::chrono::steady_clock,
-                                                net::wait_traits<std::chrono::steady_clock>, Executor>;
+using session_timer =
+    net::basic_waitable_timer<std::chrono::steady_clock,
+                              net::wait_traits<std::chrono::steady_clock>, Executor>;
 using steady = std::chrono::steady_clock;
 
 /// How long we keep draining a peer's input after answering with an error and
@@ -441,11 +442,8 @@ template <class Executor>
 class session final : public session_base, public std::enable_shared_from_this<session<Executor>> {
 public:
   session(session_socket<Executor>&& socket, std::shared_ptr<server_state> state)
-      : stream_(std::move(socket)),
-        executor_(stream_.get_executor()),
-        idle_timer_(executor_),
-        state_(std::move(state)),
-        accepted_at_(steady::now()) {
+      : stream_(std::move(socket)), executor_(stream_.get_executor()), idle_timer_(executor_),
+        state_(std::move(state)), accepted_at_(steady::now()) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec)
@@ -469,17 +467,25 @@ public:
       stream_.socket().close(ec);
       return;
     }
-    net::dispatch(executor_, beast::bind_front_handler(&session::on_start, this->shared_from_this()));
+    net::dispatch(executor_,
+                  beast::bind_front_handler(&session::on_start, this->shared_from_this()));
   }
 
   void post_response(uint64_t seq, http_response r, std::shared_ptr<spool_file> spool) override {
-    net::post(executor_, [s = this->shared_from_this(), seq, r = std::move(r), spool = std::move(spool)]() mutable {
+    net::post(executor_, [s = this->shared_from_this(), seq, r = std::move(r),
+                          spool = std::move(spool)]() mutable {
       s->on_response(seq, std::move(r), std::move(spool));
     });
   }
-  void post_stop_soft() override { net::post(executor_, [s = this->shared_from_this()] { s->stop_soft(); }); }
-  void post_stop_hard() override { net::post(executor_, [s = this->shared_from_this()] { s->stop_hard(); }); }
-  void post_abandon() override { net::post(executor_, [s = this->shared_from_this()] { s->abandon(); }); }
+  void post_stop_soft() override {
+    net::post(executor_, [s = this->shared_from_this()] { s->stop_soft(); });
+  }
+  void post_stop_hard() override {
+    net::post(executor_, [s = this->shared_from_this()] { s->stop_hard(); });
+  }
+  void post_abandon() override {
+    net::post(executor_, [s = this->shared_from_this()] { s->abandon(); });
+  }
 
   /// stop(): stop reading new requests, finish what is in flight, and close
   /// right away if the connection is idle.
@@ -496,7 +502,9 @@ public:
 
   /// Called from stop() once the io threads have been joined, so nothing runs
   /// concurrently: breaks the self reference so the session can be freed.
-  void abandon() override { close_now(); }
+  void abandon() override {
+    close_now();
+  }
 
   /// A handler's response for the request with sequence number `seq`;
   /// `spool` (if any) is the request's body file, kept until the response is
@@ -572,8 +580,9 @@ private:
     // The read is tried at once, so right after a response it usually
     // fails with EAGAIN first. Waiting for readability instead costs the
     // same (asio re-arms the descriptor with epoll_ctl), so keep it simple.
-    stream_.async_read_some(buffer_.prepare(first_read_bytes),
-                            beast::bind_front_handler(&session::on_first_bytes, this->shared_from_this()));
+    stream_.async_read_some(
+        buffer_.prepare(first_read_bytes),
+        beast::bind_front_handler(&session::on_first_bytes, this->shared_from_this()));
   }
 
   void on_first_bytes(beast::error_code ec, std::size_t n) {
@@ -623,8 +632,9 @@ private:
       stream_.expires_at(accepted_at_ + state_->options.header_deadline);
     else
       stream_.expires_after(state_->options.header_deadline);
-    http::async_read_header(stream_, buffer_, *parser_,
-                            beast::bind_front_handler(&session::on_header, this->shared_from_this()));
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        beast::bind_front_handler(&session::on_header, this->shared_from_this()));
   }
 
   void on_header(beast::error_code ec, std::size_t) {
@@ -729,7 +739,8 @@ private:
       on_body(ec, 0);
       return;
     }
-    http::async_read(stream_, buffer_, *parser_, beast::bind_front_handler(&session::on_body, this->shared_from_this()));
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&session::on_body, this->shared_from_this()));
   }
 
   void do_read_body() {
@@ -990,8 +1001,9 @@ private:
     }
     // Sets only the write timer when a read is pending.
     stream_.expires_after(state_->options.body_deadline);
-    net::async_write(stream_, unwritten(n),
-                     beast::bind_front_handler(&session::on_write, this->shared_from_this(), close));
+    net::async_write(
+        stream_, unwritten(n),
+        beast::bind_front_handler(&session::on_write, this->shared_from_this(), close));
   }
 
   void on_write(bool close, beast::error_code ec, std::size_t) {
@@ -1042,8 +1054,9 @@ private:
   }
 
   void do_linger() {
-    stream_.async_read_some(net::buffer(linger_buf_),
-                            beast::bind_front_handler(&session::on_linger, this->shared_from_this()));
+    stream_.async_read_some(
+        net::buffer(linger_buf_),
+        beast::bind_front_handler(&session::on_linger, this->shared_from_this()));
   }
 
   void on_linger(beast::error_code ec, std::size_t) {
@@ -1098,8 +1111,8 @@ private:
   void arm_idle_timer(steady::time_point deadline) {
     idle_armed_ = true;
     idle_timer_.expires_at(deadline);
-    idle_timer_.async_wait(
-        [self = this->shared_from_this(), gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
+    idle_timer_.async_wait([self = this->shared_from_this(),
+                            gen = ++idle_gen_](beast::error_code ec) { self->on_idle(ec, gen); });
   }
 
   void on_idle(beast::error_code ec, uint64_t gen) {
@@ -1274,11 +1287,13 @@ private:
     if (!acceptor_.is_open())
       return;
     if (serialize_)
-      acceptor_.async_accept(net::make_strand(pick_()),
-                             beast::bind_front_handler(&listener::on_accept<strand_executor>, shared_from_this()));
+      acceptor_.async_accept(
+          net::make_strand(pick_()),
+          beast::bind_front_handler(&listener::on_accept<strand_executor>, shared_from_this()));
     else
-      acceptor_.async_accept(pick_().get_executor(),
-                             beast::bind_front_handler(&listener::on_accept<plain_executor>, shared_from_this()));
+      acceptor_.async_accept(
+          pick_().get_executor(),
+          beast::bind_front_handler(&listener::on_accept<plain_executor>, shared_from_this()));
   }
 
   template <class Executor>
@@ -1324,10 +1339,9 @@ struct http_server::impl {
                        : std::make_unique<net::io_context>(
                            static_cast<int>(std::max<size_t>(1, state->options.io_threads)))),
         ioc(runner ? runner->context(std::max(state->options.shard, 0)) : *own_ioc),
-        accept(std::make_shared<listener>(ioc, session_context(),
-                                          runner ? runner->threads_per_context() > 1
-                                                 : state->options.io_threads > 1,
-                                          state)) {
+        accept(std::make_shared<listener>(
+            ioc, session_context(),
+            runner ? runner->threads_per_context() > 1 : state->options.io_threads > 1, state)) {
     accept->start();
     if (runner)
       return;
