@@ -443,14 +443,14 @@ void enqueue_event(self_ptr self, response_promise rp,
 // runtimes expect (context.client_context, context.clientContext). The
 // runtime gets it in a header, so it is rewritten into the same value in
 // printable ASCII when it is not already: minified (JSON has line breaks
-// only between tokens) and with every non-ASCII character as a \u escape
-// (such bytes occur only inside strings; header values are read as Latin-1
-// by some HTTP clients, e.g. Node's).
+// only between tokens) and with DEL and every non-ASCII character as a \u
+// escape (such bytes occur only inside strings; header values are read as
+// Latin-1 by some HTTP clients, e.g. Node's).
 bool header_ready_json_object(simdjson::dom::parser& parser, std::string& text) {
   simdjson::dom::element doc;
   if (parser.parse(text.data(), text.size()).get(doc) || !doc.is_object())
     return false;
-  auto plain = [](unsigned char c) { return c >= 0x20 && c < 0x80; };
+  auto plain = [](unsigned char c) { return c >= 0x20 && c < 0x7f; };
   if (std::all_of(text.begin(), text.end(), plain))
     return true;
   std::string compact(text.size(), '\0');
@@ -468,8 +468,13 @@ bool header_ready_json_object(simdjson::dom::parser& parser, std::string& text) 
   };
   for (size_t i = 0; i < compact.size();) {
     auto c = static_cast<unsigned char>(compact[i]);
-    if (c < 0x80) {
+    if (c < 0x7f) {
       out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    if (c == 0x7f) { // DEL: allowed in JSON strings, not in header values
+      escape(c);
       ++i;
       continue;
     }

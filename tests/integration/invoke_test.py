@@ -214,7 +214,7 @@ class Invoke(unittest.TestCase):
         # A pretty-printed context (line breaks, indentation, non-ASCII): the
         # runtime receives it in a header, so the node passes it compacted.
         context = {"client": {"installation_id": "inst-1", "app_title": "Mein Gerät \U0001F680"},
-                   "custom": {"k": "v", "nested": {"n": [1, 2]}}, "env": {"locale": "de_DE"}}
+                   "custom": {"k": "v\x7f", "nested": {"n": [1, 2]}}, "env": {"locale": "de_DE"}}
         pretty = base64.b64encode(json.dumps(context, indent=2, ensure_ascii=False).encode()).decode()
         self.assertIn(b"\n", base64.b64decode(pretty))
         _, meta, body, _ = self.invoke("py", '{"client_context": true}', "--client-context", pretty)
