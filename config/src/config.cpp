@@ -225,6 +225,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
         parse_listen(listen, cfg.api, errors);
       r.integer("io_threads", cfg.api.io_threads, 0, 256);
       r.boolean("pin_io_threads", cfg.api.pin_io_threads);
+      r.integer("io_threads_nice", cfg.api.io_threads_nice, -20, 19);
       r.integer("max_header_bytes", cfg.api.max_header_bytes, 1024, 1 << 20);
       r.duration("header_timeout_ms", cfg.api.header_timeout, 100, 600'000);
       r.duration("body_timeout_ms", cfg.api.body_timeout, 100, 3'600'000);

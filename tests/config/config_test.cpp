@@ -170,6 +170,7 @@ TEST_CASE("config: io thread pinning and the pinned function size are read and b
   auto defaults = parse(account_block, "t.toml");
   REQUIRE(defaults.ok());
   CHECK(defaults.config.api.pin_io_threads);
+  CHECK(defaults.config.api.io_threads_nice == -5);
   CHECK(defaults.config.api.io_threads == 0); // one per CPU
   CHECK(defaults.config.worker.pin_below_mb == 1769);
   auto r = parse(std::string{"[api]\npin_io_threads = false\n[worker]\npin_below_mb = 0\n"}
@@ -183,4 +184,17 @@ TEST_CASE("config: io thread pinning and the pinned function size are read and b
                    "t.toml");
   CHECK(has_error(bad, "api.pin_io_threads", ""));
   CHECK(has_error(bad, "worker.pin_below_mb", "between 0 and"));
+}
+
+TEST_CASE("config: the io threads' nice value is read and bounded") {
+  auto r = parse(std::string{"[api]\nio_threads_nice = 0\n"} + account_block, "t.toml");
+  REQUIRE(r.ok());
+  CHECK(r.config.api.io_threads_nice == 0);
+  auto low = parse(std::string{"[api]\nio_threads_nice = -20\n"} + account_block, "t.toml");
+  REQUIRE(low.ok());
+  CHECK(low.config.api.io_threads_nice == -20);
+  for (auto v : {"-21", "20", "\"high\""}) {
+    auto bad = parse(std::string{"[api]\nio_threads_nice = "} + v + "\n" + account_block, "t.toml");
+    CHECK(has_error(bad, "api.io_threads_nice", ""));
+  }
 }

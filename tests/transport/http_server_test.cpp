@@ -14,7 +14,10 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1490,6 +1493,66 @@ TEST_CASE("io runner: unpinned shards and shared threads keep the process's CPUs
   auto f = other.get_future();
   REQUIRE(f.wait_for(5s) == std::future_status::ready);
   CHECK(f.get() == -1);
+}
+
+namespace {
+
+int thread_nice() {
+  errno = 0;
+  return ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+}
+
+int nice_on(io_runner& runner, size_t shard) {
+  std::promise<int> p;
+  boost::asio::post(runner.context(shard), [&] { p.set_value(thread_nice()); });
+  auto f = p.get_future();
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);
+  return f.get();
+}
+
+} // namespace
+
+TEST_CASE("io runner: io threads run at the nice value they are given, the caller keeps its own") {
+  int own = thread_nice();
+  REQUIRE(own < 17);
+  auto inherit = io_runner::start_sharded(1, false);
+  CHECK(inherit->nice_error() == 0);
+  CHECK(nice_on(*inherit, 0) == own);
+  // Raising the value needs no privilege.
+  auto sharded = io_runner::start_sharded(2, false, own + 2);
+  CHECK(sharded->nice_error() == 0);
+  CHECK(nice_on(*sharded, 0) == own + 2);
+  CHECK(nice_on(*sharded, 1) == own + 2);
+  auto shared = io_runner::start(2, own + 1);
+  CHECK(shared->nice_error() == 0);
+  CHECK(nice_on(*shared, 0) == own + 1);
+  CHECK(thread_nice() == own);
+  if (::geteuid() != 0)
+    return;
+  // Root may lower it, as nimbusd does for its io threads.
+  auto eager = io_runner::start_sharded(1, false, -5);
+  CHECK(eager->nice_error() == 0);
+  CHECK(nice_on(*eager, 0) == -5);
+  CHECK(thread_nice() == own);
+  // Without the privilege the threads keep their starter's value, and
+  // nice_error() says why (checked in a child that gives up root).
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0)
+      ::_exit(10);
+    int mine = thread_nice();
+    auto refused = io_runner::start_sharded(1, false, mine - 1);
+    if (refused->nice_error() != EACCES && refused->nice_error() != EPERM)
+      ::_exit(11);
+    std::promise<int> p;
+    boost::asio::post(refused->context(0), [&] { p.set_value(thread_nice()); });
+    ::_exit(p.get_future().get() == mine ? 0 : 12);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("http server: on a sharded runner connections are spread over the shards, or all on one") {

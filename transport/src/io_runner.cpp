@@ -7,10 +7,16 @@
 #include <boost/asio/strand.hpp>
 
 #include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -51,9 +57,20 @@ struct io_runner::impl {
     std::atomic<int> cpu{-1};
   };
 
-  void run(size_t index) {
+  void run(size_t index, std::optional<int> nice) {
     current_runner = this;
     current_shard_index = static_cast<int>(index);
+    {
+      // On Linux the nice value is per thread.
+      int error = 0;
+      if (nice && ::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), *nice) != 0)
+        error = errno;
+      std::lock_guard lock{start_mutex};
+      if (error != 0 && nice_error == 0)
+        nice_error = error;
+      ++started;
+      start_cv.notify_all();
+    }
     auto& s = *shards[index];
     if (int cpu = s.cpu.load(); cpu >= 0) {
       cpu_set_t set;
@@ -78,12 +95,23 @@ struct io_runner::impl {
   std::atomic<size_t> next{0};
   bool covers_cpus = false;
   size_t threads_per_context = 1;
+  // Threads that have set themselves up; start() and start_sharded() wait
+  // for all of them, so nice_error is final when they return.
+  std::mutex start_mutex;
+  std::condition_variable start_cv;
+  size_t started = 0;
+  int nice_error = 0;
+
+  void wait_started(size_t threads) {
+    std::unique_lock lock{start_mutex};
+    start_cv.wait(lock, [&] { return started == threads; });
+  }
 };
 
 io_runner::io_runner() : impl_(std::make_unique<impl>()) {
 }
 
-std::shared_ptr<io_runner> io_runner::start(size_t threads) {
+std::shared_ptr<io_runner> io_runner::start(size_t threads, std::optional<int> nice) {
   // With one thread, asio may keep what a handler posts on that thread;
   // with more, a thread with more work than it can do wakes another.
   if (threads == 0)
@@ -94,11 +122,12 @@ std::shared_ptr<io_runner> io_runner::start(size_t threads) {
   d->shards.push_back(std::make_unique<impl::shard>(static_cast<int>(threads)));
   d->threads_per_context = threads;
   for (size_t i = 0; i < threads; ++i)
-    d->shards[0]->threads.emplace_back([d] { d->run(0); });
+    d->shards[0]->threads.emplace_back([d, nice] { d->run(0, nice); });
+  d->wait_started(threads);
   return runner;
 }
 
-std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin) {
+std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin, std::optional<int> nice) {
   auto cpus = allowed_cpus();
   if (shards == 0)
     shards = cpus.size();
@@ -115,7 +144,8 @@ std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin) {
   }
   // All shards exist before any thread looks at them.
   for (size_t i = 0; i < shards; ++i)
-    d->shards[i]->threads.emplace_back([d, i] { d->run(i); });
+    d->shards[i]->threads.emplace_back([d, i, nice] { d->run(i, nice); });
+  d->wait_started(shards);
   return runner;
 }
 
@@ -158,6 +188,10 @@ int io_runner::current_shard() const {
 
 size_t io_runner::threads_per_context() const {
   return impl_->threads_per_context;
+}
+
+int io_runner::nice_error() const {
+  return impl_->nice_error;
 }
 
 int io_runner::cpu(size_t shard) const {

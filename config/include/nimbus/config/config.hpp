@@ -39,6 +39,11 @@ struct api_config {
   /// the runtime that answers it then stay on one CPU. False: the io threads
   /// share one event loop and run on any CPU.
   bool pin_io_threads = true;
+  /// Nice value of the io threads (and of the Runtime API's, when separate).
+  /// Below the runtimes' 0: every invocation passes through these threads,
+  /// and each time one is switched out for a runtime, the requests of all
+  /// its connections wait (bench/README.md has the A/B runs).
+  int32_t io_threads_nice = -5;
   /// Limit for request line plus header fields.
   uint32_t max_header_bytes = 16 * 1024;
   /// Total time to receive a request's header block.

@@ -8,6 +8,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 namespace boost::asio {
@@ -29,13 +30,20 @@ namespace nimbus::transport {
 class io_runner {
 public:
   /// Starts `threads` io threads sharing one io_context (0: one per CPU
-  /// this process may run on).
-  static std::shared_ptr<io_runner> start(size_t threads);
+  /// this process may run on). `nice` is the threads' nice value (see
+  /// nice_error()); without, they inherit the caller's.
+  static std::shared_ptr<io_runner> start(size_t threads, std::optional<int> nice = {});
 
   /// Starts `shards` io_contexts with one thread each (0: one per CPU this
   /// process may run on). With `pin`, shard i's thread is bound to the i-th
   /// of those CPUs (wrapping around when there are more shards than CPUs).
-  static std::shared_ptr<io_runner> start_sharded(size_t shards, bool pin);
+  static std::shared_ptr<io_runner> start_sharded(size_t shards, bool pin,
+                                                   std::optional<int> nice = {});
+
+  /// 0 when the io threads got the nice value they were started with (or
+  /// were given none), else the errno of setting it (EACCES: lowering it
+  /// needs CAP_SYS_NICE); they then run at their starter's.
+  int nice_error() const;
 
   /// Stops the io_contexts and joins the threads (detaches the calling
   /// thread instead when the last reference is dropped on one of them).
