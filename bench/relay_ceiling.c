@@ -18,7 +18,12 @@
  * THREADS (default 1) event loops; each owns its share of the runtimes and
  * of the client connections (SO_REUSEPORT). Plain epoll, one buffer per
  * connection, small messages only (the benchmark's are a few bytes): a
- * request or response over the buffer size ends the connection. */
+ * request or response over the buffer size ends the connection.
+ *
+ * Scheduled as nimbusd schedules its own: the event loops at nice -5 (the
+ * default of [api] io_threads_nice; when allowed), the runtimes at nice 0 as
+ * SCHED_BATCH (as nimbus-jail starts them), so that the ceiling has the same
+ * help from the scheduler as nimbusd. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,11 +37,14 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { buf_size = 65536, max_conns = 4096 };
+enum { buf_size = 65536, max_conns = 4096, loop_nice = -5 };
 
 enum kind { client_listener, runtime_listener, client, runtime };
 
@@ -260,6 +268,10 @@ static void spawn_runtimes(int port, int n) {
     pid_t pid = fork();
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
+      /* The loop thread's nice value is inherited: back to 0. */
+      setpriority(PRIO_PROCESS, 0, 0);
+      struct sched_param no_priority = {0};
+      sched_setscheduler(0, SCHED_BATCH, &no_priority);
       setenv("AWS_LAMBDA_RUNTIME_API", api, 1);
       execl(runtime_binary, runtime_binary, (char*)NULL);
       _exit(127);
@@ -275,6 +287,7 @@ static int loops_ready;
 
 static void* run(void* arg) {
   struct loop* l = arg;
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), loop_nice);
   l->ep = epoll_create1(EPOLL_CLOEXEC);
   int rl = listen_on(0, 0);
   l->runtime_port = port_of(rl);
