@@ -408,8 +408,10 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
         chunks = std::move(manifest.chunks);
         return std::string{};
       };
+      vmm::linger_policy linger;
+      linger.time = cfg.code.mount_linger;
       d.images = vmm::image_library::open(cfg.data_dir + "/worker/images", d.chunk_cache,
-                                          resolve, cfg.code.lazy, error);
+                                          resolve, cfg.code.lazy, error, linger);
       if (!d.images) {
         error = "cannot prepare code images: " + error;
         return nullptr;

@@ -289,6 +289,7 @@ load_result parse(std::string_view toml_text, std::string_view origin) {
       r.integer("cache_memory_bytes", c.cache_memory_bytes, 1 << 20, int64_t{1} << 40);
       r.integer("cache_disk_bytes", c.cache_disk_bytes, 0, int64_t{1} << 44);
       r.boolean("lazy", c.lazy);
+      r.duration("mount_linger_seconds", c.mount_linger, 0, 86'400);
     }
     if (auto t = top.table("log")) {
       table_reader r{*t, "log", errors};

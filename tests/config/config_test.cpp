@@ -186,6 +186,17 @@ TEST_CASE("config: io thread pinning and the pinned function size are read and b
   CHECK(has_error(bad, "worker.pin_below_mb", "between 0 and"));
 }
 
+TEST_CASE("config: code images linger 300 s by default, 0 to a day") {
+  auto defaults = parse(account_block, "t.toml");
+  REQUIRE(defaults.ok());
+  CHECK(defaults.config.code.mount_linger == std::chrono::seconds{300});
+  auto off = parse(std::string{"[code]\nmount_linger_seconds = 0\n"} + account_block, "t.toml");
+  REQUIRE(off.ok());
+  CHECK(off.config.code.mount_linger == std::chrono::seconds{0});
+  auto bad = parse(std::string{"[code]\nmount_linger_seconds = 86401\n"} + account_block, "t.toml");
+  CHECK(has_error(bad, "code.mount_linger_seconds", "between 0 and 86400"));
+}
+
 TEST_CASE("config: the io threads' nice value is read and bounded") {
   auto r = parse(std::string{"[api]\nio_threads_nice = 0\n"} + account_block, "t.toml");
   REQUIRE(r.ok());

@@ -246,6 +246,67 @@ TEST_CASE("image_library: acquire mounts once per image, release unmounts after 
   CHECK(mounts_under(dir.path + "/lib").empty());
 }
 
+TEST_CASE("image_library: an unused image lingers, is reused, and goes after the linger time") {
+  if (!can_mount("image_library linger"))
+    return;
+  temp_dir dir;
+  catalog images;
+  images.add(dir.path, "333/a", "a\n", 0);
+  images.add(dir.path, "333/b", "b\n", 0);
+  images.add(dir.path, "333/c", "c\n", 0);
+  std::string error;
+  vmm::linger_policy linger;
+  linger.time = std::chrono::milliseconds{300};
+  linger.max_images = 1;
+  auto library = vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(),
+                                          true, error, linger);
+  REQUIRE_MESSAGE(library, error);
+  auto wait_for = [&](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds{10});
+    return done();
+  };
+  std::string root;
+  REQUIRE(library->acquire("333", "a", root).empty());
+  library->release("333", "a");
+  // Still mounted, and the next acquire uses that mount without resolving.
+  CHECK(read_file(root + "/greeting.txt") == "a\n");
+  CHECK(library->stats().lingering == 1);
+  std::string again;
+  REQUIRE(library->acquire("333", "a", again).empty());
+  CHECK(again == root);
+  CHECK(images.resolves == 1);
+  auto stats = library->stats();
+  CHECK(stats.reused == 1);
+  CHECK(stats.lingering == 0);
+  CHECK(stats.mounted == 1);
+  // In use, it stays however long it is held.
+  std::this_thread::sleep_for(std::chrono::milliseconds{500});
+  CHECK(read_file(root + "/greeting.txt") == "a\n");
+  library->release("333", "a");
+  CHECK(wait_for([&] { return library->stats().mounted == 0; }));
+  CHECK(mounts_under(root).empty());
+  CHECK_FALSE(fs::exists(root));
+  CHECK(library->stats().lingering == 0);
+  library.reset();
+  // Beyond max_images the longest unused goes first, long before its time.
+  linger.time = std::chrono::minutes{10};
+  library = vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(), true,
+                                     error, linger);
+  REQUIRE_MESSAGE(library, error);
+  std::string b, c;
+  REQUIRE(library->acquire("333", "b", b).empty());
+  REQUIRE(library->acquire("333", "c", c).empty());
+  library->release("333", "b");
+  library->release("333", "c");
+  CHECK(wait_for([&] { return mounts_under(b).empty(); }));
+  CHECK(read_file(c + "/greeting.txt") == "c\n");
+  CHECK(library->stats().lingering == 1);
+  // Closing the library unmounts what lingers.
+  library.reset();
+  CHECK(mounts_under(dir.path + "/lib").empty());
+}
+
 TEST_CASE("image_library: concurrent first acquires of one image mount it once") {
   if (!can_mount("image_library concurrent"))
     return;

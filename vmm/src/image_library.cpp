@@ -15,6 +15,8 @@
 #include <fstream>
 #include <sstream>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 namespace nimbus::vmm {
 
@@ -112,7 +114,8 @@ image_library::image_library(std::string dir, std::shared_ptr<storage::chunk_cac
 std::unique_ptr<image_library> image_library::open(std::string dir,
                                                    std::shared_ptr<storage::chunk_cache> cache,
                                                    image_resolver resolve, bool lazy,
-                                                   std::string& error) {
+                                                   std::string& error,
+                                                   linger_policy linger) {
   error.clear();
   std::error_code ec;
   fs::create_directories(dir, ec);
@@ -154,10 +157,22 @@ std::unique_ptr<image_library> image_library::open(std::string dir,
     if (!library->server_)
       log->warn("image library: {}; images are read in full before mounting", fuse_error);
   }
+  library->linger_ = linger;
+  if (linger.time.count() > 0) {
+    auto* lib = library.get();
+    library->sweeper_ = std::thread{[lib] { lib->sweep_lingering(); }};
+  }
   return library;
 }
 
 image_library::~image_library() {
+  {
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+  }
+  changed_.notify_all();
+  if (sweeper_.joinable())
+    sweeper_.join();
   std::unique_lock lock(mutex_);
   changed_.wait(lock, [&] {
     return std::all_of(images_.begin(), images_.end(),
@@ -181,7 +196,10 @@ std::string image_library::acquire(const std::string& account, const std::string
     if (it == images_.end())
       break;
     if (it->second.state == image_state::ready) {
-      ++it->second.users;
+      if (it->second.users++ == 0) {
+        --stats_.lingering;
+        ++stats_.reused;
+      }
       root = it->second.root;
       return {};
     }
@@ -309,6 +327,13 @@ void image_library::release(const std::string& account, const std::string& name)
   }
   if (--it->second.users > 0)
     return;
+  if (linger_.time.count() > 0) {
+    it->second.unused_since = std::chrono::steady_clock::now();
+    ++stats_.lingering;
+    lock.unlock();
+    changed_.notify_all(); // the sweeper may have to make room
+    return;
+  }
   it->second.state = image_state::unmounting;
   auto image = it->second;
   lock.unlock();
@@ -330,6 +355,55 @@ void image_library::unmount(const std::string& key, const mounted_image& image) 
     ::unlink(image.file.c_str());
   }
   ::rmdir(image.root.c_str());
+}
+
+void image_library::sweep_lingering() {
+  using clock = std::chrono::steady_clock;
+  std::unique_lock lock(mutex_);
+  while (!closing_) {
+    // Due: unused for the linger time, and the longest unused beyond
+    // max_images.
+    auto now = clock::now();
+    std::vector<std::pair<clock::time_point, std::string>> unused;
+    for (auto& [key, image] : images_)
+      if (image.state == image_state::ready && image.users == 0)
+        unused.emplace_back(image.unused_since, key);
+    std::sort(unused.begin(), unused.end());
+    std::vector<std::string> due;
+    auto next = clock::time_point::max();
+    for (size_t i = 0; i < unused.size(); ++i) {
+      auto& [since, key] = unused[i];
+      if (now - since >= linger_.time || unused.size() - i > linger_.max_images)
+        due.push_back(key);
+      else
+        next = std::min(next, since + linger_.time);
+    }
+    if (due.empty()) {
+      if (next == clock::time_point::max())
+        changed_.wait(lock);
+      else
+        changed_.wait_until(lock, next);
+      continue;
+    }
+    std::vector<std::pair<std::string, mounted_image>> going;
+    for (auto& key : due) {
+      auto& image = images_.at(key);
+      image.state = image_state::unmounting;
+      going.emplace_back(key, image);
+    }
+    lock.unlock();
+    for (auto& [key, image] : going)
+      unmount(key, image);
+    lock.lock();
+    for (auto& [key, image] : going) {
+      images_.erase(key);
+      --stats_.mounted;
+      --stats_.lingering;
+    }
+    lock.unlock();
+    changed_.notify_all();
+    lock.lock();
+  }
 }
 
 library_stats image_library::stats() const {

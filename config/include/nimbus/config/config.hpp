@@ -159,6 +159,10 @@ struct code_config {
   /// Serve images lazily through FUSE; false (or no FUSE) copies each image
   /// out of the store before it is mounted.
   bool lazy = true;
+  /// How long a code image no environment uses stays mounted (0: unmount at
+  /// once). A new environment of the same code then skips the mount and
+  /// finds the runtime's files in the page cache.
+  std::chrono::seconds mount_linger{300};
 };
 
 /// Log settings.

@@ -23,6 +23,7 @@
 #include "nimbus/storage/start_profiles.hpp"
 #include "nimbus/vmm/image_mount.hpp"
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -30,6 +31,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace nimbus::vmm {
@@ -47,6 +49,20 @@ struct library_stats {
   uint64_t lazy_mounts = 0;
   /// Mounts so far of images materialised in full.
   uint64_t materialized = 0;
+  /// Of `mounted`, images no sandbox uses that stay mounted for a while.
+  uint64_t lingering = 0;
+  /// Acquires served by a lingering mount.
+  uint64_t reused = 0;
+};
+
+/// How long an image no sandbox uses stays mounted. A new environment of
+/// the same code (after a configuration change, or when traffic comes back)
+/// then skips the mount, and finds what the last one read in the page cache.
+struct linger_policy {
+  /// 0: unmount at the last release.
+  std::chrono::milliseconds time{0};
+  /// At most this many unused mounts; the longest unused goes first.
+  size_t max_images = 32;
 };
 
 /// Reference-counted read-only mounts of code images; thread-safe.
@@ -57,9 +73,11 @@ public:
   /// FUSE is usable. Returns null and sets `error` on failure.
   static std::unique_ptr<image_library> open(std::string dir,
                                              std::shared_ptr<storage::chunk_cache> cache,
-                                             image_resolver resolve, bool lazy, std::string& error);
+                                             image_resolver resolve, bool lazy, std::string& error,
+                                             linger_policy linger = {});
 
-  /// Unmounts every image, also ones still acquired, and stops FUSE.
+  /// Unmounts every image, also ones still acquired or lingering, and stops
+  /// FUSE.
   ~image_library();
   image_library(const image_library&) = delete;
   image_library& operator=(const image_library&) = delete;
@@ -70,7 +88,8 @@ public:
   /// `name` letters, digits and "._-:@+" (not starting with '.').
   std::string acquire(const std::string& account, const std::string& name, std::string& root);
 
-  /// Drops one user; the last one unmounts the image.
+  /// Drops one user. After the last one the image is unmounted, at once or
+  /// after the linger time (see linger_policy).
   void release(const std::string& account, const std::string& name);
 
   library_stats stats() const;
@@ -93,6 +112,8 @@ private:
     std::string file; // the image file the erofs mount reads
     mount_mode mode = mount_mode::file;
     bool lazy = false;
+    /// When `users` last dropped to 0.
+    std::chrono::steady_clock::time_point unused_since;
   };
 
   image_library(std::string dir, std::shared_ptr<storage::chunk_cache> cache,
@@ -100,6 +121,9 @@ private:
   std::string mount(const std::string& account, const std::string& name, const std::string& key,
                     mounted_image& image);
   void unmount(const std::string& key, const mounted_image& image);
+  /// Unmounts lingering images whose time is up, or beyond max_images, until
+  /// the library closes.
+  void sweep_lingering();
   std::string materialize(const std::string& key, const std::vector<storage::chunk_ref>& chunks,
                           std::string& file);
 
@@ -113,6 +137,9 @@ private:
   std::condition_variable changed_;
   std::map<std::string, mounted_image> images_;
   library_stats stats_;
+  linger_policy linger_;
+  bool closing_ = false;
+  std::thread sweeper_;
 };
 
 } // namespace nimbus::vmm
