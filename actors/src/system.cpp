@@ -335,13 +335,13 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
   // shards only lose the scheduler's freedom to balance: all io threads share
   // one event loop instead (measured on the warm C path: unpinned shards 9.7k
   // req/s, one shared loop 10.6k, pinned shards 12.0k; bench/ab_invoke.py).
-  d.api_io = cfg.api.pin_io_threads ? transport::io_runner::start_sharded(
-                                        cfg.api.io_threads, true, cfg.api.io_threads_nice)
-                                    : transport::io_runner::start(cfg.api.io_threads,
-                                                                  cfg.api.io_threads_nice);
+  d.api_io =
+      cfg.api.pin_io_threads
+          ? transport::io_runner::start_sharded(cfg.api.io_threads, true, cfg.api.io_threads_nice)
+          : transport::io_runner::start(cfg.api.io_threads, cfg.api.io_threads_nice);
   if (int e = d.api_io->nice_error())
-    log->warn("io threads keep nimbusd's priority: nice {} not set ({})",
-              cfg.api.io_threads_nice, std::strerror(e));
+    log->warn("io threads keep nimbusd's priority: nice {} not set ({})", cfg.api.io_threads_nice,
+              std::strerror(e));
   if (cfg.worker.enabled) {
     std::string problem;
     auto layout = ::geteuid() == 0
@@ -381,12 +381,11 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       if (cfg.worker.runtime_io_threads == 0) {
         wc.host.runtime_io = d.api_io;
       } else {
-        wc.host.runtime_io =
-          cfg.api.pin_io_threads
-            ? transport::io_runner::start_sharded(cfg.worker.runtime_io_threads, true,
-                                                  cfg.api.io_threads_nice)
-            : transport::io_runner::start(cfg.worker.runtime_io_threads,
-                                          cfg.api.io_threads_nice);
+        wc.host.runtime_io = cfg.api.pin_io_threads
+                                 ? transport::io_runner::start_sharded(
+                                     cfg.worker.runtime_io_threads, true, cfg.api.io_threads_nice)
+                                 : transport::io_runner::start(cfg.worker.runtime_io_threads,
+                                                               cfg.api.io_threads_nice);
       }
       wc.host.pin_below_mb = static_cast<int32_t>(cfg.worker.pin_below_mb);
       wc.first_uid = cfg.worker.first_uid;
@@ -410,8 +409,8 @@ std::unique_ptr<node> node::start(const config::node_config& cfg, std::string& e
       };
       vmm::linger_policy linger;
       linger.time = cfg.code.mount_linger;
-      d.images = vmm::image_library::open(cfg.data_dir + "/worker/images", d.chunk_cache,
-                                          resolve, cfg.code.lazy, error, linger);
+      d.images = vmm::image_library::open(cfg.data_dir + "/worker/images", d.chunk_cache, resolve,
+                                          cfg.code.lazy, error, linger);
       if (!d.images) {
         error = "cannot prepare code images: " + error;
         return nullptr;

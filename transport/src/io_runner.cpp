@@ -127,7 +127,8 @@ std::shared_ptr<io_runner> io_runner::start(size_t threads, std::optional<int> n
   return runner;
 }
 
-std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin, std::optional<int> nice) {
+std::shared_ptr<io_runner> io_runner::start_sharded(size_t shards, bool pin,
+                                                    std::optional<int> nice) {
   auto cpus = allowed_cpus();
   if (shards == 0)
     shards = cpus.size();

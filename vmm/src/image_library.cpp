@@ -10,8 +10,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <system_error>
@@ -114,8 +114,7 @@ image_library::image_library(std::string dir, std::shared_ptr<storage::chunk_cac
 std::unique_ptr<image_library> image_library::open(std::string dir,
                                                    std::shared_ptr<storage::chunk_cache> cache,
                                                    image_resolver resolve, bool lazy,
-                                                   std::string& error,
-                                                   linger_policy linger) {
+                                                   std::string& error, linger_policy linger) {
   error.clear();
   std::error_code ec;
   fs::create_directories(dir, ec);

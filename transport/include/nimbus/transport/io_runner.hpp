@@ -38,7 +38,7 @@ public:
   /// process may run on). With `pin`, shard i's thread is bound to the i-th
   /// of those CPUs (wrapping around when there are more shards than CPUs).
   static std::shared_ptr<io_runner> start_sharded(size_t shards, bool pin,
-                                                   std::optional<int> nice = {});
+                                                  std::optional<int> nice = {});
 
   /// 0 when the io threads got the nice value they were started with (or
   /// were given none), else the errno of setting it (EACCES: lowering it
