@@ -256,13 +256,15 @@ TEST_CASE("image_library: an unused image lingers, is reused, and goes after the
   images.add(dir.path, "333/c", "c\n", 0);
   std::string error;
   vmm::linger_policy linger;
-  linger.time = std::chrono::milliseconds{300};
+  // Long enough that no stall of a loaded machine lets an image go between
+  // the checks below.
+  linger.time = std::chrono::seconds{2};
   linger.max_images = 1;
   auto library = vmm::image_library::open(dir.path + "/lib", images.cache(), images.resolver(),
                                           true, error, linger);
   REQUIRE_MESSAGE(library, error);
   auto wait_for = [&](auto done) {
-    for (int i = 0; i < 500 && !done(); ++i)
+    for (int i = 0; i < 1500 && !done(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds{10});
     return done();
   };
@@ -281,9 +283,10 @@ TEST_CASE("image_library: an unused image lingers, is reused, and goes after the
   CHECK(stats.lingering == 0);
   CHECK(stats.mounted == 1);
   // In use, it stays however long it is held.
-  std::this_thread::sleep_for(std::chrono::milliseconds{500});
+  std::this_thread::sleep_for(std::chrono::milliseconds{2500});
   CHECK(read_file(root + "/greeting.txt") == "a\n");
   library->release("333", "a");
+  // The counters change once the unmount is complete.
   CHECK(wait_for([&] { return library->stats().mounted == 0; }));
   CHECK(mounts_under(root).empty());
   CHECK_FALSE(fs::exists(root));
@@ -299,7 +302,9 @@ TEST_CASE("image_library: an unused image lingers, is reused, and goes after the
   REQUIRE(library->acquire("333", "c", c).empty());
   library->release("333", "b");
   library->release("333", "c");
-  CHECK(wait_for([&] { return mounts_under(b).empty(); }));
+  // The counters change once the unmount is complete.
+  CHECK(wait_for([&] { return library->stats().mounted == 1; }));
+  CHECK(mounts_under(b).empty());
   CHECK(read_file(c + "/greeting.txt") == "c\n");
   CHECK(library->stats().lingering == 1);
   // Closing the library unmounts what lingers.
