@@ -16,6 +16,8 @@ In one run, on this machine:
 all with wrk (2 threads, 32 connections, a 3 s warm-up pass, then a 10 s
 measured pass, POST '{}'), and cold starts (configuration change, then one
 timed invoke; X-Nimbus-Start and Server-Timing read from the response).
+The relay ceiling and Nimbus C are measured in 3 rounds (--rounds) of a
+relay pass then a C pass; their figures are the medians over the rounds.
 
 nimbusd runs with a temporary config with `[api] authenticate = false`, a
 bench-only switch: SigV4 is not verified and every request acts as the first
@@ -446,34 +448,66 @@ class Wrk:
         return res
 
 
-def warm_ok(results, key):
-    return (results["warm"].get(key) or {}).get("rps") is not None
+def median_of(values):
+    values = sorted(v for v in values if v is not None)
+    return statistics.median(values) if values else None
 
 
-def paired_rounds(wrk, args, procs, nimbus, name):
-    """Alternates a relay ceiling pass and a Nimbus C pass; returns each
-    round's req/s and ratio and the median ratio."""
-    relay_proc, relay_port = start_relay(args.relay, args.test_runtime, args.connections, procs)
-    try:
+def summarize_passes(passes):
+    """One figure for several measured passes of the same target: the median
+    of each latency and throughput figure, the sum of the error counts, and
+    every pass as measured. `cpu` and the metrics deltas are those of the
+    pass whose req/s is the median (the middle one when sorted)."""
+    if not passes:
+        return {}
+    by_rps = sorted(passes, key=lambda p: p.get("rps") or 0)
+    middle = by_rps[(len(by_rps) - 1) // 2]
+    res = {k: rnd(median_of([p.get(k) for p in passes]), 3)
+           for k in ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms")}
+    res["rps"] = rnd(median_of([p.get("rps") for p in passes]), 1)
+    res["non_2xx"] = sum(p.get("non_2xx") or 0 for p in passes)
+    res["socket_errors"] = {k: sum((p.get("socket_errors") or {}).get(k, 0) for p in passes)
+                            for k in ("connect", "read", "write", "timeout")}
+    for k in ("cpu", "nimbus_metrics_delta"):
+        if k in middle:
+            res[k] = middle[k]
+    res["passes"] = passes
+    return res
+
+
+def c_rounds(wrk, args, procs, nimbus, name):
+    """`args.rounds` rounds of a relay ceiling pass then a Nimbus C pass, each
+    a full measured pass. Returns the relay and C figures (medians over the
+    passes, see summarize_passes) and each round's ratio with their median."""
+    nimbus_url = "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (nimbus.port, name)
+    relay_proc = None
+    if os.access(args.relay, os.X_OK):
+        relay_proc, relay_port = start_relay(args.relay, args.test_runtime, args.connections, procs)
         relay_url = "http://127.0.0.1:%d/2015-03-31/functions/x/invocations" % relay_port
-        nimbus_url = "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (nimbus.port, name)
-        rounds = []
-        for i in range(args.paired_rounds):
-            relay = wrk.measure("relay ceiling, paired %d" % (i + 1), relay_url)
-            c = wrk.measure("nimbus c, paired %d" % (i + 1), nimbus_url, metrics_port=nimbus.port,
+    relays, cs, rounds = [], [], []
+    try:
+        for i in range(args.rounds):
+            relay = None
+            if relay_proc is not None:
+                relay = wrk.measure("relay ceiling, round %d" % (i + 1), relay_url)
+                relays.append(relay)
+            c = wrk.measure("nimbus c, round %d" % (i + 1), nimbus_url, metrics_port=nimbus.port,
                             cpu_pid=nimbus.proc.pid)
-            rounds.append({"relay_rps": rnd(relay["rps"], 1), "nimbus_c_rps": rnd(c["rps"], 1),
-                           "nimbus_c_p50_ms": c["p50_ms"], "non_2xx": relay["non_2xx"] + c["non_2xx"],
-                           "ratio": ratio(c["rps"], relay["rps"])})
+            cs.append(c)
+            rounds.append({"relay_rps": rnd(relay["rps"], 1) if relay else None,
+                           "nimbus_c_rps": rnd(c["rps"], 1), "nimbus_c_p50_ms": c["p50_ms"],
+                           "ratio": ratio(c["rps"], relay["rps"]) if relay else None})
     finally:
-        procs.stop(relay_proc)
-    ratios = sorted(r["ratio"] for r in rounds if r["ratio"] is not None)
-    median = ratios[len(ratios) // 2] if ratios else None
-    log("  paired: nimbus c over relay ceiling per round %s, median %s"
-        % ([r["ratio"] for r in rounds], median))
-    return {"method": "%d rounds of a relay ceiling pass then a Nimbus C pass, each %ds measured "
-                      "after a 2s warm-up" % (args.paired_rounds, args.paired_duration),
-            "rounds": rounds, "median_ratio": median}
+        if relay_proc is not None:
+            procs.stop(relay_proc)
+    median = median_of([r["ratio"] for r in rounds])
+    log("  rounds: nimbus c %s req/s, relay ceiling %s, ratio per round %s, median %s"
+        % ([r["nimbus_c_rps"] for r in rounds], [r["relay_rps"] for r in rounds],
+           [r["ratio"] for r in rounds], median))
+    summary = {"method": "%d rounds of a relay ceiling pass then a Nimbus C pass, each a %ds wrk "
+                        "pass after a %ds warm-up" % (args.rounds, args.duration, args.warmup),
+                "rounds": rounds, "median_ratio": rnd(median, 3)}
+    return summarize_passes(relays), summarize_passes(cs), summary
 
 
 # -- nimbusd -------------------------------------------------------------------
@@ -979,10 +1013,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--duration", type=int, default=10, help="measured wrk pass, seconds")
     ap.add_argument("--warmup", type=int, default=3, help="wrk warm-up pass, seconds")
-    ap.add_argument("--paired-rounds", type=int, default=3,
-                    help="rounds of alternating relay ceiling and Nimbus C passes (0: none)")
-    ap.add_argument("--paired-duration", type=int, default=5,
-                    help="measured seconds of each paired pass")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of a relay ceiling pass then a Nimbus C pass; the C and relay "
+                         "figures are the medians over them")
     ap.add_argument("--cold", type=int, default=15, help="cold starts per runtime")
     ap.add_argument("--cold-settle", type=float, default=0.3,
                     help="seconds between a configuration change and the timed cold invoke")
@@ -994,6 +1027,8 @@ def main():
                     help="seconds to wait at most for other load on the machine to end")
     ap.add_argument("--keep-temp", action="store_true", help="keep the temp dir (logs, configs)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     # SIGTERM unwinds like Ctrl-C, so every process started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1113,31 +1148,28 @@ def main():
         else:
             results["failures"].append("nginx: not installed")
 
-        # The relay: the ceiling of a warm invoke of the C runtime.
-        if os.access(args.relay, os.X_OK):
-            try:
-                relay_proc, relay_port = start_relay(args.relay, args.test_runtime,
-                                                     args.connections, procs)
-                results["warm"]["relay_ceiling"] = bench_wrk.measure(
-                    "relay ceiling", "http://127.0.0.1:%d/2015-03-31/functions/x/invocations"
-                    % relay_port)
-                procs.stop(relay_proc)
-            except Exception as e:
-                results["failures"].append("relay ceiling: %s" % e)
-                log("relay ceiling failed: %s" % e)
-        else:
-            results["failures"].append("relay ceiling: %s is not built" % args.relay)
-
         # Nimbus warm throughput.
         for key, (name, _, _) in FUNCTIONS.items():
             try:
                 check_invoke(nimbus.port, name)  # warm it
                 warmed = prewarm(nimbus.port, name, args.connections, PREWARM_EVENT[key])
                 wait_idle(nimbus.port)
-                r = bench_wrk.measure(
-                    "nimbus " + key,
-                    "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (nimbus.port, name),
-                    metrics_port=nimbus.port, cpu_pid=nimbus.proc.pid)
+                if key == "c":
+                    # The relay ceiling and C: rounds of passes next to each
+                    # other, reported as medians (the machine's speed drifts
+                    # by tens of percent within minutes).
+                    relay, r, rounds = c_rounds(bench_wrk, args, procs, nimbus, name)
+                    results["rounds"] = rounds
+                    if relay:
+                        results["warm"]["relay_ceiling"] = relay
+                    elif not os.access(args.relay, os.X_OK):
+                        results["failures"].append("relay ceiling: %s is not built" % args.relay)
+                else:
+                    r = bench_wrk.measure(
+                        "nimbus " + key,
+                        "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations"
+                        % (nimbus.port, name),
+                        metrics_port=nimbus.port, cpu_pid=nimbus.proc.pid)
                 r["prewarm"] = warmed
                 r["one_connection"] = bench_wrk.single(
                     "nimbus " + key,
@@ -1147,19 +1179,6 @@ def main():
             except Exception as e:
                 results["failures"].append("nimbus %s warm: %s" % (key, e))
                 log("nimbus %s warm failed: %s" % (key, e))
-
-        # Nimbus C against the relay ceiling in alternating short passes. The
-        # machine's speed drifts by tens of percent within minutes, so the
-        # ratio of passes run next to each other is steadier than the ratio of
-        # the two single passes above, which are minutes apart.
-        if args.paired_rounds > 0 and warm_ok(results, "nimbus_c") and os.access(args.relay, os.X_OK):
-            try:
-                results["paired"] = paired_rounds(
-                    Wrk(wrk_bin, tmp, args.threads, args.connections, args.paired_duration, 2),
-                    args, procs, nimbus, FUNCTIONS["c"][0])
-            except Exception as e:
-                results["failures"].append("paired passes: %s" % e)
-                log("paired passes failed: %s" % e)
 
         # serverless-offline, when npm is reachable.
         if args.no_serverless:
@@ -1215,7 +1234,7 @@ def main():
         "nimbus_c_over_serverless_offline": ratio(c_rps, sls_rps),
         "nimbus_c_over_nginx": ratio(c_rps, nginx_rps),
         "nimbus_c_over_relay_ceiling": ratio(c_rps, fig("relay_ceiling", "rps")),
-        "nimbus_c_over_relay_ceiling_paired_median": (results.get("paired") or {}).get("median_ratio"),
+        "nimbus_c_over_relay_ceiling_rounds_median": (results.get("rounds") or {}).get("median_ratio"),
         "nimbus_python_over_serverless_offline": ratio(fig("nimbus_python", "rps"), sls_rps),
         "nimbus_node_over_serverless_offline": ratio(fig("nimbus_node", "rps"), sls_rps),
     }
@@ -1294,6 +1313,11 @@ def main():
     for k, v in results["cold_start_new_code"].items():
         print("  cold start %-8s p50 %s ms, p90 %s ms; server phases p50 %s (new code each time)"
               % (k, v["p50_ms"], v["p90_ms"], v["server_timing_p50_ms"]))
+    rounds = (results.get("rounds") or {}).get("rounds") or []
+    if rounds:
+        print("  rounds (relay, C req/s, C p50 ms, ratio): %s" % "; ".join(
+            "%s, %s, %s, %s" % (r["relay_rps"], r["nimbus_c_rps"], r["nimbus_c_p50_ms"], r["ratio"])
+            for r in rounds))
     print("  ratios: %s" % results["ratios"])
     for k, v in results["targets"].items():
         state = "n/a" if v["met"] is None else ("met" if v["met"] else "MISSED")
