@@ -5,7 +5,8 @@ Each test writes handler code to a temporary task root, starts the fake Runtime
 API server (fake_runtime_api.py) on 127.0.0.1, runs the bootstrap as a
 subprocess with the Lambda environment pointing at it, queues events and checks
 what the runtime POSTs back. PythonClientTest instead drives the Python
-bootstrap's HTTP client in-process against canned answers.
+bootstrap's HTTP client in-process against canned answers; NodeClientTest runs
+the Node bootstrap against the same canned answers.
 
     python3 tests/runtimes/runtimes_test.py [--runtimes-dir DIR] [unittest args, e.g. -v]
 
@@ -1042,6 +1043,137 @@ class NodeRuntimeTest(HttpClientCases, RuntimeTestCase):
         self.invoke_ok({})
         self.api.shutdown_next()
         self.assertNotEqual(self.wait_exit(), 0)
+
+
+
+@unittest.skipUnless(os.access(NODE, os.X_OK), "node not found at %s" % NODE)
+class NodeClientTest(RuntimeTestCase):
+    """The Node bootstrap's HTTP client against canned answers (RawServer): the whole runtime
+    runs, with a handler that returns the event and what the context read from the headers."""
+
+    HANDLER = ("index.handler", {"index.js": """
+        exports.handler = async (event, context) =>
+          ({ event, id: context.awsRequestId, arn: context.invokedFunctionArn });
+        """})
+    ACCEPTED = b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+
+    @classmethod
+    def setUpClass(cls):
+        cls.command = [NODE, os.path.join(RUNTIMES_DIR, "node", "bootstrap.mjs")]
+
+    def serve(self, *answers, handler=None):
+        server = RawServer(answers)
+        self.addCleanup(server.close)
+        self.start(*(handler or self.HANDLER), env={"AWS_LAMBDA_RUNTIME_API": server.address})
+        return server
+
+    def wait_requests(self, server, n, timeout=15.0):
+        end = time.monotonic() + timeout
+        while len(server.requests) < n and time.monotonic() < end and self.proc.poll() is None:
+            time.sleep(0.01)
+        self.assertGreaterEqual(len(server.requests), n, "stderr:\n" + self.output("stderr"))
+        return server.requests
+
+    def posted(self, request):
+        """The JSON body of a POST the runtime sent."""
+        return json.loads(request.partition(b"\r\n\r\n")[2])
+
+    def next_answer(self, body, request_id="id-1", extra=b""):
+        return (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nLambda-Runtime-Aws-Request-Id: %s\r\n%s\r\n%s"
+                % (len(body), request_id.encode(), extra, body))
+
+    def test_requests_on_the_wire(self):
+        server = self.serve(self.next_answer(b'{"k": 1}', "a/b c"), self.ACCEPTED,
+                            self.next_answer(b"{", "id-2"), self.ACCEPTED)
+        requests = self.wait_requests(server, 4)
+        node_version = subprocess.run([NODE, "--version"], capture_output=True, text=True).stdout.strip()
+        common = (b" HTTP/1.1\r\nHost: %s\r\nUser-Agent: nimbus-node-runtime/1.0 (node/%s)\r\n"
+                  % (server.address.encode(), node_version.lstrip("v").encode()))
+        response = node_json({"event": {"k": 1}, "id": "a/b c"})
+        self.assertEqual(requests[0], b"GET /2018-06-01/runtime/invocation/next" + common + b"\r\n")
+        self.assertEqual(requests[1], b"POST /2018-06-01/runtime/invocation/a%2Fb%20c/response" + common
+                         + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(response)
+                         + response)
+        self.assertEqual(requests[2], requests[0])
+        head, _, body = requests[3].partition(b"\r\n\r\n")
+        self.assertEqual(head, b"POST /2018-06-01/runtime/invocation/id-2/error" + common
+                         + b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+                         + b"Lambda-Runtime-Function-Error-Type: Runtime.UnmarshalError")
+        self.assertEqual(json.loads(body)["errorType"], "Runtime.UnmarshalError")
+        self.assertEqual(server.connections, 1)
+
+    def test_headers_in_any_case_repeated_and_folded(self):
+        server = self.serve(
+            b"HTTP/1.1 200 OK\r\nlambda-RUNTIME-aws-request-id:  first \t\r\nLambda-Runtime-Aws-Request-Id: second\r\n"
+            b"Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:1:function:\r\n  f\r\n"
+            b"Empty:\r\nCONTENT-LENGTH: 1\r\n\r\n7", self.ACCEPTED)
+        requests = self.wait_requests(server, 2)
+        self.assertTrue(requests[1].startswith(b"POST /2018-06-01/runtime/invocation/first/response "))
+        self.assertEqual(self.posted(requests[1]),
+                         {"event": 7, "id": "first", "arn": "arn:aws:lambda:us-east-1:1:function: f"})
+
+    def test_interim_answer_is_skipped(self):
+        server = self.serve(b"HTTP/1.1 100 Continue\r\n\r\n" + self.next_answer(b'"abc"'), self.ACCEPTED)
+        self.assertEqual(self.posted(self.wait_requests(server, 2)[1])["event"], "abc")
+
+    def test_http10_answers_close_unless_kept_alive(self):
+        server = self.serve(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nLambda-Runtime-Aws-Request-Id: a\r\n\r\n1",
+            b"HTTP/1.0 202 Accepted\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+            self.next_answer(b"2", "b", b"Connection: keep-alive, Close\r\n"), self.ACCEPTED,
+            self.next_answer(b"3", "c"), self.ACCEPTED)
+        requests = self.wait_requests(server, 6)
+        self.assertEqual([self.posted(r)["event"] for r in requests[1::2]], [1, 2, 3])
+        self.assertEqual(server.connections, 3)
+
+    def test_body_framed_by_chunks_or_close(self):
+        server = self.serve(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nLambda-Runtime-Aws-Request-Id: a\r\n\r\n"
+            b"3;x=y\r\n\"ab\r\nA\r\nc01234567\"\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\n\r\n",  # no body, whatever the framing headers say
+            ("close", b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: b\r\n\r\n\"until the end\""),
+            self.ACCEPTED, self.next_answer(b"", "c"), self.ACCEPTED)
+        requests = self.wait_requests(server, 6)
+        self.assertEqual(self.posted(requests[1])["event"], "abc01234567")
+        self.assertEqual(self.posted(requests[3]), {"event": "until the end", "id": "b"})
+        # An empty event body is no JSON: the invocation fails with Runtime.UnmarshalError.
+        self.assertTrue(requests[5].startswith(b"POST /2018-06-01/runtime/invocation/c/error "))
+        self.assertEqual(self.posted(requests[5])["errorType"], "Runtime.UnmarshalError")
+        self.assertEqual(server.connections, 2)
+        self.assertNotIn("nimbus node runtime", self.output("stderr"))  # no complaint about any answer
+
+    def test_truncated_answer_is_fatal(self):
+        self.serve(("close", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+        self.assertEqual(self.wait_exit(), 1)
+        self.assertEqual(self.output("stderr"), "nimbus node runtime: GET /runtime/invocation/next failed: "
+                                                "connection closed after 3 of 10 body bytes\n")
+
+    def test_malformed_answers_are_fatal(self):
+        for answer, message in (
+                (b"HTTP/2 200 OK\r\n\r\n", 'bad status line "HTTP/2 200 OK"'),
+                (b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n", 'bad header line "no colon"'),
+                (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", 'bad Content-Length "-1"'),
+                (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 'bad chunk size line "zz"'),
+                (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+                 "chunk data not followed by CRLF")):
+            with self.subTest(answer=answer):
+                self.serve(answer, self.ACCEPTED)
+                self.assertEqual(self.wait_exit(), 1)
+                self.assertEqual(self.output("stderr"),
+                                 "nimbus node runtime: GET /runtime/invocation/next failed: %s\n" % message)
+
+    def test_no_answer_on_a_new_connection_is_not_retried(self):
+        server = self.serve(None, self.next_answer(b"1"))
+        self.assertEqual(self.wait_exit(), 1)
+        self.assertIn("Remote end closed connection without response", self.output("stderr"))
+        self.assertEqual(server.connections, 1)
+
+    def test_large_event_in_many_pieces(self):
+        event = {"blob": "x" * (6 * 1024 * 1024 - 100)}
+        body = json.dumps(event).encode()
+        server = self.serve(self.next_answer(body), self.ACCEPTED)
+        requests = self.wait_requests(server, 2, timeout=30)
+        self.assertEqual(self.posted(requests[1])["event"], event)
 
 
 def main():
