@@ -32,7 +32,7 @@
 //     7. fork the runtime: set rlimits, SCHED_BATCH and the CPU (if the
 //        spec names one), drop every capability, switch to the unprivileged
 //        uid/gid, set no_new_privs, enter the working directory, load the
-//        seccomp filter, exec
+//        seccomp filter (built before the spec arrived), exec
 //        (image-root mode: a bare argv[0] is looked up in the PATH of the
 //        function's environment); a failure from here on is written to the
 //        runtime's stderr (the function's log) and ends the runtime with
@@ -87,6 +87,11 @@ namespace {
 // fork): the signal that killed the runtime, or 0. PID 1's own exit status
 // cannot carry it: PID 1 cannot kill itself with a signal.
 volatile int* runtime_signal = nullptr;
+
+// The runtime's seccomp filter, built by main() before the spec arrives, or
+// why it could not be built.
+nimbus::vmm::seccomp_program runtime_filter;
+std::string runtime_filter_error;
 
 void report(const std::string& line) {
   auto text = line + "\n";
@@ -424,7 +429,9 @@ void build_root(const jail_spec& spec) {
   if (!has_path)
     lookup_env.insert(lookup_env.begin(), default_path.data());
   // The filter goes on last: everything above needs calls it denies.
-  if (auto err = nimbus::vmm::load_seccomp_policy(); !err.empty())
+  if (!runtime_filter_error.empty())
+    runtime_die("seccomp: " + runtime_filter_error, 0);
+  if (auto err = nimbus::vmm::load_seccomp_program(runtime_filter); !err.empty())
     runtime_die("seccomp: " + err, 0);
   if (spec.image_root.empty()) {
     ::execve(argv[0], argv.data(), envp.data());
@@ -517,6 +524,10 @@ int main(int argc, char** argv) {
   join_cgroups(early_cgroups);
   if (!early_cgroups.empty())
     report("joined");
+  // The runtime's seccomp filter is the same for every sandbox: build it now,
+  // while a pooled helper waits for its spec, so that the runtime child
+  // (step 7) only has to load it. An error is reported there.
+  runtime_filter_error = nimbus::vmm::compile_seccomp_policy(runtime_filter);
   std::string error;
   auto spec = nimbus::vmm::jail_spec_from_json(read_all(jail_spec_fd), error);
   ::close(jail_spec_fd);

@@ -2,9 +2,14 @@
 
 #include <seccomp.h>
 
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -35,7 +40,11 @@ const std::vector<std::string>& denied_syscalls() {
   return names;
 }
 
-std::string load_seccomp_policy() {
+namespace {
+
+// The filter's rules in a libseccomp context (released by the caller), or an
+// error text.
+std::string build(scmp_filter_ctx& out) {
   scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
   if (ctx == nullptr)
     return "seccomp_init failed";
@@ -80,9 +89,63 @@ std::string load_seccomp_policy() {
                                 SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TIOCSTI));
       rc != 0)
     return fail("seccomp rule ioctl", rc);
-  if (int rc = seccomp_load(ctx); rc != 0)
-    return fail("seccomp_load", rc);
+  out = ctx;
+  return {};
+}
+
+} // namespace
+
+std::string compile_seccomp_policy(seccomp_program& program) {
+  scmp_filter_ctx ctx = nullptr;
+  if (auto err = build(ctx); !err.empty())
+    return err;
+  // libseccomp 2.5 exports the program only to a file descriptor.
+  int fd = ::memfd_create("nimbus-seccomp", MFD_CLOEXEC);
+  if (fd < 0) {
+    seccomp_release(ctx);
+    return std::string{"memfd_create: "} + std::strerror(errno);
+  }
+  int rc = seccomp_export_bpf(ctx, fd);
   seccomp_release(ctx);
+  std::string err;
+  struct stat st {};
+  if (rc != 0)
+    err = std::string{"seccomp_export_bpf: "} + std::strerror(-rc);
+  else if (::fstat(fd, &st) != 0)
+    err = std::string{"fstat: "} + std::strerror(errno);
+  else if (st.st_size <= 0 || st.st_size % sizeof(sock_filter) != 0 ||
+           st.st_size / sizeof(sock_filter) > BPF_MAXINSNS)
+    err = "the exported program has " + std::to_string(st.st_size) + " bytes";
+  if (err.empty()) {
+    program.resize(static_cast<size_t>(st.st_size) / sizeof(sock_filter));
+    auto want = static_cast<size_t>(st.st_size);
+    size_t done = 0;
+    while (done < want) {
+      auto n = ::pread(fd, reinterpret_cast<char*>(program.data()) + done, want - done,
+                       static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n <= 0) {
+        err = n < 0 ? std::string{"read: "} + std::strerror(errno) : "short read";
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+  ::close(fd);
+  if (!err.empty())
+    program.clear();
+  return err;
+}
+
+std::string load_seccomp_program(const seccomp_program& program) {
+  if (program.empty())
+    return "no program";
+  sock_fprog prog{};
+  prog.len = static_cast<unsigned short>(program.size());
+  prog.filter = const_cast<sock_filter*>(program.data());
+  if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0)
+    return std::string{"seccomp(SECCOMP_SET_MODE_FILTER): "} + std::strerror(errno);
   return {};
 }
 
