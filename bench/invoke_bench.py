@@ -17,7 +17,8 @@ all with wrk (2 threads, 32 connections, a 3 s warm-up pass, then a 10 s
 measured pass, POST '{}'), and cold starts (configuration change, then one
 timed invoke; X-Nimbus-Start and Server-Timing read from the response).
 The relay ceiling and Nimbus C are measured in 3 rounds (--rounds) of a
-relay pass then a C pass; their figures are the medians over the rounds.
+relay pass then a C pass, python, node and serverless-offline in 3 passes
+each; their figures are the medians over the passes (nginx: one pass).
 
 nimbusd runs with a temporary config with `[api] authenticate = false`, a
 bench-only switch: SigV4 is not verified and every request acts as the first
@@ -473,6 +474,14 @@ def summarize_passes(passes):
             res[k] = middle[k]
     res["passes"] = passes
     return res
+
+
+def measure_passes(wrk, label, url, passes, **kwargs):
+    """`passes` measured passes of one target in a row, summarized as medians."""
+    if passes == 1:
+        return summarize_passes([wrk.measure(label, url, **kwargs)])
+    return summarize_passes([wrk.measure("%s, pass %d" % (label, i + 1), url, **kwargs)
+                             for i in range(passes)])
 
 
 def c_rounds(wrk, args, procs, nimbus, name):
@@ -1014,8 +1023,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="measured wrk pass, seconds")
     ap.add_argument("--warmup", type=int, default=3, help="wrk warm-up pass, seconds")
     ap.add_argument("--rounds", type=int, default=3,
-                    help="rounds of a relay ceiling pass then a Nimbus C pass; the C and relay "
-                         "figures are the medians over them")
+                    help="rounds of a relay ceiling pass then a Nimbus C pass, and passes of "
+                         "python, node and serverless-offline; figures are the medians")
     ap.add_argument("--cold", type=int, default=15, help="cold starts per runtime")
     ap.add_argument("--cold-settle", type=float, default=0.3,
                     help="seconds between a configuration change and the timed cold invoke")
@@ -1165,10 +1174,10 @@ def main():
                     elif not os.access(args.relay, os.X_OK):
                         results["failures"].append("relay ceiling: %s is not built" % args.relay)
                 else:
-                    r = bench_wrk.measure(
-                        "nimbus " + key,
+                    r = measure_passes(
+                        bench_wrk, "nimbus " + key,
                         "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations"
-                        % (nimbus.port, name),
+                        % (nimbus.port, name), args.rounds,
                         metrics_port=nimbus.port, cpu_pid=nimbus.proc.pid)
                 r["prewarm"] = warmed
                 r["one_connection"] = bench_wrk.single(
@@ -1193,9 +1202,10 @@ def main():
                     sproc, sport, sname = start_serverless(args.cache, tmp, procs,
                                                            min(args.serverless_timeout, 180))
                     check_invoke(sport, sname)
-                    r = bench_wrk.measure(
-                        "serverless-offline",
-                        "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (sport, sname))
+                    r = measure_passes(
+                        bench_wrk, "serverless-offline",
+                        "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (sport, sname),
+                        args.rounds)
                     r["versions"] = {p: json.load(open(os.path.join(
                         args.cache, "node_modules", p, "package.json")))["version"]
                         for p in ("serverless", "serverless-offline")}
