@@ -129,8 +129,9 @@ function tokens(value) {
   return value.toLowerCase().split(',').map((t) => t.trim());
 }
 
-// Parses one answer from bytes as they arrive. feed() returns true once the
-// answer is complete; `end()` reports the end of the connection.
+// Parses one answer from bytes as they arrive: append() them, then parse()
+// says whether the answer is complete; end() reports the end of the
+// connection.
 class AnswerParser {
   constructor() {
     this.pieces = []; // bytes received and not yet parsed, as they came
@@ -314,6 +315,7 @@ class RuntimeApiClient {
     this.socket = null;
     this.leftover = null; // bytes after the last answer (normally none)
     this.pending = null; // { parser, resolve, reject, retry } of the request in flight
+    this.waiting = []; // requests to start, in order, once it is answered
   }
 
   // Keep-alive, one connection, no timeout: /next may block for minutes. The
@@ -400,11 +402,20 @@ class RuntimeApiClient {
     const data = body === undefined || body.length === 0 ? head
       : Buffer.concat([Buffer.from(head, 'latin1'), body]);
     return new Promise((resolve, reject) => {
+      // One request at a time on the one connection: a request made while
+      // another is in flight (an error report from an uncaught exception,
+      // say) waits for it, as with node:http's agent of one socket.
+      const finish = (settle) => (value) => {
+        settle(value);
+        const next = this.waiting.shift();
+        if (next)
+          next();
+      };
       const attempt = (mayRetry) => {
         const reused = this.socket !== null;
         const socket = reused ? this.socket : this.connect();
         const parser = new AnswerParser();
-        this.pending = { parser, resolve, reject,
+        this.pending = { parser, resolve: finish(resolve), reject: finish(reject),
                          retry: reused && mayRetry ? () => attempt(false) : null };
         socket.ref();
         socket.write(data, 'latin1');
@@ -414,7 +425,10 @@ class RuntimeApiClient {
           this.onData(socket, rest);
         }
       };
-      attempt(true);
+      if (this.pending !== null || this.waiting.length > 0)
+        this.waiting.push(() => attempt(true));
+      else
+        attempt(true);
     });
   }
 

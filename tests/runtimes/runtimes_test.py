@@ -966,6 +966,23 @@ class NodeRuntimeTest(HttpClientCases, RuntimeTestCase):
         self.start("nodot", {"index.js": "exports.handler = async () => 1;\n"})
         self.expect_init_error("Runtime.MalformedHandlerName")
 
+    def test_two_init_errors_at_once_go_out_one_after_the_other(self):
+        # The module fails to load and a timer it set throws while that init error is on its
+        # way: the second report waits for the first answer on the one connection.
+        self.start("index.handler", {"index.js": """
+            setTimeout(() => { throw new Error('from a timer'); }, 0);
+            throw new Error('bad config');
+            """})
+        # The load error's report is answered first, and the runtime exits as after any
+        # failed load (1; an uncaught exception's own report would end it with 129).
+        self.assertEqual(self.wait_exit(), 1, self.output("stderr"))
+        self.assertGreaterEqual(len(self.api.init_errors), 1)
+        self.assertEqual(self.api.init_errors[0].json()["errorMessage"], "bad config")
+        for report in self.api.init_errors[1:]:
+            self.assertEqual(report.json()["errorMessage"], "from a timer")
+        self.assertNotIn("nimbus node runtime", self.output("stderr"))
+        self.assertEqual(self.api.next_calls, 0)
+
     def test_context(self):
         self.start("index.handler", {"index.js": """
             exports.handler = async (event, context) => ({
