@@ -570,12 +570,14 @@ class RawServer:
     (closed without answering). requests holds each request as received; connections counts.
     """
 
-    def __init__(self, answers):
+    def __init__(self, answers, host="127.0.0.1"):
         self.answers = list(answers)
         self.requests = []
         self.connections = 0
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.create_server((host, 0), family=family)
+        port = self.sock.getsockname()[1]
+        self.address = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -1078,8 +1080,8 @@ class NodeClientTest(RuntimeTestCase):
     def setUpClass(cls):
         cls.command = [NODE, os.path.join(RUNTIMES_DIR, "node", "bootstrap.mjs")]
 
-    def serve(self, *answers, handler=None):
-        server = RawServer(answers)
+    def serve(self, *answers, handler=None, host="127.0.0.1"):
+        server = RawServer(answers, host)
         self.addCleanup(server.close)
         self.start(*(handler or self.HANDLER), env={"AWS_LAMBDA_RUNTIME_API": server.address})
         return server
@@ -1118,6 +1120,17 @@ class NodeClientTest(RuntimeTestCase):
                          + b"Lambda-Runtime-Function-Error-Type: Runtime.UnmarshalError")
         self.assertEqual(json.loads(body)["errorType"], "Runtime.UnmarshalError")
         self.assertEqual(server.connections, 1)
+
+    @unittest.skipUnless(socket.has_ipv6, "no IPv6")
+    def test_ipv6_address(self):
+        try:
+            server = self.serve(self.next_answer(b"[6]"), self.ACCEPTED, host="::1")
+        except OSError as e:
+            self.skipTest("cannot listen on ::1: %s" % e)
+        requests = self.wait_requests(server, 2)
+        self.assertIn(b"\r\nHost: %s\r\n" % server.address.encode(), requests[0])
+        self.assertTrue(server.address.startswith("[::1]:"))
+        self.assertEqual(self.posted(requests[1])["event"], [6])
 
     def test_headers_in_any_case_repeated_and_folded(self):
         server = self.serve(
