@@ -463,9 +463,9 @@ def summarize_passes(passes):
         return {}
     by_rps = sorted(passes, key=lambda p: p.get("rps") or 0)
     middle = by_rps[(len(by_rps) - 1) // 2]
-    res = {k: rnd(median_of([p.get(k) for p in passes]), 3)
-           for k in ("rps", "p50_ms", "p75_ms", "p90_ms", "p99_ms")}
-    res["rps"] = rnd(median_of([p.get("rps") for p in passes]), 1)
+    res = {"rps": rnd(median_of([p.get("rps") for p in passes]), 1)}
+    for k in ("p50_ms", "p75_ms", "p90_ms", "p99_ms"):
+        res[k] = rnd(median_of([p.get(k) for p in passes]), 3)
     res["non_2xx"] = sum(p.get("non_2xx") or 0 for p in passes)
     res["socket_errors"] = {k: sum((p.get("socket_errors") or {}).get(k, 0) for p in passes)
                             for k in ("connect", "read", "write", "timeout")}
@@ -487,12 +487,21 @@ def measure_passes(wrk, label, url, passes, **kwargs):
 def c_rounds(wrk, args, procs, nimbus, name):
     """`args.rounds` rounds of a relay ceiling pass then a Nimbus C pass, each
     a full measured pass. Returns the relay and C figures (medians over the
-    passes, see summarize_passes) and each round's ratio with their median."""
+    passes, see summarize_passes), each round's ratio with their median, and
+    why there is no relay figure (None when there is one). Without the relay
+    the rounds measure C alone."""
     nimbus_url = "http://127.0.0.1:%d/2015-03-31/functions/%s/invocations" % (nimbus.port, name)
-    relay_proc = None
-    if os.access(args.relay, os.X_OK):
-        relay_proc, relay_port = start_relay(args.relay, args.test_runtime, args.connections, procs)
-        relay_url = "http://127.0.0.1:%d/2015-03-31/functions/x/invocations" % relay_port
+    relay_proc, relay_problem = None, None
+    if not os.access(args.relay, os.X_OK):
+        relay_problem = "%s is not built" % args.relay
+    else:
+        try:
+            relay_proc, relay_port = start_relay(args.relay, args.test_runtime, args.connections,
+                                                 procs)
+            relay_url = "http://127.0.0.1:%d/2015-03-31/functions/x/invocations" % relay_port
+        except Exception as e:
+            relay_problem = str(e)
+            log("relay ceiling failed: %s" % e)
     relays, cs, rounds = [], [], []
     try:
         for i in range(args.rounds):
@@ -516,7 +525,7 @@ def c_rounds(wrk, args, procs, nimbus, name):
     summary = {"method": "%d rounds of a relay ceiling pass then a Nimbus C pass, each a %ds wrk "
                         "pass after a %ds warm-up" % (args.rounds, args.duration, args.warmup),
                 "rounds": rounds, "median_ratio": rnd(median, 3)}
-    return summarize_passes(relays), summarize_passes(cs), summary
+    return summarize_passes(relays), summarize_passes(cs), summary, relay_problem
 
 
 # -- nimbusd -------------------------------------------------------------------
@@ -1167,12 +1176,13 @@ def main():
                     # The relay ceiling and C: rounds of passes next to each
                     # other, reported as medians (the machine's speed drifts
                     # by tens of percent within minutes).
-                    relay, r, rounds = c_rounds(bench_wrk, args, procs, nimbus, name)
+                    relay, r, rounds, relay_problem = c_rounds(bench_wrk, args, procs,
+                                                               nimbus, name)
                     results["rounds"] = rounds
                     if relay:
                         results["warm"]["relay_ceiling"] = relay
-                    elif not os.access(args.relay, os.X_OK):
-                        results["failures"].append("relay ceiling: %s is not built" % args.relay)
+                    else:
+                        results["failures"].append("relay ceiling: %s" % relay_problem)
                 else:
                     r = measure_passes(
                         bench_wrk, "nimbus " + key,
